@@ -219,8 +219,14 @@ def _make_executor(args: argparse.Namespace):
     anything is planned or written; prints what a cluster executor will run the cells on."""
     from harness.executors import LocalExecutor
 
+    jobs = getattr(args, "jobs", None)
+    if jobs is not None and jobs < 1:
+        raise SuiteError([Issue("command line", 0, f"--jobs {jobs}: give a whole number >= 1, e.g. --jobs 4")])
     if args.executor == "local":
-        return LocalExecutor()
+        return LocalExecutor(jobs)
+    if jobs is not None:
+        raise SuiteError([Issue("command line", 0, "--jobs is for the local executor; with --executor ray, "
+                                                   "cells share a GPU through --gpus-per-cell (e.g. 0.25)")])
     executor = _ray_executor(args)
     try:
         executor.connect()
@@ -384,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish the cells a run directory has no rows for")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-report", action="store_true", help="do not build a report at the end")
+    p.add_argument("--jobs", "-j", type=int, metavar="N",
+                   help="run up to N cells at once on this machine, one process each (small training "
+                        "cells share a GPU well; timing and memory cells still run alone); "
+                        "default: the suite's jobs, else 1")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--address", help="ray cluster address (--executor ray)")
     p.add_argument("--gpus-per-cell", type=float, help="GPUs per cell (--executor ray)")

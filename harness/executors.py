@@ -8,12 +8,53 @@ in a remote worker (harness.ray_executor.RayExecutor).
 """
 from __future__ import annotations
 
+import dataclasses
+import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence
 
 from harness.cells import Cell, CellContext
 
 Rows = List[Dict[str, Any]]
+
+#: Kinds whose numbers are wall-clock times or peak memory: a second cell on the same GPU would
+#: perturb them, so an executor that runs cells side by side runs these alone on their GPU.
+EXCLUSIVE_GPU_KINDS = frozenset({"speed", "memory", "decode"})
+
+
+def chain_key(cell: Cell, index: int) -> Hashable:
+    """Cells with the same key run one after another, in suite order, under a parallel executor.
+
+    A kind with a ``skip_reason`` decides from cells already done (OOM at a smaller L of the same
+    impl -> skip), so its cells are chained per impl (per kind if cells have no ``impl``); any
+    other cell is a chain of its own and may run in parallel with everything.
+    """
+    from harness.kinds import KINDS
+
+    if KINDS.get(cell.kind).skip_reason is None:
+        return ("independent", index)
+    return ("chained", cell.kind, repr(cell.get("impl")))
+
+
+def context_payload(ctx: CellContext) -> Dict[str, Any]:
+    """``ctx`` as plain fields for another process, with the driver-clock ``deadline`` turned into a
+    budget in seconds (a monotonic value means nothing on another machine, and the cell's clock
+    should start when the cell starts, not when it was queued)."""
+    fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}
+    deadline = fields.pop("deadline", None)
+    fields["deadline_budget_s"] = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return fields
+
+
+def context_from_payload(payload: Mapping[str, Any], device: Optional[str] = None) -> CellContext:
+    """The :class:`CellContext` of :func:`context_payload`, its deadline re-anchored now;
+    ``device`` replaces the driver's device string (a worker that sees only its GPU as cuda:0)."""
+    fields = dict(payload)
+    budget = fields.pop("deadline_budget_s", None)
+    fields["deadline"] = None if budget is None else time.monotonic() + budget
+    if device is not None:
+        fields["device"] = device
+    return CellContext(**fields)
 
 
 class Executor(ABC):
@@ -39,13 +80,43 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """Runs cells one after another in this process (the default; what CI and a laptop use)."""
+    """Runs cells on this machine: one after another in this process (the default; what CI and a
+    laptop use), or up to ``jobs`` at once in child processes (:mod:`harness.process_executor`).
+
+    ``jobs`` is the ``--jobs`` flag; without it a suite's own ``jobs:`` key applies (:meth:`use_suite`).
+    """
 
     name = "local"
+
+    def __init__(self, jobs: Optional[int] = None):
+        if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+            raise ValueError(f"jobs must be a whole number >= 1 (got {jobs!r})")
+        self._jobs_flag = jobs
+        self._jobs_suite: Optional[int] = None
+
+    @property
+    def jobs(self) -> int:
+        return self._jobs_flag or self._jobs_suite or 1
+
+    def use_suite(self, suite_data: Mapping[str, Any]) -> None:
+        self._jobs_suite = suite_data.get("jobs")
+
+    def cluster_summary(self) -> Dict[str, Any]:
+        """For meta.json: how many cells ran at once."""
+        if self.jobs == 1:
+            return {"jobs": 1}
+        from harness.process_executor import ProcessExecutor
+
+        return ProcessExecutor(self.jobs).cluster_summary()
 
     def run(self, cells: Sequence[Cell], make_context: Callable[[Cell], CellContext],
             on_done: Callable[[Cell, Rows], None],
             skip_reason: Callable[[Cell], Optional[str]]) -> None:
+        if self.jobs > 1:
+            from harness.process_executor import ProcessExecutor
+
+            ProcessExecutor(self.jobs).run(cells, make_context, on_done, skip_reason)
+            return
         from harness.execute import execute_cell, failure_row
 
         for cell in cells:

@@ -34,7 +34,6 @@ message says how to install it.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -57,14 +56,11 @@ except ImportError as exc:  # pragma: no cover - exercised only where ray is abs
 from harness.cells import Cell, CellContext
 from harness.errors import Issue, SuiteError
 from harness.execute import execute_cell, failure_row
-from harness.executors import Executor, Rows
+from harness.executors import (EXCLUSIVE_GPU_KINDS, Executor, Rows, chain_key, context_from_payload,
+                               context_payload)
 from harness.kinds import KINDS, KindSpec
 
 log = logging.getLogger(__name__)
-
-#: Kinds whose numbers are wall-clock times or peak memory: a second cell on the same GPU would
-#: perturb them, so their cells always ask for one whole GPU, whatever ``gpus_per_cell`` says.
-EXCLUSIVE_GPU_KINDS = frozenset({"speed", "memory", "decode"})
 
 #: Columns this executor adds to every row of a cell (execute_cell adds ``host``, ``device_name``).
 PLACEMENT_COLUMNS = ("ray_node", "gpu_index", "ray_attempt")
@@ -90,22 +86,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------------------------
 
 def _context_payload(ctx: CellContext) -> Dict[str, Any]:
-    """``ctx`` as plain fields, with the driver-clock ``deadline`` turned into a budget in seconds."""
-    fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}
-    deadline = fields.pop("deadline", None)
-    fields["deadline_budget_s"] = None if deadline is None else max(0.0, deadline - time.monotonic())
-    return fields
+    return context_payload(ctx)
 
 
 def _context_on_worker(payload: Mapping[str, Any], gpu_ids: Sequence[Any]) -> CellContext:
-    fields = dict(payload)
-    budget = fields.pop("deadline_budget_s", None)
-    fields["deadline"] = None if budget is None else time.monotonic() + budget
-    device = str(fields.get("device", "cpu"))
-    if device.startswith("cuda") and gpu_ids:
-        # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned: they are cuda:0.. in this process.
-        fields["device"] = "cuda"
-    return CellContext(**fields)
+    device = str(payload.get("device", "cpu"))
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned: they are cuda:0.. in this process.
+    return context_from_payload(payload, "cuda" if device.startswith("cuda") and gpu_ids else None)
 
 
 def _limit_threads(num_cpus: float) -> None:
@@ -381,15 +368,8 @@ class RayExecutor(Executor):
 
     @staticmethod
     def line_of(cell: Cell, index: int) -> Hashable:
-        """Cells with the same line run one after another, in suite order.
-
-        A kind with a ``skip_reason`` decides from cells already done (OOM at a smaller L of the same
-        impl -> skip), so its cells are chained per impl (per kind if cells have no ``impl``); any
-        other cell is a line of its own and runs in parallel with everything.
-        """
-        if KINDS.get(cell.kind).skip_reason is None:
-            return ("independent", index)
-        return ("chained", cell.kind, repr(cell.get("impl")))
+        """Cells with the same line run one after another (:func:`harness.executors.chain_key`)."""
+        return chain_key(cell, index)
 
     # -- the run -------------------------------------------------------------------------------
 

@@ -79,6 +79,10 @@ class SuiteSpec(StrictModel):
     #: (``RayExecutor.use_suite``) and ``--gpus-per-cell`` wins over it.  Not a cell parameter: it
     #: changes where cells run, not what they compute, so it leaves cell ids alone.
     gpus_per_cell: Optional[float] = None
+    #: Cells the local executor may run at once, one process each (``harness.process_executor``):
+    #: small training cells leave a GPU mostly idle, so 8 of them take about the time of one.
+    #: ``--jobs`` wins over it; like ``gpus_per_cell`` it leaves cell ids alone.
+    jobs: Optional[PositiveInt] = None
 
     @field_validator("sweep")
     @classmethod
@@ -139,7 +143,7 @@ class SuiteSpec(StrictModel):
         return self
 
 
-SUITE_LEVEL_KEYS = ("name", "description", "device", "repeats", "seeds", "gpus_per_cell")
+SUITE_LEVEL_KEYS = ("name", "description", "device", "repeats", "seeds", "gpus_per_cell", "jobs")
 
 
 @dataclass

@@ -274,3 +274,21 @@ def test_bf16_autocast_on_cpu_runs():
     lin = nn.Sequential(nn.Embedding(6, 8), nn.Linear(8, 6))
     rows, err = collect(train_and_evaluate(lin, task, cfg))
     assert err is None and math.isfinite(final(rows, "loss", 12)["value"])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_answer_loss_is_the_mean_over_answer_positions_only(seed):
+    """The sync-free loss equals cross-entropy over the gathered answers, whatever the other targets
+    hold, and its gradient reaches answer positions only."""
+    from harness.train import answer_loss
+
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 17, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 11, (3, 17), generator=g)
+    mask = torch.rand(3, 17, generator=g) < 0.3
+    mask[0, 0] = True
+    loss = answer_loss(logits, TaskBatch(targets, targets, mask))
+    expected = torch.nn.functional.cross_entropy(logits[mask].double(), targets[mask])
+    assert torch.allclose(loss.double(), expected, rtol=1e-6)
+    loss.backward()
+    assert logits.grad[~mask].abs().max() == 0 and logits.grad[mask].abs().max() > 0

@@ -87,6 +87,8 @@ class LocalExecutor(Executor):
     """
 
     name = "local"
+    _jobs_flag: Optional[int] = None
+    _jobs_suite: Optional[int] = None
 
     def __init__(self, jobs: Optional[int] = None):
         if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
@@ -102,9 +104,9 @@ class LocalExecutor(Executor):
         self._jobs_suite = suite_data.get("jobs")
 
     def cluster_summary(self) -> Dict[str, Any]:
-        """For meta.json: how many cells ran at once."""
+        """For meta.json: how many cells ran at once (nothing to add for one at a time)."""
         if self.jobs == 1:
-            return {"jobs": 1}
+            return {}
         from harness.process_executor import ProcessExecutor
 
         return ProcessExecutor(self.jobs).cluster_summary()

@@ -30,15 +30,16 @@ def _git(*args: str) -> Optional[str]:
 def git_state() -> Dict[str, Any]:
     """{"commit": full sha or "unknown", "short": 7 hex, "dirty": bool} of the project checkout.
 
-    A copy of the tree without ``.git`` (shipped to a GPU box, say) can name its commit through
-    ``SSMBENCH_GIT_COMMIT`` (and ``SSMBENCH_GIT_DIRTY=1``), so its rows still say what code ran.
+    ``SSMBENCH_GIT_COMMIT`` (and ``SSMBENCH_GIT_DIRTY=1``) name the commit explicitly and win over
+    ``.git``: a copy of the tree shipped to a GPU box may carry no ``.git``, or a stale one, and its
+    rows must still say what code ran.
     """
+    named = os.environ.get("SSMBENCH_GIT_COMMIT", "").strip()
+    if named:
+        return {"commit": named, "short": named[:7], "dirty": os.environ.get("SSMBENCH_GIT_DIRTY", "0") == "1"}
     commit = _git("rev-parse", "HEAD")
     if not commit:
-        commit = os.environ.get("SSMBENCH_GIT_COMMIT", "").strip()
-        if not commit:
-            return {"commit": "unknown", "short": "nogit", "dirty": False}
-        return {"commit": commit, "short": commit[:7], "dirty": os.environ.get("SSMBENCH_GIT_DIRTY", "0") == "1"}
+        return {"commit": "unknown", "short": "nogit", "dirty": False}
     # untracked (not ignored) files count: a new module changes what runs as much as an edit does
     status = _git("status", "--porcelain")
     return {"commit": commit, "short": commit[:7], "dirty": bool(status)}

@@ -1,6 +1,7 @@
 """Benchmark of the selective-scan backends against causal SDPA attention, on CUDA.
 
     python -m kernels.bench [--L 1024 4096 16384 65536] [--batch 4] [--dim 2048] [--out FILE] [--sweep]
+    python -m kernels.bench --variants v1 v2 [v2:bd=4 ...] --L 4096 8192    (backward A/B, see below)
 
 Shape as DESIGN.md's reference table: batch 4, dim 2048, N 16, bf16, delta_softplus, D skip, no z.
 Per L it checks triton against a float64 oracle (output and every gradient), times forward and
@@ -9,6 +10,12 @@ x 64) with ``triton.testing.do_bench`` (median, L2 flushed), measures peak memor
 (inputs included), and prints a table last with ratios to the mamba_ssm CUDA figures of DESIGN.md and
 the memory floor (bytes / copy bandwidth measured in this run) and exp floor (4.07e12 exp2/s).
 Does not import ``harness`` (the device machine has no pydantic).
+
+``--variants`` instead compares backward kernels side by side in one run: per L, causal SDPA first,
+then per variant a check against the float64 oracle (batch 1, bf16 inputs; "FAIL" past 2e-2 relative
+error) and fwd / fwd+bwd timings with DEFAULT_CONFIG changed as the variant says.  A variant is
+``NAME[:key=value,...]``: NAME a ScanConfig.bwd_variant (v1, v2), keys bd (bwd_block_d), ni
+(bwd_n_inner), bl (block_l), w (bwd_warps), fbd (block_d), u (unroll).
 """
 from __future__ import annotations
 
@@ -198,6 +205,84 @@ def sweep(batch, dim, L, N, budget_ms=150.0):
     return best_fwd, best_bwd, rows
 
 
+VARIANT_KEYS = {"bd": "bwd_block_d", "ni": "bwd_n_inner", "bl": "block_l", "w": "bwd_warps", "fbd": "block_d",
+                "u": "unroll"}
+
+
+def variant_config(spec: str):
+    """'v2:bd=4,ni=8' -> DEFAULT_CONFIG with bwd_variant v2, bwd_block_d 4, bwd_n_inner 8."""
+    from dataclasses import replace
+
+    from kernels.selective_scan.triton_backend import BWD_KERNELS, DEFAULT_CONFIG
+
+    name, _, rest = spec.partition(":")
+    if name not in BWD_KERNELS:
+        raise SystemExit(f"--variants: unknown variant {name!r} in {spec!r} (valid: {', '.join(BWD_KERNELS)})")
+    kw = {"bwd_variant": name}
+    for item in filter(None, rest.split(",")):
+        k, _, v = item.partition("=")
+        if k not in VARIANT_KEYS or not v.isdigit():
+            raise SystemExit(f"--variants: bad setting {item!r} in {spec!r} (keys: {', '.join(VARIANT_KEYS)})")
+        kw[VARIANT_KEYS[k]] = int(v)
+    return replace(DEFAULT_CONFIG, **kw)
+
+
+def compare_variants(a, dev, stamp, bw) -> int:
+    """Backward variants side by side (and SDPA) per L; returns 1 if a variant failed its check."""
+    cfgs = [(v, variant_config(v)) for v in a.variants]
+    rows, records, failed = [], [], False
+    for L in a.L:
+        print(f"L={L}", flush=True)
+        s = time_impl("sdpa", lambda g: sdpa_inputs(a.batch, L, requires_grad=g), sdpa_fn)
+        print(f"  sdpa      fwd {_fmt(s['fwd_ms'], 4)} ms  fwd+bwd {_fmt(s['fwdbwd_ms'], 4)} ms", flush=True)
+        rows.append({"L": L, "variant": "sdpa", "cfg": None, "err": None, **s})
+        for name, cfg in cfgs:
+            try:
+                errs = check_correctness(a.dim, L, a.N, cfg)
+            except Exception as e:  # a variant that does not compile or run: report, go on
+                print(f"  {name}: failed {type(e).__name__}: {str(e)[-400:]}", flush=True)
+                failed = True
+                rows.append({"L": L, "variant": name, "cfg": cfg, "err": float("inf"),
+                             "fwd_ms": None, "fwdbwd_ms": None, "peak_gb": None})
+                continue
+            worst = max(errs.values())
+            bad = not worst <= 2e-2
+            failed |= bad
+            print(f"  {name}: vs float64 oracle " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
+                  + ("  FAIL" if bad else ""), flush=True)
+            r = time_impl("triton", lambda g: make_inputs(a.batch, a.dim, L, a.N, requires_grad=g),
+                          scan_fn("triton", cfg))
+            print(f"  {name:10s} fwd {_fmt(r['fwd_ms'], 4)} ms  fwd+bwd {_fmt(r['fwdbwd_ms'], 4)} ms  "
+                  f"peak {_fmt(r['peak_gb'], 2)} GB", flush=True)
+            rows.append({"L": L, "variant": name, "cfg": cfg, "err": worst, **r})
+            records.append({"kind": "variant", "L": L, "variant": name, "config": str(cfg), **errs, **r})
+    if a.out:
+        with open(a.out, "w") as f:
+            for r in records:
+                meta = {"device": dev, "date": stamp, "batch": a.batch, "dim": a.dim, "N": a.N}
+                f.write(json.dumps({**meta, **r}) + "\n")
+    print(f"\n## {dev}: backward variants; batch {a.batch}, dim {a.dim}, N {a.N}, bf16, softplus, D; "
+          f"copy {bw / 1e12:.2f} TB/s")
+    print("| L | variant | fwd ms | fwd+bwd ms | bwd ms (diff) | fwd+bwd / first variant | fwd+bwd / SDPA | "
+          "max rel err | config |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for L in a.L:
+        at = [r for r in rows if r["L"] == L]
+        sd = next((r["fwdbwd_ms"] for r in at if r["variant"] == "sdpa"), None)
+        first = next((r["fwdbwd_ms"] for r in at if r["variant"] != "sdpa"), None)
+        for r in at:
+            fb, f = r["fwdbwd_ms"], r["fwd_ms"]
+            bwd = fb - f if (fb and f) else None
+            c = r["cfg"]
+            cs = "-" if c is None else (f"{c.bwd_variant} bwd_bd={c.bwd_block_d} ni={c.bwd_n_inner} bl={c.block_l} "
+                                        f"w={c.bwd_warps} fwd_bd={c.block_d} unroll={c.unroll}")
+            err = "-" if r["err"] is None else f"{r['err']:.1e}"
+            vs_first = fb / first if (fb and first and r["variant"] != "sdpa") else None
+            print(f"| {L} | {r['variant']} | {_fmt(f)} | {_fmt(fb)} | {_fmt(bwd)} | {_fmt(vs_first)} | "
+                  f"{_fmt(fb / sd if (fb and sd) else None)} | {err} | {cs} |")
+    return 1 if failed else 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--L", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
@@ -207,7 +292,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default=None, help="write one JSON line per measurement here")
     p.add_argument("--sweep", action="store_true", help="first time a grid of tile configs at L=4096")
     p.add_argument("--impls", nargs="+", default=["triton", "chunked", "reference", "sdpa"])
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="compare backward variants instead (NAME[:bd=8,ni=8,...]; see the module doc)")
     a = p.parse_args(argv)
+    if a.variants:
+        for v in a.variants:
+            variant_config(v)   # bad specs fail before any GPU work
     if not torch.cuda.is_available():
         print("kernels.bench needs CUDA (no GPU found)", file=sys.stderr)
         return 2
@@ -216,6 +306,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"# {dev}, torch {torch.__version__}, {stamp}; cmd: python -m kernels.bench {' '.join(argv or sys.argv[1:])}")
     bw = copy_bandwidth()
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s (read+write)", flush=True)
+    if a.variants:
+        return compare_variants(a, dev, stamp, bw)
     records = []
     cfg_fwd = cfg_bwd = None   # None: the backend's defaults (INFERENCE_CONFIG / DEFAULT_CONFIG)
     if a.sweep:

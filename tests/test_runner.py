@@ -290,3 +290,19 @@ def test_sigint_mid_run_exits_130_with_tables_written(write_suite, tmp_path):
     (run_dir,) = run_dirs(tmp_path / "results")
     assert len(pd.read_parquet(run_dir / "results.parquet")) == len(read_rows(run_dir / "rows.jsonl")) > 0
     assert load_meta(run_dir)["interrupted"] is True
+
+
+def test_named_commit_wins_over_git(monkeypatch):
+    """A tree copied to a GPU box may carry a stale .git: SSMBENCH_GIT_COMMIT says what code ran."""
+    from harness import meta
+
+    meta.git_state.cache_clear()
+    monkeypatch.setenv("SSMBENCH_GIT_COMMIT", "0123456789abcdef")
+    monkeypatch.setenv("SSMBENCH_GIT_DIRTY", "1")
+    try:
+        assert meta.git_state() == {"commit": "0123456789abcdef", "short": "0123456", "dirty": True}
+    finally:
+        meta.git_state.cache_clear()
+    monkeypatch.delenv("SSMBENCH_GIT_COMMIT")
+    assert meta.git_state()["commit"] not in ("0123456789abcdef",)
+    meta.git_state.cache_clear()

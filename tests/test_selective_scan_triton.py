@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import replace
 
 import pytest
 import torch
@@ -27,6 +28,14 @@ gpu = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs CUDA")]
 # small tiles in the interpreter: several chunks and channel blocks even at tiny sizes
 SMALL = ScanConfig(block_d=2, block_l=16, fwd_warps=4, bwd_warps=4)
 SPLIT = ScanConfig(block_d=4, block_l=16, fwd_warps=4, bwd_warps=4, bwd_block_d=1)
+# every backward variant (ScanConfig.bwd_variant); v2 also with a state split of 2 (tile [L, N/2, D, 2])
+VARIANTS = {"v1": {"bwd_variant": "v1"}, "v2": {"bwd_variant": "v2"},
+            "v2-ni2": {"bwd_variant": "v2", "bwd_n_inner": 2}}
+variants = pytest.mark.parametrize("variant", list(VARIANTS))
+
+
+def with_variant(cfg: ScanConfig, variant: str) -> ScanConfig:
+    return replace(cfg, **VARIANTS[variant])
 
 
 def fresh_seed() -> int:
@@ -61,16 +70,35 @@ CASES = [  # (batch, dim, L, N, groups, z, D, bias, softplus)
 ]
 
 
+@variants
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}d{}L{}N{}g{}".format(*c[:5]))
-def test_triton_matches_float64(case):
+def test_triton_matches_float64(case, variant):
     batch, dim, L, N, groups, z, D, bias, softplus = case
-    seed, errs = run_case(batch, dim, L, N, groups, z, D, bias, softplus)
-    assert_fp32(seed, errs, case)
+    seed, errs = run_case(batch, dim, L, N, groups, z, D, bias, softplus, config=with_variant(SMALL, variant))
+    assert_fp32(seed, errs, (case, variant))
 
 
-def test_triton_different_channel_blocks_forward_and_backward():
-    seed, errs = run_case(1, 8, 40, 4, 2, config=SPLIT)
-    assert_fp32(seed, errs, "bwd_block_d != block_d")
+@variants
+def test_triton_different_channel_blocks_forward_and_backward(variant):
+    seed, errs = run_case(1, 8, 40, 4, 2, config=with_variant(SPLIT, variant))
+    assert_fp32(seed, errs, ("bwd_block_d != block_d", variant))
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_triton_one_warp_default_tiles_several_chunks(variant):
+    """The benchmark's tiles (one warp, BLOCK_L 8, bwd BLOCK_D 8, N 16: v2's 8 x 4 lane split), with
+    L not a multiple of BLOCK_L, a partial channel block and dlast."""
+    from kernels.selective_scan.triton_backend import DEFAULT_CONFIG
+
+    seed, errs = run_case(1, 12, 29, 16, config=replace(DEFAULT_CONFIG, bwd_variant=variant))
+    assert_fp32(seed, errs, ("default tiles", variant))
+
+
+def test_triton_unknown_variant_is_an_error():
+    ins = random_inputs(1, 2, 8, 2, device=DEVICE)
+    with pytest.raises(ValueError, match="bwd_variant"):
+        selective_scan_triton(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"],
+                              config=ScanConfig(bwd_variant="v9"))
 
 
 def test_triton_without_last_state_or_grads():
@@ -83,8 +111,9 @@ def test_triton_bf16_inputs():
     assert errs["y"] < 1e-2 and errs["last_state"] < 1e-2, f"seed={seed}: {errs}"
 
 
-def test_triton_fp16_inputs_with_grads():
-    seed, errs = run_case(1, 2, 24, 4, dtype=torch.float16)
+@variants
+def test_triton_fp16_inputs_with_grads(variant):
+    seed, errs = run_case(1, 2, 24, 4, dtype=torch.float16, config=with_variant(SMALL, variant))
     bad = {k: v for k, v in errs.items() if not v < 2e-2}
     assert not bad, f"seed={seed}: {errs}"
 
@@ -125,8 +154,10 @@ def test_triton_default_config_and_dispatch():
     (1, 32, 4097, 16, 4, False, True, True, True),
     (3, 40, 300, 16, None, True, False, False, True),
 ], ids=lambda c: "b{}d{}L{}N{}g{}".format(*c[:5]))
-@pytest.mark.parametrize("cfg", [None, ScanConfig(8, 32, 8, 8, bwd_block_d=2), ScanConfig(1, 64, 4, 4)],
-                         ids=["default", "wide", "narrow"])
+@pytest.mark.parametrize("cfg", [None, ScanConfig(8, 32, 8, 8, bwd_block_d=2), ScanConfig(1, 64, 4, 4),
+                                 ScanConfig(bwd_variant="v2"), ScanConfig(bwd_variant="v2", bwd_block_d=16),
+                                 ScanConfig(8, 32, 8, 8, bwd_block_d=2, bwd_variant="v2", bwd_n_inner=4)],
+                         ids=["default", "wide", "narrow", "v2", "v2-bd16", "v2-wide"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_triton_cuda_sizes(case, cfg):
@@ -151,11 +182,13 @@ def test_triton_cuda_swept_tiles(tiles):
     assert_fp32(seed, errs, cfg)
 
 
+@pytest.mark.parametrize("variant", ["v1", "v2"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_triton_cuda_bf16_mamba_shape():
+def test_triton_cuda_bf16_mamba_shape(variant):
     from kernels.selective_scan.triton_backend import default_config
 
-    seed, errs = run_case(2, 256, 2048, 16, dtype=torch.bfloat16, config=default_config(256, 2048, 16))
+    cfg = replace(default_config(256, 2048, 16), bwd_variant=variant)
+    seed, errs = run_case(2, 256, 2048, 16, dtype=torch.bfloat16, config=cfg)
     bad = {k: v for k, v in errs.items() if not v < 1e-2}
     assert not bad, f"seed={seed}: {errs}"

@@ -11,7 +11,8 @@ from typing import Optional
 import torch
 import triton
 
-from kernels.selective_scan.triton_kernels import selective_scan_bwd_kernel, selective_scan_fwd_kernel
+from kernels.selective_scan.triton_kernels import (selective_scan_bwd_kernel, selective_scan_bwd_kernel_v2,
+                                                   selective_scan_fwd_kernel)
 
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     from kernels.selective_scan.interpreter_compat import install as _install_interpreter_compat
@@ -33,6 +34,16 @@ class ScanConfig:
     bwd_warps: int = 1
     bwd_block_d: Optional[int] = 8      # channels per backward program; None: same as block_d
     unroll: int = 1                     # loop_unroll_factor of the chunk loops (ILP across chunks)
+    bwd_variant: str = "v2"             # backward kernel: a key of BWD_KERNELS (kernels/NOTES.md)
+    bwd_n_inner: int = 8                # v2 only: states per lane group (tile [L, N/n_inner, D, n_inner])
+
+
+# Backward kernels by ScanConfig.bwd_variant; same arguments, v2 takes N_INNER too.
+#   v1: tiles [L, N, D] (lanes 4 states x 8 channels), shifted second delta load + second exp2.
+#   v2: tiles [L, N/NI, D, NI] (lanes NI states x 32/NI channels), one exp2 per update, carries
+#       folded into the scans (see triton_kernels.py).
+BWD_KERNELS = {"v1": selective_scan_bwd_kernel, "v2": selective_scan_bwd_kernel_v2}
+BWD_VARIANTS = tuple(BWD_KERNELS)
 
 
 # Fastest of the sweep on an H100 (batch 4, dim 2048, N 16, L 4096, bf16; kernels/NOTES.md, run 5):
@@ -54,9 +65,11 @@ def _fit_config(cfg: ScanConfig, dim: int, L: int, groups: int) -> ScanConfig:
                 bd //= 2
         return bd
 
+    if cfg.bwd_variant not in BWD_KERNELS:
+        raise ValueError(f"ScanConfig.bwd_variant={cfg.bwd_variant!r}: valid {', '.join(BWD_KERNELS)}")
     block_l = max(8, min(triton.next_power_of_2(cfg.block_l), triton.next_power_of_2(max(L, 1))))
     return replace(cfg, block_d=fit_d(cfg.block_d), block_l=block_l,
-                   bwd_block_d=fit_d(cfg.bwd_block_d or cfg.block_d))
+                   bwd_block_d=fit_d(cfg.bwd_block_d or cfg.block_d), bwd_n_inner=_pow2_floor(cfg.bwd_n_inner))
 
 
 def _as4d(M: torch.Tensor) -> torch.Tensor:
@@ -109,16 +122,18 @@ def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus
     dbias_part = _empty((batch, dim), device=dev, dtype=torch.float32) if delta_bias is not None else dA_part
     zz = z if z is not None else u
     grid = (triton.cdiv(dim, cfg.bwd_block_d), batch)
-    selective_scan_bwd_kernel[grid](
+    block_n = triton.next_power_of_2(N)
+    extra = {"N_INNER": min(cfg.bwd_n_inner, block_n)} if cfg.bwd_variant == "v2" else {}
+    BWD_KERNELS[cfg.bwd_variant][grid](
         u, delta, A, B4, C4, D if D is not None else A, zz, delta_bias if delta_bias is not None else A,
         dout, states, dlast if dlast is not None else A,
         du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part,
         dim, L, n_chunks, dim // groups, groups,
         *u.stride(), *delta.stride(), *zz.stride(), *dout.stride(),
         *A.stride(), *B4.stride(), *C4.stride(),
-        N=N, BLOCK_N=triton.next_power_of_2(N), BLOCK_D=cfg.bwd_block_d, BLOCK_L=cfg.block_l,
+        N=N, BLOCK_N=block_n, BLOCK_D=cfg.bwd_block_d, BLOCK_L=cfg.block_l,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-        HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps,
+        HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps, **extra,
     )
     dB = dB.to(B.dtype).reshape(B.shape)
     dC = dC.to(C.dtype).reshape(C.shape)

@@ -298,3 +298,195 @@ def selective_scan_bwd_kernel(
         tl.store(dD_part_ptr + part, dD_acc, mask=mask_d)
     if HAS_BIAS:
         tl.store(dbias_part_ptr + part, dbias_acc, mask=mask_d)
+
+
+# ---- backward, variant "v2" ----------------------------------------------------------------------
+# Same contract and launch arguments as selective_scan_bwd_kernel (plus N_INNER); differences:
+#  1. Tiles are 4-D [BLOCK_L, NH, BLOCK_D, NL] with the state axis split n = nh * NL + nl (NL = N_INNER).
+#     Triton's default layout fills lanes from the last axis, so a warp spreads over NL states x
+#     32/NL channels (8 x 4 for NL = 8, N = 16, BLOCK_D = 8) instead of 4 x 8: the channel
+#     reductions of dB and dC (the bulk of the shuffles) get one butterfly level less and twice the
+#     in-thread share, the state reductions one level more on half the values.
+#  2. No second exp2 and no shifted delta load: the reverse scan g_t = C_t dy_t + a_{t+1} g_{t+1}
+#     runs over the *unshifted* decays with an associative combine that applies the decay of the
+#     previous element (_shifted_combine); in a thread's sequential fold it is one FMA per step.
+#  3. The chunk's carries are folded into the first scanned element (h0 into b_0, a_{next} g_{next}
+#     into the last cy), so neither scan needs its cumulative-decay output (dead code after
+#     lowering) and no `hs = h_loc + a_cum * h0` pass.  The carry between chunks is
+#     q = a_first * g_first of the later chunk, i.e. exactly the term the earlier chunk needs.
+#  4. sigmoid(x) for the softplus derivative reuses softplus's exp(-|x|); padded steps need no
+#     masking of g (their dt, dt*u and dy are zero; du and ddelta are store-masked).
+
+@triton.jit
+def _shifted_combine(p1, l1, g1, p2, l2, g2):
+    """Segments of g_t = l_{t-1} g_{t-1} + c_t, summarised as (prod of l over the segment but its
+    last element, l of its last element, g at its end starting from zero).  Associative."""
+    w = p2 * l1
+    return w * p1, l2, w * g1 + g2
+
+
+@triton.jit
+def _softplus_sigmoid(x):
+    """(softplus(x), sigmoid(x)) sharing one exp."""
+    w = tl.exp(-tl.abs(x))
+    s = 1.0 + w
+    log1p_w = tl.where(s == 1.0, w, tl.log(s) * (w / (s - 1.0)))
+    sig = tl.where(x >= 0, 1.0, w) / s
+    return tl.maximum(x, 0.0) + log1p_w, sig
+
+
+@triton.jit
+def selective_scan_bwd_kernel_v2(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr, dlast_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_part_ptr, dD_part_ptr, dbias_part_ptr,
+    dim, L, n_chunks, chans_per_group, groups,
+    s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
+    s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
+    N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_DLAST: tl.constexpr, UNROLL: tl.constexpr, N_INNER: tl.constexpr,
+):
+    NL: tl.constexpr = N_INNER
+    NH: tl.constexpr = BLOCK_N // N_INNER
+    pid_d = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_l = tl.arange(0, BLOCK_L)
+    n3 = tl.arange(0, NH)[:, None, None] * NL + tl.arange(0, NL)[None, None, :]      # [NH, 1, NL]
+    d3 = offs_d[None, :, None]                                                       # [1, BD, 1]
+    mask_d = offs_d < dim
+    mask_n3 = n3 < N
+    nd_mask = mask_n3 & (d3 < dim)                                                   # [NH, BD, NL]
+    group = (pid_d * BLOCK_D) // chans_per_group
+
+    A = tl.load(A_ptr + n3 * s_An + d3 * s_Ad, mask=nd_mask, other=0.0).to(tl.float32)   # [NH, BD, NL]
+    A2 = A * LOG2E
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+    u_base = u_ptr + pid_b * s_ub + offs_d[None, :] * s_ud
+    d_base = delta_ptr + pid_b * s_db + offs_d[None, :] * s_dd
+    z_base = z_ptr + pid_b * s_zb + offs_d[None, :] * s_zd
+    o_base = dout_ptr + pid_b * s_ob + offs_d[None, :] * s_od
+    g_off = (pid_b * dim + offs_d[None, :]) * L                     # contiguous (batch, dim, L) grads
+    n_bc = tl.arange(0, NH)[None, :, None] * NL + tl.arange(0, NL)[None, None, :]   # [1, NH, NL]
+    mask_nbc = n_bc < N
+    B_base = B_ptr + pid_b * s_Bb + group * s_Bg + n_bc * s_Bn
+    C_base = C_ptr + pid_b * s_Cb + group * s_Cg + n_bc * s_Cn
+    dBC_off = ((pid_b * groups + group) * N + n_bc) * L
+    st_base = states_ptr + ((pid_b * dim + d3) * n_chunks) * N + n3
+    is_first = (offs_l == 0)[:, None, None, None]
+    is_last = (offs_l == BLOCK_L - 1)[:, None, None, None]
+
+    if HAS_DLAST:
+        q_carry = tl.load(dlast_ptr + (pid_b * dim + d3) * N + n3, mask=nd_mask, other=0.0).to(tl.float32)
+    else:
+        q_carry = tl.zeros([NH, BLOCK_D, NL], dtype=tl.float32)
+    dA_acc = tl.zeros([NH, BLOCK_D, NL], dtype=tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    ones = tl.full([BLOCK_L, NH, BLOCK_D, NL], 1.0, tl.float32)
+
+    t = (n_chunks - 1) * BLOCK_L + offs_l
+    m2 = (t < L)[:, None] & mask_d[None, :]
+    mBC = (t < L)[:, None, None] & mask_nbc
+    u_nx = tl.load(u_base + t[:, None] * s_ul, mask=m2, other=0.0)
+    x_nx = tl.load(d_base + t[:, None] * s_dl, mask=m2, other=0.0)
+    o_nx = tl.load(o_base + t[:, None] * s_ol, mask=m2, other=0.0)
+    B_nx = tl.load(B_base + t[:, None, None] * s_Bl, mask=mBC, other=0.0)
+    C_nx = tl.load(C_base + t[:, None, None] * s_Cl, mask=mBC, other=0.0)
+    h0_nx = tl.load(st_base + (n_chunks - 1) * N, mask=nd_mask, other=0.0)
+    z_nx = u_nx
+    if HAS_Z:
+        z_nx = tl.load(z_base + t[:, None] * s_zl, mask=m2, other=0.0)
+    for i in tl.range(0, n_chunks, loop_unroll_factor=UNROLL):
+        c = n_chunks - 1 - i
+        t = c * BLOCK_L + offs_l
+        mask_l = t < L
+        m2 = mask_l[:, None] & mask_d[None, :]
+        mBC = mask_l[:, None, None] & mask_nbc
+        u = u_nx.to(tl.float32)                                        # [BL, BD]
+        x = x_nx.to(tl.float32)
+        dout = o_nx.to(tl.float32)
+        Bt = B_nx.to(tl.float32)[:, :, None, :]                        # [BL, NH, 1, NL]
+        Ct = C_nx.to(tl.float32)[:, :, None, :]
+        h0 = h0_nx                                                     # [NH, BD, NL]
+        zz = z_nx.to(tl.float32)
+        tp = t - BLOCK_L                                               # previous chunk (c - 1)
+        okp = c > 0
+        m2p = okp & (tp >= 0)[:, None] & mask_d[None, :]
+        mBCp = okp & (tp >= 0)[:, None, None] & mask_nbc
+        u_nx = tl.load(u_base + tp[:, None] * s_ul, mask=m2p, other=0.0)
+        x_nx = tl.load(d_base + tp[:, None] * s_dl, mask=m2p, other=0.0)
+        o_nx = tl.load(o_base + tp[:, None] * s_ol, mask=m2p, other=0.0)
+        B_nx = tl.load(B_base + tp[:, None, None] * s_Bl, mask=mBCp, other=0.0)
+        C_nx = tl.load(C_base + tp[:, None, None] * s_Cl, mask=mBCp, other=0.0)
+        h0_nx = tl.load(st_base + (c - 1) * N, mask=okp & nd_mask, other=0.0)
+        if HAS_Z:
+            z_nx = tl.load(z_base + tp[:, None] * s_zl, mask=m2p, other=0.0)
+        if HAS_BIAS:
+            x = x + bias[None, :]
+        if SOFTPLUS:
+            dt, dsp = _softplus_sigmoid(x)
+        else:
+            dt = x
+        dt = tl.where(m2, dt, 0.0)                  # padded steps: decay 1, input 0
+        dt4 = dt[:, None, :, None]                                     # [BL, 1, BD, 1]
+
+        # recompute the forward states, h0 folded into the first input
+        a = tl.exp2(dt4 * A2[None, :, :, :])                           # [BL, NH, BD, NL]
+        dtu = dt * u
+        dtu4 = dtu[:, None, :, None]
+        b = dtu4 * Bt
+        b0 = b + tl.where(is_first, a * h0[None, :, :, :], 0.0)
+        _, hs = tl.associative_scan((a, b0), axis=0, combine_fn=_linear_combine)
+
+        if HAS_Z:
+            sig = _sigmoid(zz)
+            y = tl.sum(tl.sum(hs * Ct, axis=1), axis=2)
+            if HAS_D:
+                y += Dv[None, :] * u
+            dz = dout * y * sig * (1.0 + zz * (1.0 - sig))
+            tl.store(dz_ptr + g_off + t[:, None], dz.to(dz_ptr.dtype.element_ty), mask=m2)
+            dy = dout * zz * sig
+        else:
+            dy = dout
+        dy4 = dy[:, None, :, None]
+
+        # reverse scan g_t = C_t dy_t + a_{t+1} g_{t+1} as flip -> forward scan -> flip (time is in
+        # registers, so the flips are free); a_{first of the later chunk} g_{...} enters as q_carry
+        cy = Ct * dy4 + tl.where(is_last, q_carry[None, :, :, :], 0.0)
+        _, _, gf = tl.associative_scan((ones, tl.flip(a, 0), tl.flip(cy, 0)), axis=0,
+                                       combine_fn=_shifted_combine)
+        gs = tl.flip(gf, 0)
+        q_carry = tl.sum(tl.where(is_first, a * gs, 0.0), axis=0)
+
+        gB = tl.sum(tl.sum(gs * Bt, axis=1), axis=2)                   # [BL, BD]
+        gh = gs * (hs - b)                                             # g_t * a_t * h_{t-1}
+        ddt = u * gB + tl.sum(tl.sum(gh * A[None, :, :, :], axis=1), axis=2)
+        dA_acc += tl.sum(gh * dt4, axis=0)
+        du = dt * gB
+        if HAS_D:
+            du += Dv[None, :] * dy
+            dD_acc += tl.sum(dy * u, axis=0)
+        if SOFTPLUS:
+            ddt = ddt * dsp
+        ddt = tl.where(m2, ddt, 0.0)
+        if HAS_BIAS:
+            dbias_acc += tl.sum(ddt, axis=0)
+        tl.store(du_ptr + g_off + t[:, None], du.to(du_ptr.dtype.element_ty), mask=m2)
+        tl.store(ddelta_ptr + g_off + t[:, None], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+
+        dB_blk = tl.sum(gs * dtu4, axis=2)                             # [BL, NH, NL], summed over channels
+        dC_blk = tl.sum(hs * dy4, axis=2)
+        tl.atomic_add(dB_ptr + dBC_off + t[:, None, None], dB_blk, mask=mBC, sem="relaxed")
+        tl.atomic_add(dC_ptr + dBC_off + t[:, None, None], dC_blk, mask=mBC, sem="relaxed")
+
+    part = pid_b * dim + d3
+    tl.store(dA_part_ptr + part * N + n3, dA_acc, mask=nd_mask)
+    if HAS_D:
+        tl.store(dD_part_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
+    if HAS_BIAS:
+        tl.store(dbias_part_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)

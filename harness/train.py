@@ -8,7 +8,10 @@ Rows it yields
 * learning curve, every ``eval_every`` steps and at the last step, each with a ``step`` column:
   ``train_loss`` (mean over the steps since the last point), ``val_loss``, ``val_accuracy``,
   ``val_seq_accuracy`` (on the fixed validation set at the training length), ``lr``.  Curve metrics
-  have their own names so that ``metric == "accuracy"`` always means a final number.
+  have their own names so that ``metric == "accuracy"`` always means a final number.  With
+  ``curve_seq_lens``, the same three ``val_*`` rows again per extra length, with an ``eval_seq_len``
+  column (the training-length rows have none); a length that runs out of memory gives one ``oom``
+  ``val_accuracy`` row and is left out of later points.
 * final metrics, after training, one set per ``eval_seq_len`` (a column): ``accuracy`` (per answer
   token), ``seq_accuracy`` (fraction of sequences with every answer right), ``loss`` (mean
   cross-entropy per answer, nats).  A length that runs out of memory, even one sequence at a time,
@@ -57,6 +60,9 @@ class TrainConfig(StrictModel):
     eval_every: PositiveInt = 1000
     eval_seq_lens: Optional[List[PositiveInt]] = Field(
         None, description="lengths of the final evaluation; default [task.seq_len]")
+    curve_seq_lens: Optional[List[PositiveInt]] = Field(
+        None, description="extra lengths also evaluated at every eval_every point: the learning curve of "
+                          "extrapolation (rows carry eval_seq_len)")
     eval_size: PositiveInt = Field(256, description="validation sequences per length")
     eval_batch: Optional[PositiveInt] = Field(None, description="sequences per eval chunk; default train.batch")
     eval_max_tokens: PositiveInt = Field(
@@ -221,6 +227,29 @@ def evaluate_or_oom(model, vset: ValidationSet, cfg: TrainConfig, device: torch.
     yield make_row("loss", m["loss"], "nats", eval_seq_len=vset.seq_len)
 
 
+def extra_curve_rows(model, sets: Dict[int, ValidationSet], cfg: TrainConfig, device: torch.device,
+                     step: int) -> Iterator[Dict[str, Any]]:
+    """``val_*`` rows at each extra curve length (``train.curve_seq_lens``) for this step; a length that
+    runs out of memory gets one ``oom`` row and is dropped from ``sets`` for the rest of training."""
+    for seq_len in list(sets):
+        try:
+            m = evaluate(model, sets[seq_len].chunks(eval_chunk_size(cfg, seq_len)), device, cfg.amp)
+        except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+            if not is_oom(err):
+                raise
+            m, text = None, (str(err).splitlines() or [type(err).__name__])[0]
+        if m is None:
+            del sets[seq_len]
+            release_memory(device)
+            yield make_row("val_accuracy", None, "fraction", status="oom", step=step, eval_seq_len=seq_len,
+                           message=f"out of memory evaluating the curve at length {seq_len}: {text}; "
+                                   f"not evaluated again")
+            continue
+        yield make_row("val_loss", m["loss"], "nats", step=step, eval_seq_len=seq_len)
+        yield make_row("val_accuracy", m["accuracy"], "fraction", step=step, eval_seq_len=seq_len)
+        yield make_row("val_seq_accuracy", m["seq_accuracy"], "fraction", step=step, eval_seq_len=seq_len)
+
+
 # --------------------------------------------------------------------------------------------
 # the loop
 
@@ -238,6 +267,10 @@ def train_and_evaluate(model: torch.nn.Module, task: SyntheticTask, cfg: TrainCo
     # the training-length set is evaluated every eval_every steps: draw it once, keep it on the device
     curve_set = task.validation_set(task.seq_len, cfg.eval_size, data_seed)
     curve_chunks = [c.to(device) for c in curve_set.chunks(eval_chunk_size(cfg, task.seq_len))]
+    # extra lengths of the curve: drawn once like the training-length set, kept on the CPU (they can
+    # be long) and moved per chunk
+    extra_curves = {L: task.validation_set(L, cfg.eval_size, data_seed)
+                    for L in dict.fromkeys(cfg.curve_seq_lens or []) if L != task.seq_len}
     blown_up = DIVERGED_LOSS_FACTOR * math.log(max(2, task.vocab_size))
     budget_end = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
 
@@ -287,6 +320,7 @@ def train_and_evaluate(model: torch.nn.Module, task: SyntheticTask, cfg: TrainCo
             yield make_row("val_accuracy", m["accuracy"], "fraction", step=step)
             yield make_row("val_seq_accuracy", m["seq_accuracy"], "fraction", step=step)
             yield make_row("lr", lr, "", step=step)
+            yield from extra_curve_rows(model, extra_curves, cfg, device, step)
             loss_sum.zero_()
             since_point = 0
             if cfg.target_accuracy is not None and m["accuracy"] >= cfg.target_accuracy:

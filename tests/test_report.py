@@ -189,3 +189,22 @@ def test_expect_reports_missing_data_plainly():
     assert r_col.verdict == "no data" and "no column 'model.arch'" in r_col.note
     assert r_oom.verdict == "no data" and "oom" in r_oom.note
     assert r_pct.verdict == "misses" and "fractions" in r_pct.note
+
+
+def test_length_curves_get_their_own_figure_and_stay_out_of_the_learning_curves(tmp_path):
+    """train.curve_seq_lens rows (val_accuracy with a step and an eval_seq_len) make a per-length
+    figure; the training-length learning curve keeps only the unlabelled points."""
+    from harness.report.figures import learning_curve_figure, length_curve_figure
+
+    rows = task_rows()
+    extra = []
+    for r in rows:
+        if r.get("metric") == "accuracy" and r.get("step") is not None:
+            extra.append({**r, "metric": "val_accuracy"})
+            extra.append({**r, "metric": "val_accuracy", "eval_seq_len": 256, "value": r["value"] / 2})
+    df = pd.DataFrame(rows + extra).assign(run_id="task-test/r1")
+    fig = length_curve_figure(df)
+    assert fig is not None and fig.name == "task_length_curves"
+    plain = length_curve_figure(pd.DataFrame(rows + [e for e in extra if "eval_seq_len" not in e]).assign(run_id="r"))
+    assert plain is None  # nothing at other lengths: no figure
+    assert learning_curve_figure(df) is not None

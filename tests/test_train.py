@@ -292,3 +292,41 @@ def test_answer_loss_is_the_mean_over_answer_positions_only(seed):
     assert torch.allclose(loss.double(), expected, rtol=1e-6)
     loss.backward()
     assert logits.grad[~mask].abs().max() == 0 and logits.grad[mask].abs().max() > 0
+
+
+def test_curve_seq_lens_give_val_rows_per_length_at_every_point():
+    task = make_task("copying", seq_len=12, vocab=6, n_tokens=2)
+    cfg = TrainConfig(steps=6, batch=8, eval_every=3, eval_size=8, curve_seq_lens=[24, 12, 48])
+    rows, err = collect(train_and_evaluate(TinyLM(6, d=16), task, cfg))
+    assert err is None
+    curve = [r for r in rows if r["metric"] == "val_accuracy"]
+    # the training length keeps its unlabelled rows; 12 in curve_seq_lens adds nothing; 24 and 48 each point
+    assert sorted((r["step"], r.get("eval_seq_len") or 0) for r in curve) == [
+        (3, 0), (3, 24), (3, 48), (6, 0), (6, 24), (6, 48)]
+    for L in (24, 48):
+        at = [r for r in rows if r.get("eval_seq_len") == L and "step" in r]
+        assert {r["metric"] for r in at} == {"val_loss", "val_accuracy", "val_seq_accuracy"}
+        assert all(r["status"] == "ok" and 0.0 <= r["value"] for r in at)
+    # the final evaluation is unchanged: only eval_seq_lens (default: the training length)
+    assert final(rows, "accuracy", 12)["status"] == "ok"
+
+
+def test_curve_length_that_ooms_is_recorded_once_and_dropped():
+    task = make_task("copying", seq_len=12, vocab=6, n_tokens=2)
+    cfg = TrainConfig(steps=6, batch=8, eval_every=2, eval_size=8, curve_seq_lens=[24, 48])
+    rows, err = collect(train_and_evaluate(OOMAtLength(TinyLM(6, d=16), bad_len=48), task, cfg))
+    assert err is None
+    bad = [r for r in rows if r.get("eval_seq_len") == 48]
+    assert len(bad) == 1 and bad[0]["status"] == "oom" and bad[0]["step"] == 2
+    assert "length 48" in bad[0]["message"] and "not evaluated again" in bad[0]["message"]
+    assert sorted(r["step"] for r in rows if r.get("eval_seq_len") == 24 and r["metric"] == "val_accuracy") == [2, 4, 6]
+
+
+def test_curve_seq_lens_are_checked_against_the_task():
+    from pydantic import ValidationError as PydanticError
+
+    from harness.kinds.task import TaskCellConfig
+
+    with pytest.raises(PydanticError, match="train.curve_seq_lens"):
+        TaskCellConfig.model_validate({"task": {"name": "copying", "seq_len": 12, "vocab": 6, "n_tokens": 4},
+                                       "train": {"curve_seq_lens": [6]}})

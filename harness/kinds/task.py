@@ -37,10 +37,11 @@ class TaskCellConfig(StrictModel):
         if task_cfg is None:  # the task section failed; its own error says why
             return train
         task = task_cfg.build()
-        bad = [f"{n} ({'; '.join(task.problems(n))})" for n in (train.eval_seq_lens or []) if task.problems(n)]
-        if bad:
-            raise ValueError(f"train.eval_seq_lens: task {task.name!r} cannot be built at " + ", ".join(bad)
-                             + "; drop those lengths")
+        for key in ("eval_seq_lens", "curve_seq_lens"):
+            bad = [f"{n} ({'; '.join(task.problems(n))})" for n in (getattr(train, key) or []) if task.problems(n)]
+            if bad:
+                raise ValueError(f"train.{key}: task {task.name!r} cannot be built at " + ", ".join(bad)
+                                 + "; drop those lengths")
         return train
 
     @field_validator("model")
@@ -49,7 +50,7 @@ class TaskCellConfig(StrictModel):
         task_cfg, train = info.data.get("task"), info.data.get("train")
         if task_cfg is None or train is None or not (model.mixer == "attention" and model.pos == "abs"):
             return model
-        longest = max([task_cfg.seq_len, *(train.eval_seq_lens or [])])
+        longest = max([task_cfg.seq_len, *(train.eval_seq_lens or []), *(train.curve_seq_lens or [])])
         if longest > model.max_len:
             raise ValueError(f"model.pos 'abs' has a table of model.max_len={model.max_len} positions but the "
                              f"cell runs sequences of length {longest}; raise model.max_len to >= {longest}")

@@ -241,6 +241,8 @@ def learning_curve_figure(df: pd.DataFrame) -> Optional[Figure]:
     if "step" not in df.columns:
         return None
     curve = df[(df["status"] == "ok") & df["step"].notna()].copy()
+    if "eval_seq_len" in curve.columns:  # curves at other lengths (train.curve_seq_lens) have their own figure
+        curve = curve[curve["eval_seq_len"].isna()]
     curve["panel"] = curve["metric"].map(_curve_panel)
     curve = curve[curve["panel"].notna()]
     if not len(curve) or _numeric(curve["step"]).nunique() < 2:
@@ -264,6 +266,41 @@ def learning_curve_figure(df: pd.DataFrame) -> Optional[Figure]:
     fig.suptitle("Learning curves")
     return _render(fig, "task_learning_curves", "Learning curves",
                    "Loss and accuracy against training step; line = mean over seeds, band = sd.")
+
+
+def length_curve_figure(df: pd.DataFrame) -> Optional[Figure]:
+    """Validation accuracy against step at every evaluated length, one panel per length: whether
+    extrapolation improves, stalls or swings while training goes on (``train.curve_seq_lens``)."""
+    if "step" not in df.columns or "eval_seq_len" not in df.columns:
+        return None
+    curve = df[(df["status"] == "ok") & (df["metric"] == "val_accuracy") & df["step"].notna()].copy()
+    if not curve["eval_seq_len"].notna().any():
+        return None
+    train_col = _train_len_col(df)
+    if train_col is not None:  # the training-length points have no eval_seq_len: it is the cell's own
+        curve["eval_seq_len"] = curve["eval_seq_len"].fillna(curve[train_col])
+    curve = curve[curve["eval_seq_len"].notna()]
+    curve["eval_seq_len"] = _numeric(curve["eval_seq_len"]).astype(int)
+    curve["step"] = _numeric(curve["step"])
+    curve["value"] = _numeric(curve["value"])
+    curve["series"] = _label(curve, _series_cols(df, "step", None))
+    lengths = sorted(curve["eval_seq_len"].unique())
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.8), squeeze=False, sharey=True)
+    for ax, L in zip(axes[0], lengths):
+        sns.lineplot(data=curve[curve["eval_seq_len"] == L], x="step", y="value", hue="series",
+                     hue_order=sorted(curve["series"].unique()), errorbar="sd", ax=ax, marker="o", markersize=3,
+                     legend=L == lengths[-1])
+        ax.set_title(f"length {L}")
+        ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("val accuracy")
+    if axes[0][-1].get_legend():
+        axes[0][-1].legend(fontsize=7)
+    fig.suptitle("Accuracy at each length during training", y=1.03)
+    return _render(fig, "task_length_curves", "Accuracy at each length during training",
+                   "Validation accuracy against step, one panel per evaluated length (train.curve_seq_lens); "
+                   "line = mean over seeds, band = sd.")
 
 
 def extrapolation_figure(df: pd.DataFrame) -> Optional[Figure]:
@@ -326,7 +363,7 @@ def heatmap_figure(df: pd.DataFrame) -> Optional[Figure]:
 
 
 def task_figures(df: pd.DataFrame) -> List[Figure]:
-    out = [learning_curve_figure(df), extrapolation_figure(df), heatmap_figure(df)]
+    out = [learning_curve_figure(df), length_curve_figure(df), extrapolation_figure(df), heatmap_figure(df)]
     return [f for f in out if f is not None]
 
 

@@ -162,16 +162,15 @@ class ProcessExecutor(Executor):
                 queue = chains[chain]
                 while queue:
                     cell = queue[0]
-                    reason = skip_reason(cell)
-                    if reason is not None:
-                        queue.popleft()
-                        on_done(cell, [failure_row("skipped", reason)])
-                        continue
                     ctx = make_context(cell)
                     exclusive = cell.kind in EXCLUSIVE_GPU_KINDS and str(ctx.device).startswith("cuda")
                     if exclusive and running:
                         return  # wait until the GPU is ours alone; keep suite order behind it
                     queue.popleft()
+                    reason = skip_reason(cell)  # asked only when the cell would start now
+                    if reason is not None:
+                        on_done(cell, [failure_row("skipped", reason)])
+                        continue
                     running.append(self._start(cell, chain, ctx, exclusive, running))
                     break
                 if not queue:

@@ -16,6 +16,13 @@ then per variant a check against the float64 oracle (batch 1, bf16 inputs; "FAIL
 error) and fwd / fwd+bwd timings with DEFAULT_CONFIG changed as the variant says.  A variant is
 ``NAME[:key=value,...]``: NAME a ScanConfig.bwd_variant (v1, v2), keys bd (bwd_block_d), ni
 (bwd_n_inner), bl (block_l), w (bwd_warps), fbd (block_d), u (unroll).
+
+``--fwd-variants`` compares forward kernels (ScanConfig.fwd_variant) in one run over ``--shapes``
+(default: batch 1 dim 1024 at L 2048 8192 32768, the Mamba paper's Figure 8 shape, and batch 4 dim 2048
+at L 4096): per shape causal SDPA, then per variant a check against the float64 oracle (batch 1, dim
+<= 256, same L and the same T; bf16 inputs; backward v2 through the states the forward saved) and fwd /
+fwd+bwd timings.  A variant is ``fused`` or ``split[:T=8,fbd=16,bl=8,w=1,u=1]`` (T: ScanConfig.fwd_split,
+auto when absent).  E.g. ``python -m kernels.bench --fwd-variants fused split split:T=4 split:T=16``.
 """
 from __future__ import annotations
 
@@ -227,6 +234,106 @@ def variant_config(spec: str):
     return replace(DEFAULT_CONFIG, **kw)
 
 
+FWD_VARIANT_KEYS = {"T": "fwd_split", "fbd": "block_d", "bl": "block_l", "w": "fwd_warps", "u": "unroll"}
+FWD_SHAPES = ["1x1024x2048", "1x1024x8192", "1x1024x32768", "4x2048x4096"]
+
+
+def fwd_variant_config(spec: str):
+    """'split:T=8' -> DEFAULT_CONFIG with fwd_variant split, fwd_split 8; 'fused' -> DEFAULT_CONFIG."""
+    from dataclasses import replace
+
+    from kernels.selective_scan.triton_backend import DEFAULT_CONFIG, FWD_VARIANTS
+
+    name, _, rest = spec.partition(":")
+    if name not in FWD_VARIANTS:
+        raise SystemExit(f"--fwd-variants: unknown variant {name!r} in {spec!r} (valid: {', '.join(FWD_VARIANTS)})")
+    kw = {"fwd_variant": name, "fwd_split": None}
+    for item in filter(None, rest.split(",")):
+        k, _, v = item.partition("=")
+        if k not in FWD_VARIANT_KEYS or not v.isdigit() or int(v) < 1 or (k == "T" and name != "split"):
+            raise SystemExit(f"--fwd-variants: bad setting {item!r} in {spec!r} "
+                             f"(keys: {', '.join(FWD_VARIANT_KEYS)}; T only with split)")
+        kw[FWD_VARIANT_KEYS[k]] = int(v)
+    return replace(DEFAULT_CONFIG, **kw)
+
+
+def parse_shape(spec: str):
+    try:
+        b, d, L = (int(x) for x in spec.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--shapes: {spec!r} is not BATCHxDIMxL (e.g. 1x1024x8192)") from None
+    return b, d, L
+
+
+def resolved_split(cfg, batch, dim, L, N):
+    """(T, programs of one pass) the backend will launch for cfg at this shape."""
+    from kernels.selective_scan.triton_backend import _fit_config, fwd_split_segments
+
+    fitted = _fit_config(cfg, dim, L, 1)
+    T = fwd_split_segments(fitted, batch, dim, L, "cuda")[0] if fitted.fwd_variant == "split" else 1
+    return T, -(-dim // fitted.block_d) * batch * T
+
+
+def compare_fwd_variants(a, dev, stamp, bw) -> int:
+    """Forward variants side by side (and SDPA) per shape; returns 1 if a variant failed its check."""
+    from dataclasses import replace
+
+    specs = [(v, fwd_variant_config(v)) for v in a.fwd_variants]
+    rows, records, failed = [], [], False
+    for shape in a.shapes:
+        batch, dim, L = parse_shape(shape)
+        print(f"batch={batch} dim={dim} L={L}", flush=True)
+        s = time_impl("sdpa", lambda g: sdpa_inputs(batch, L, requires_grad=g), sdpa_fn, budget_ms=a.budget_ms)
+        print(f"  sdpa      fwd {_fmt(s['fwd_ms'], 4)} ms  fwd+bwd {_fmt(s['fwdbwd_ms'], 4)} ms", flush=True)
+        rows.append({"shape": (batch, dim, L), "variant": "sdpa", "T": None, "programs": None, "err": None, **s})
+        for name, cfg in specs:
+            T, programs = resolved_split(cfg, batch, dim, L, a.N)
+            # the oracle check runs at batch 1 and <= 256 channels with the T resolved for the timed shape
+            chk = replace(cfg, fwd_split=T) if cfg.fwd_variant == "split" else cfg
+            try:
+                errs = check_correctness(min(dim, 256), L, a.N, chk)
+            except Exception as e:  # a variant that does not compile or run: report, go on
+                print(f"  {name}: failed {type(e).__name__}: {str(e)[-400:]}", flush=True)
+                failed = True
+                rows.append({"shape": (batch, dim, L), "variant": name, "T": T, "programs": programs,
+                             "err": float("inf"), "fwd_ms": None, "fwdbwd_ms": None, "peak_gb": None})
+                continue
+            worst = max(errs.values())
+            bad = not worst <= 2e-2
+            failed |= bad
+            print(f"  {name} (T {T}): vs float64 oracle " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
+                  + ("  FAIL" if bad else ""), flush=True)
+            r = time_impl("triton", lambda g: make_inputs(batch, dim, L, a.N, requires_grad=g),
+                          scan_fn("triton", cfg), budget_ms=a.budget_ms)
+            print(f"  {name:12s} fwd {_fmt(r['fwd_ms'], 4)} ms  fwd+bwd {_fmt(r['fwdbwd_ms'], 4)} ms  "
+                  f"peak {_fmt(r['peak_gb'], 2)} GB", flush=True)
+            rows.append({"shape": (batch, dim, L), "variant": name, "T": T, "programs": programs, "err": worst, **r})
+            records.append({"kind": "fwd_variant", "batch": batch, "dim": dim, "L": L, "variant": name, "T": T,
+                            "programs": programs, "config": str(cfg), **errs, **r})
+    if a.out:
+        with open(a.out, "w") as f:
+            for r in records:
+                f.write(json.dumps({"device": dev, "date": stamp, "N": a.N, **r}) + "\n")
+    print(f"\n## {dev}: forward variants; N {a.N}, bf16, softplus, D; backward v2; "
+          f"copy {bw / 1e12:.2f} TB/s")
+    print("| batch | dim | L | variant | T | programs | fwd ms | fwd / first | fwd / SDPA fwd | fwd+bwd ms | "
+          "fwd+bwd / SDPA | max rel err |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        at = [r for r in rows if r["shape"] == shape]
+        sd = next((r for r in at if r["variant"] == "sdpa"), {})
+        first = next((r["fwd_ms"] for r in at if r["variant"] != "sdpa"), None)
+        for r in at:
+            f, fb = r["fwd_ms"], r["fwdbwd_ms"]
+            vs_first = f / first if (f and first and r["variant"] != "sdpa") else None
+            err = "-" if r["err"] is None else f"{r['err']:.1e}"
+            print(f"| {shape[0]} | {shape[1]} | {shape[2]} | {r['variant']} | {r['T'] or '-'} | "
+                  f"{r['programs'] or '-'} | {_fmt(f)} | {_fmt(vs_first)} | "
+                  f"{_fmt(f / sd['fwd_ms'] if (f and sd.get('fwd_ms')) else None)} | {_fmt(fb)} | "
+                  f"{_fmt(fb / sd['fwdbwd_ms'] if (fb and sd.get('fwdbwd_ms')) else None)} | {err} |")
+    return 1 if failed else 0
+
+
 def compare_variants(a, dev, stamp, bw) -> int:
     """Backward variants side by side (and SDPA) per L; returns 1 if a variant failed its check."""
     cfgs = [(v, variant_config(v)) for v in a.variants]
@@ -294,10 +401,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--impls", nargs="+", default=["triton", "chunked", "reference", "sdpa"])
     p.add_argument("--variants", nargs="+", default=None,
                    help="compare backward variants instead (NAME[:bd=8,ni=8,...]; see the module doc)")
+    p.add_argument("--fwd-variants", nargs="+", default=None,
+                   help="compare forward variants instead (fused, split[:T=8,...]; see the module doc)")
+    p.add_argument("--shapes", nargs="+", default=FWD_SHAPES, help="--fwd-variants shapes, BATCHxDIMxL")
+    p.add_argument("--budget-ms", type=float, default=300.0, help="--fwd-variants: do_bench budget per timing")
     a = p.parse_args(argv)
-    if a.variants:
-        for v in a.variants:
-            variant_config(v)   # bad specs fail before any GPU work
+    if a.variants and a.fwd_variants:
+        p.error("--variants and --fwd-variants are separate runs")
+    for v in a.variants or []:
+        variant_config(v)   # bad specs fail before any GPU work
+    for v in a.fwd_variants or []:
+        fwd_variant_config(v)
+    for sh in a.shapes:
+        parse_shape(sh)
     if not torch.cuda.is_available():
         print("kernels.bench needs CUDA (no GPU found)", file=sys.stderr)
         return 2
@@ -308,6 +424,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s (read+write)", flush=True)
     if a.variants:
         return compare_variants(a, dev, stamp, bw)
+    if a.fwd_variants:
+        return compare_fwd_variants(a, dev, stamp, bw)
     records = []
     cfg_fwd = cfg_bwd = None   # None: the backend's defaults (INFERENCE_CONFIG / DEFAULT_CONFIG)
     if a.sweep:

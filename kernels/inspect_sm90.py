@@ -2,6 +2,8 @@
 
     python -m kernels.inspect_sm90 [--which bwd|fwd] [--variant v1 v2 v2:bd=4 ...] [--z] [--dim 2048] [--N 16]
                                    [--block-d BD] [--block-l BL] [--warps W] [--dump DIR]
+    python -m kernels.inspect_sm90 --which fwd --variant fused split:T=8     (forward variants: one row per
+                                   launch, e.g. split's pass 1 and pass 3; specs as kernels.bench --fwd-variants)
 
 The launch arguments are captured from the real launcher (``triton_backend._forward`` / ``_backward`` run
 on small CPU tensors of the benchmark's layout, with the kernel launch replaced by a recorder), then
@@ -65,16 +67,17 @@ def _inputs(batch, dim, L, N, z, dtype=torch.bfloat16):
                 delta_bias=torch.zeros(dim))
 
 
-def capture(which: str, cfg, z: bool, dim: int, N: int, L: int = 4096):
-    """(kernel, args, kwargs) of one launch, recorded from the real launcher on CPU tensors."""
+def capture_all(which: str, cfg, z: bool, dim: int, N: int, L: int = 4096):
+    """[(kernel, args, kwargs)] of every launch, recorded from the real launcher on CPU tensors."""
     from kernels.selective_scan import triton_backend as tb
 
     ins = _inputs(2, dim, L, N, z)
     fitted = tb._fit_config(cfg, dim, L, 1)
-    saved_fwd, saved_bwd = tb.selective_scan_fwd_kernel, dict(tb.BWD_KERNELS)
-    recs = [_Recorder(saved_fwd)] + [_Recorder(k) for k in saved_bwd.values()]
-    tb.selective_scan_fwd_kernel = recs[0]
-    tb.BWD_KERNELS.update(zip(saved_bwd, recs[1:]))
+    saved_fwd, saved_split, saved_bwd = tb.selective_scan_fwd_kernel, tb.selective_scan_fwd_split_kernel, \
+        dict(tb.BWD_KERNELS)
+    recs = [_Recorder(saved_fwd), _Recorder(saved_split)] + [_Recorder(k) for k in saved_bwd.values()]
+    tb.selective_scan_fwd_kernel, tb.selective_scan_fwd_split_kernel = recs[0], recs[1]
+    tb.BWD_KERNELS.update(zip(saved_bwd, recs[2:]))
     old_empty = tb._empty
     tb._empty = torch.empty
     try:
@@ -88,12 +91,16 @@ def capture(which: str, cfg, z: bool, dim: int, N: int, L: int = 4096):
             tb._backward(dout, None, *args, states, True, fitted)
     finally:
         tb._empty = old_empty
-        tb.selective_scan_fwd_kernel = saved_fwd
+        tb.selective_scan_fwd_kernel, tb.selective_scan_fwd_split_kernel = saved_fwd, saved_split
         tb.BWD_KERNELS.update(saved_bwd)
-    calls = [(rcd.fn, c) for rcd in recs for c in rcd.calls]
+    return [(rcd.fn, a, kw) for rcd in recs for (grid, a, kw) in rcd.calls]
+
+
+def capture(which: str, cfg, z: bool, dim: int, N: int, L: int = 4096):
+    """(kernel, args, kwargs) of the one launch of a single-kernel pass."""
+    calls = capture_all(which, cfg, z, dim, N, L)
     assert len(calls) == 1, f"expected one launch, got {len(calls)}"
-    fn, (grid, a, kw) = calls[0]
-    return fn, a, kw
+    return calls[0]
 
 
 def compile_sm90(fn, args, kwargs):
@@ -187,7 +194,8 @@ def layouts(ttgir: str) -> List[str]:
     return sorted(set(re.findall(r"#ttg\.blocked<\{[^}]*\}>", ttgir)))
 
 
-def inspect(which: str, variant: str, z: bool, dim: int, N: int, cfg=None, dump: Optional[str] = None):
+def inspect_all(which: str, variant: str, z: bool, dim: int, N: int, cfg=None, dump: Optional[str] = None):
+    """One result dict per launch of the variant (the split forward has two: pass 1 and pass 3)."""
     from kernels.selective_scan.triton_backend import DEFAULT_CONFIG
 
     cfg = cfg or DEFAULT_CONFIG
@@ -197,26 +205,41 @@ def inspect(which: str, variant: str, z: bool, dim: int, N: int, cfg=None, dump:
         spec = variant_config(variant)
         cfg = replace(cfg, **{f: getattr(spec, f) for f in ["bwd_variant", *VARIANT_KEYS.values()]
                               if getattr(spec, f) != getattr(DEFAULT_CONFIG, f) or f == "bwd_variant"})
-    fn, args, kw = capture(which, cfg, z, dim, N)
-    k = compile_sm90(fn, args, kw)
-    ptx, ttgir = k.asm["ptx"], k.asm["ttgir"]
-    body = loop_body(ptx)
-    info = ptxas_info(ptx)
-    if dump:
-        os.makedirs(dump, exist_ok=True)
-        tag = f"{which}-{variant}{'-z' if z else ''}"
-        for ext, text in (("ttgir", ttgir), ("ptx", ptx), ("loop.ptx", body), ("ptxas.txt", info.get("log", ""))):
-            with open(os.path.join(dump, f"{tag}.{ext}"), "w") as f:
-                f.write(text)
-    return {"loop": count(body), "all": count(ptx), **{k2: v for k2, v in info.items() if k2 != "log"},
-            "layouts": layouts(ttgir), "kw": {k2: v for k2, v in kw.items() if k2.isupper() or "warps" in k2}}
+    elif variant != "fwd":   # a forward spec as kernels.bench --fwd-variants takes it: fused, split:T=8
+        from kernels.bench import FWD_VARIANT_KEYS, fwd_variant_config
+
+        spec = fwd_variant_config(variant)
+        cfg = replace(cfg, **{f: getattr(spec, f) for f in ["fwd_variant", *FWD_VARIANT_KEYS.values()]
+                              if getattr(spec, f) != getattr(DEFAULT_CONFIG, f) or f == "fwd_variant"})
+    out = []
+    for fn, args, kw in capture_all(which, cfg, z, dim, N):
+        k = compile_sm90(fn, args, kw)
+        ptx, ttgir = k.asm["ptx"], k.asm["ttgir"]
+        body = loop_body(ptx)
+        info = ptxas_info(ptx)
+        label = variant + (f"/pass{kw['PASS']}" if "PASS" in kw else "")
+        if dump:
+            os.makedirs(dump, exist_ok=True)
+            tag = f"{which}-{label.replace('/', '-').replace(':', '-')}{'-z' if z else ''}"
+            for ext, text in (("ttgir", ttgir), ("ptx", ptx), ("loop.ptx", body), ("ptxas.txt", info.get("log", ""))):
+                with open(os.path.join(dump, f"{tag}.{ext}"), "w") as f:
+                    f.write(text)
+        out.append({"label": label, "loop": count(body), "all": count(ptx),
+                    **{k2: v for k2, v in info.items() if k2 != "log"}, "layouts": layouts(ttgir),
+                    "kw": {k2: v for k2, v in kw.items() if k2.isupper() or "warps" in k2}})
+    return out
+
+
+def inspect(which: str, variant: str, z: bool, dim: int, N: int, cfg=None, dump: Optional[str] = None):
+    return inspect_all(which, variant, z, dim, N, cfg, dump)[0]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--which", choices=["fwd", "bwd"], default="bwd")
     p.add_argument("--variant", nargs="+", default=None,
-                   help="backward variants, NAME[:bd=8,ni=8,bl=8,w=1] as kernels.bench --variants (default: all)")
+                   help="backward variants, NAME[:bd=8,ni=8,bl=8,w=1] as kernels.bench --variants (default: all); "
+                        "with --which fwd forward variants as kernels.bench --fwd-variants (fused, split:T=8)")
     p.add_argument("--z", action="store_true", help="with z (gated); default: both without and with")
     p.add_argument("--no-z", action="store_true", help="only without z")
     p.add_argument("--dim", type=int, default=2048)
@@ -249,17 +272,19 @@ def main(argv=None) -> int:
     for v in variants:
         for z in zs:
             try:
-                r = inspect(a.which, v, z, a.dim, a.N, cfg, a.dump)
+                results = inspect_all(a.which, v, z, a.dim, a.N, cfg, a.dump)
             except Exception as e:  # report and go on with the next variant
                 print(f"| {v} | {int(z)} | failed: {type(e).__name__}: {str(e)[-300:]} |")
                 continue
-            kw = r["kw"]
-            print(f"| {v} | {int(z)} | {kw.get('BLOCK_D')} | {kw.get('BLOCK_L')} | {kw.get('num_warps')} | "
-                  + " | ".join(str(r["loop"][c]) for c in cols)
-                  + f" | {r['all']['shfl']} | {r['regs']} | {r['spill_st']}/{r['spill_ld']} |", flush=True)
-            if a.layouts:
-                for lay in r["layouts"]:
-                    print(f"    {lay}")
+            for r in results:
+                kw = r["kw"]
+                print(f"| {r['label']} | {int(z)} | {kw.get('BLOCK_D')} | {kw.get('BLOCK_L')} | "
+                      f"{kw.get('num_warps')} | "
+                      + " | ".join(str(r["loop"][c]) for c in cols)
+                      + f" | {r['all']['shfl']} | {r['regs']} | {r['spill_st']}/{r['spill_ld']} |", flush=True)
+                if a.layouts:
+                    for lay in r["layouts"]:
+                        print(f"    {lay}")
     return 0
 
 

@@ -101,6 +101,94 @@ def test_triton_unknown_variant_is_an_error():
                               config=ScanConfig(bwd_variant="v9"))
 
 
+# ---- the split (time-parallel) forward: ScanConfig(fwd_variant="split", fwd_split=T) --------------------
+# Every CASE once with backward v2 (gradients through the chunk states the split forward saved), each with
+# a T that exercises a different segmentation (with SMALL's BLOCK_L 16):
+SPLIT_T = {
+    "b2d4L37N4gNone": 3,     # 3 chunks -> 3 segments of 1 chunk, the last one partial
+    "b2d17L1N16gNone": 4,    # 1 chunk: T > chunks degrades to T = 1 (pass 3 alone)
+    "b1d4L50N16g2": 3,       # 4 chunks, T 3 -> 2 segments of 2 chunks (L not a multiple of the segment)
+    "b2d2L33N1gNone": 8,     # T > chunks (3) -> 3 segments of 1 chunk
+    "b1d6L40N8g3": None,     # auto T (1 at this size: segments keep >= FWD_SPLIT_MIN_CHUNKS chunks)
+}
+
+
+def case_id(c):
+    return "b{}d{}L{}N{}g{}".format(*c[:5])
+
+
+def split_cfg(cfg: ScanConfig, T) -> ScanConfig:
+    return replace(cfg, fwd_variant="split", fwd_split=T)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_triton_split_forward_matches_float64(case):
+    batch, dim, L, N, groups, z, D, bias, softplus = case
+    cfg = split_cfg(SMALL, SPLIT_T[case_id(case)])
+    seed, errs = run_case(batch, dim, L, N, groups, z, D, bias, softplus, config=cfg)
+    assert_fp32(seed, errs, (case, cfg))
+
+
+def _forward_outputs(ins, cfg):
+    from kernels.selective_scan.triton_backend import _forward
+
+    with poisoned_outputs():
+        y, last, states, fitted = _forward(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], ins["D"], ins["z"],
+                                           ins["delta_bias"], True, cfg, save_states=True, write_last=True)
+    return y, last, states, fitted
+
+
+@pytest.mark.parametrize("L,dim,N,Ts", [(70, 3, 4, [(2, 2), (5, 5), (64, 9)]), (200, 2, 2, [(25, 25)])],
+                         ids=["L70", "L200-prologue-3-rounds"])
+def test_triton_split_forward_states_equal_fused(L, dim, N, Ts):
+    """y, the last state and the saved chunk-start states (what the backward reads) match the fused forward.
+    BLOCK_L 8: L 70 is 9 chunks, split as 2 segments of 5 chunks, 5 of 2, and T 64 > chunks (9 of 1);
+    L 200 with T 25 gives segment 24 a start state folded from 24 summaries, three BLOCK_L rounds."""
+    seed = fresh_seed()
+    ins = random_inputs(1, dim, L, N, seed=seed, device=DEVICE)
+    tiles = ScanConfig(block_d=2, block_l=8)
+    y0, last0, st0, _ = _forward_outputs(ins, tiles)
+    for T, segs in Ts:
+        y1, last1, st1, fitted = _forward_outputs(ins, split_cfg(tiles, T))
+        assert fitted.fwd_split == segs
+        for a, b, what in ((y1, y0, "y"), (last1, last0, "last"), (st1, st0, "states")):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"seed={seed} T={T} {what}: {m}")
+
+
+def test_triton_split_forward_fp16_with_grads_and_bf16():
+    seed, errs = run_case(1, 2, 24, 4, dtype=torch.float16, config=split_cfg(SMALL, 2))
+    assert all(v < 2e-2 for v in errs.values()), f"seed={seed}: {errs}"
+    seed, errs = run_case(1, 4, 40, 8, 2, dtype=torch.bfloat16, grads=False, config=split_cfg(SMALL, 3))
+    assert errs["y"] < 1e-2 and errs["last_state"] < 1e-2, f"seed={seed}: {errs}"
+
+
+def test_triton_split_forward_without_last_state_or_grads():
+    seed, errs = run_case(1, 4, 50, 4, last_state=False, grads=False, config=split_cfg(SMALL, 4))
+    assert_fp32(seed, errs, "split, no last state, no grads")
+
+
+def test_triton_split_auto_segments():
+    from kernels.selective_scan.triton_backend import DEFAULT_CONFIG, _fit_config, fwd_split_segments
+
+    def segs(batch, dim, L, T=None):
+        cfg = _fit_config(split_cfg(DEFAULT_CONFIG, T), dim, L, 1)
+        return fwd_split_segments(cfg, batch, dim, L, "cpu")   # 132 SMs off CUDA
+
+    assert segs(1, 1024, 8192) == (8, 128)        # 64 programs -> ~4 per SM with T 8
+    assert segs(1, 1024, 2048) == (8, 32)
+    assert segs(4, 2048, 4096) == (1, 512)        # 512 programs fill the GPU already
+    assert segs(1, 1024, 64) == (2, 4)            # capped: >= 4 chunks per segment
+    assert segs(1, 1024, 8192, 16) == (16, 64)    # an explicit T wins
+    assert segs(1, 1024, 20, 64) == (3, 1)        # T > chunks: one chunk per segment
+
+
+def test_triton_unknown_fwd_variant_is_an_error():
+    ins = random_inputs(1, 2, 8, 2, device=DEVICE)
+    for cfg, what in ((ScanConfig(fwd_variant="tiled"), "fwd_variant"), (ScanConfig(fwd_split=0), "fwd_split")):
+        with pytest.raises(ValueError, match=what):
+            selective_scan_triton(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], config=cfg)
+
+
 def test_triton_without_last_state_or_grads():
     seed, errs = run_case(1, 4, 20, 4, last_state=False, grads=False)
     assert_fp32(seed, errs, "no last state, no grads")
@@ -156,8 +244,11 @@ def test_triton_default_config_and_dispatch():
 ], ids=lambda c: "b{}d{}L{}N{}g{}".format(*c[:5]))
 @pytest.mark.parametrize("cfg", [None, ScanConfig(8, 32, 8, 8, bwd_block_d=2), ScanConfig(1, 64, 4, 4),
                                  ScanConfig(bwd_variant="v2"), ScanConfig(bwd_variant="v2", bwd_block_d=16),
-                                 ScanConfig(8, 32, 8, 8, bwd_block_d=2, bwd_variant="v2", bwd_n_inner=4)],
-                         ids=["default", "wide", "narrow", "v2", "v2-bd16", "v2-wide"])
+                                 ScanConfig(8, 32, 8, 8, bwd_block_d=2, bwd_variant="v2", bwd_n_inner=4),
+                                 ScanConfig(fwd_variant="split"), ScanConfig(fwd_variant="split", fwd_split=7),
+                                 ScanConfig(fwd_variant="split", fwd_split=1000)],
+                         ids=["default", "wide", "narrow", "v2", "v2-bd16", "v2-wide", "split-auto", "split7",
+                              "split-max"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_triton_cuda_sizes(case, cfg):
@@ -182,13 +273,14 @@ def test_triton_cuda_swept_tiles(tiles):
     assert_fp32(seed, errs, cfg)
 
 
-@pytest.mark.parametrize("variant", ["v1", "v2"])
+@pytest.mark.parametrize("variant", ["v1", "v2", "split"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_triton_cuda_bf16_mamba_shape(variant):
     from kernels.selective_scan.triton_backend import default_config
 
-    cfg = replace(default_config(256, 2048, 16), bwd_variant=variant)
+    cfg = default_config(256, 2048, 16)
+    cfg = split_cfg(cfg, 8) if variant == "split" else replace(cfg, bwd_variant=variant)
     seed, errs = run_case(2, 256, 2048, 16, dtype=torch.bfloat16, config=cfg)
     bad = {k: v for k, v in errs.items() if not v < 1e-2}
     assert not bad, f"seed={seed}: {errs}"

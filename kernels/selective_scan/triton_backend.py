@@ -4,15 +4,16 @@ Runs on CUDA, and on the CPU under ``TRITON_INTERPRET=1`` (set before triton is 
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
 
 from kernels.selective_scan.triton_kernels import (selective_scan_bwd_kernel, selective_scan_bwd_kernel_v2,
-                                                   selective_scan_fwd_kernel)
+                                                   selective_scan_fwd_kernel, selective_scan_fwd_split_kernel)
 
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     from kernels.selective_scan.interpreter_compat import install as _install_interpreter_compat
@@ -36,6 +37,8 @@ class ScanConfig:
     unroll: int = 1                     # loop_unroll_factor of the chunk loops (ILP across chunks)
     bwd_variant: str = "v2"             # backward kernel: a key of BWD_KERNELS (kernels/NOTES.md)
     bwd_n_inner: int = 8                # v2 only: states per lane group (tile [L, N/n_inner, D, n_inner])
+    fwd_variant: str = "fused"          # forward: one of FWD_VARIANTS ("fused" walks L in one program)
+    fwd_split: Optional[int] = None     # "split" only: segments T of L; None = auto (fwd_split_segments)
 
 
 # Backward kernels by ScanConfig.bwd_variant; same arguments, v2 takes N_INNER too.
@@ -44,6 +47,17 @@ class ScanConfig:
 #       folded into the scans (see triton_kernels.py).
 BWD_KERNELS = {"v1": selective_scan_bwd_kernel, "v2": selective_scan_bwd_kernel_v2}
 BWD_VARIANTS = tuple(BWD_KERNELS)
+
+# Forward variants by ScanConfig.fwd_variant (kernels/NOTES.md, "Split forward"):
+#   fused: selective_scan_fwd_kernel, grid (dim/BLOCK_D, batch), each program walks all of L.
+#   split: selective_scan_fwd_split_kernel, grid (dim/BLOCK_D, batch, T): pass 1 scans segments 0..T-2 from
+#          zero and writes their end states and sums of dt; pass 3 folds those into each segment's start
+#          state and re-scans it, writing y, the chunk states and the last state.  T = ScanConfig.fwd_split,
+#          or chosen by fwd_split_segments when None; T = 1 runs pass 3 alone.
+FWD_VARIANTS = ("fused", "split")
+FWD_SPLIT_PROGRAMS_PER_SM = 4   # auto T aims at about this many one-warp programs per SM
+FWD_SPLIT_MIN_CHUNKS = 4        # auto T keeps at least this many BLOCK_L chunks per segment
+FWD_SPLIT_MAX = 64
 
 
 # Fastest of the sweep on an H100 (batch 4, dim 2048, N 16, L 4096, bf16; kernels/NOTES.md, run 5):
@@ -67,9 +81,38 @@ def _fit_config(cfg: ScanConfig, dim: int, L: int, groups: int) -> ScanConfig:
 
     if cfg.bwd_variant not in BWD_KERNELS:
         raise ValueError(f"ScanConfig.bwd_variant={cfg.bwd_variant!r}: valid {', '.join(BWD_KERNELS)}")
+    if cfg.fwd_variant not in FWD_VARIANTS:
+        raise ValueError(f"ScanConfig.fwd_variant={cfg.fwd_variant!r}: valid {', '.join(FWD_VARIANTS)}")
+    if cfg.fwd_split is not None and (not isinstance(cfg.fwd_split, int) or cfg.fwd_split < 1):
+        raise ValueError(f"ScanConfig.fwd_split={cfg.fwd_split!r}: None (auto) or an int >= 1")
     block_l = max(8, min(triton.next_power_of_2(cfg.block_l), triton.next_power_of_2(max(L, 1))))
     return replace(cfg, block_d=fit_d(cfg.block_d), block_l=block_l,
                    bwd_block_d=fit_d(cfg.bwd_block_d or cfg.block_d), bwd_n_inner=_pow2_floor(cfg.bwd_n_inner))
+
+
+def _sm_count(device) -> int:
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 132   # an H100 / H200; what the interpreter tests assume
+
+
+def fwd_split_segments(cfg: ScanConfig, batch: int, dim: int, L: int, device="cuda") -> Tuple[int, int]:
+    """(T, chunks per segment) the split forward runs with, for a *fitted* cfg.
+
+    T = cfg.fwd_split if given, else auto: programs = cdiv(dim, block_d) * batch, and T is the power of
+    two nearest (in log2) to FWD_SPLIT_PROGRAMS_PER_SM * SMs / programs (1 when the grid already fills the
+    GPU), at most FWD_SPLIT_MAX and at most n_chunks / FWD_SPLIT_MIN_CHUNKS.  Segments are whole chunks;
+    a T past the number of chunks degrades to one chunk per segment (T is then recomputed so that no
+    segment is empty).  Batch 1, dim 1024, block_d 16 on 132 SMs: 64 programs -> T = 8."""
+    n_chunks = triton.cdiv(max(L, 1), cfg.block_l)
+    T = cfg.fwd_split
+    if T is None:
+        programs = triton.cdiv(dim, cfg.block_d) * batch
+        want = FWD_SPLIT_PROGRAMS_PER_SM * _sm_count(device) / programs
+        T = 1 << max(0, round(math.log2(want))) if want > 1 else 1
+        T = min(T, FWD_SPLIT_MAX, _pow2_floor(max(1, n_chunks // FWD_SPLIT_MIN_CHUNKS)))
+    seg_chunks = triton.cdiv(n_chunks, min(T, n_chunks))
+    return triton.cdiv(n_chunks, seg_chunks), seg_chunks
 
 
 def _as4d(M: torch.Tensor) -> torch.Tensor:
@@ -89,16 +132,27 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, cfg, save_states, wr
     last = _empty((batch, dim, N), device=u.device, dtype=torch.float32) if write_last else y
     zz = z if z is not None else u
     grid = (triton.cdiv(dim, cfg.block_d), batch)
-    if L > 0:
+    common = dict(N=N, BLOCK_N=triton.next_power_of_2(N), BLOCK_D=cfg.block_d, BLOCK_L=cfg.block_l,
+                  HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+                  SAVE_STATES=save_states, WRITE_LAST=write_last, UNROLL=cfg.unroll, num_warps=cfg.fwd_warps)
+    ins = (u, delta, A, B4, C4, D if D is not None else A, zz, delta_bias if delta_bias is not None else A)
+    strides = (*u.stride(), *delta.stride(), *zz.stride(), *y.stride(), *A.stride(), *B4.stride(), *C4.stride())
+    if L > 0 and cfg.fwd_variant == "split":
+        T, seg_chunks = fwd_split_segments(cfg, batch, dim, L, u.device)
+        cfg = replace(cfg, fwd_split=T)
+        # segment summaries of segments 0 .. T-2 (fp32; tiny: (batch, T-1, N, dim) and (batch, T-1, dim))
+        seg_end = _empty((batch, max(T - 1, 1), N, dim), device=u.device, dtype=torch.float32)
+        seg_dt = _empty((batch, max(T - 1, 1), dim), device=u.device, dtype=torch.float32)
+        for pass_, segs in ((1, T - 1), (3, T)):
+            if segs == 0:
+                continue
+            selective_scan_fwd_split_kernel[grid + (segs,)](
+                *ins, y, states, last, seg_end, seg_dt,
+                dim, L, n_chunks, dim // groups, seg_chunks, T, *strides, **common, PASS=pass_,
+            )
+    elif L > 0:
         selective_scan_fwd_kernel[grid](
-            u, delta, A, B4, C4, D if D is not None else A, zz, delta_bias if delta_bias is not None else A,
-            y, states, last,
-            dim, L, n_chunks, dim // groups,
-            *u.stride(), *delta.stride(), *zz.stride(), *y.stride(),
-            *A.stride(), *B4.stride(), *C4.stride(),
-            N=N, BLOCK_N=triton.next_power_of_2(N), BLOCK_D=cfg.block_d, BLOCK_L=cfg.block_l,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-            SAVE_STATES=save_states, WRITE_LAST=write_last, UNROLL=cfg.unroll, num_warps=cfg.fwd_warps,
+            *ins, y, states, last, dim, L, n_chunks, dim // groups, *strides, **common,
         )
     elif write_last:
         last.zero_()

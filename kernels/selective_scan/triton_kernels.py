@@ -137,6 +137,144 @@ def selective_scan_fwd_kernel(
         tl.store(last_ptr + (pid_b * dim + offs_d[None, :]) * N + offs_n[:, None], h, mask=nd_mask)
 
 
+# ---- forward, variant "split": time-parallel over T segments of the sequence ----------------------
+# Grid (dim / BLOCK_D, batch, T); segment s covers chunks [s * seg_chunks, min((s+1) * seg_chunks, n_chunks)).
+#  PASS 1 (segments 0 .. T-2): scan the segment from h = 0; write its local end state
+#         seg_end (batch, T-1, N, dim) fp32 and its sum of dt per channel seg_dt (batch, T-1, dim) fp32.
+#         (Read back as [N, BD] tiles: a 3-D [BL, N, BD] load of them makes Triton's coalescing pick a
+#         layout with lanes on the time axis for every 3-D tile of the kernel -- ~700 shuffles per chunk.)
+#         The segment's decay is exp(A * sum dt) = exp2(A2 * seg_dt), so it costs no extra exp per step.
+#  PASS 3 (all segments): prologue = "pass 2": the true start state of segment s, folded over the
+#         summaries of segments 0 .. s-1 (h <- exp2(A2 seg_dt[j]) h + seg_end[j]) as 2-D tiles, FOLD
+#         independent loads per round; then the segment is re-scanned from that state as the fused
+#         kernel does (y; the chunk-start states the backward reads; the last state from s = T-1).
+# Both passes fold the carried state into the first scanned element (b_0 += a_0 h, as backward v2),
+# so the scan's cumulative-decay output is dead and no `h_loc + a_cum h` pass is needed.  With T = 1
+# only PASS 3 runs (no prologue): the fused forward with that fold.
+
+@triton.jit
+def selective_scan_fwd_split_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+    y_ptr, states_ptr, last_ptr, seg_end_ptr, seg_dt_ptr,
+    dim, L, n_chunks, chans_per_group, seg_chunks, n_segs,
+    s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_yb, s_yd, s_yl,
+    s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
+    N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    SAVE_STATES: tl.constexpr, WRITE_LAST: tl.constexpr, UNROLL: tl.constexpr, PASS: tl.constexpr,
+    FOLD: tl.constexpr = 4,
+):
+    pid_d = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_s = tl.program_id(2)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_l = tl.arange(0, BLOCK_L)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    group = (pid_d * BLOCK_D) // chans_per_group
+    nd_mask = mask_n[:, None] & mask_d[None, :]
+    c0 = pid_s * seg_chunks
+    c1 = tl.minimum(c0 + seg_chunks, n_chunks)
+    t_end = tl.minimum(c1 * BLOCK_L, L)                             # this segment's steps end here
+    n_sum = n_segs - 1                                              # rows of seg_end / seg_dt
+
+    A = tl.load(A_ptr + offs_n[:, None] * s_An + offs_d[None, :] * s_Ad, mask=nd_mask, other=0.0).to(tl.float32)
+    A2 = A * LOG2E                                                   # [BN, BD]
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+    u_base = u_ptr + pid_b * s_ub + offs_d[None, :] * s_ud
+    d_base = delta_ptr + pid_b * s_db + offs_d[None, :] * s_dd
+    z_base = z_ptr + pid_b * s_zb + offs_d[None, :] * s_zd
+    y_base = y_ptr + pid_b * s_yb + offs_d[None, :] * s_yd
+    B_base = B_ptr + pid_b * s_Bb + group * s_Bg + offs_n[None, :] * s_Bn
+    C_base = C_ptr + pid_b * s_Cb + group * s_Cg + offs_n[None, :] * s_Cn
+    st_base = states_ptr + ((pid_b * dim + offs_d[None, :]) * n_chunks) * N + offs_n[:, None]
+    is_first = (offs_l == 0)[:, None, None]
+    is_last = (offs_l == BLOCK_L - 1)[:, None, None]
+
+    h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    if PASS == 3:
+        # "pass 2": h = start state of this segment, from the summaries of segments 0 .. pid_s - 1, read
+        # as 2-D [BN, BD] tiles (the layout of the states store), FOLD independent loads per round
+        for j0 in range(0, pid_s, FOLD):
+            for k in tl.static_range(FOLD):
+                j = j0 + k
+                ok = j < pid_s                  # rows past pid_s: decay 1, input 0 (identity)
+                row = pid_b * n_sum + j
+                sdt = tl.load(seg_dt_ptr + row * dim + offs_d, mask=ok & mask_d, other=0.0)          # [BD]
+                e = tl.load(seg_end_ptr + (row * N + offs_n[:, None]) * dim + offs_d[None, :],
+                            mask=ok & nd_mask, other=0.0)                                         # [BN, BD]
+                h = tl.exp2(A2 * sdt[None, :]) * h + e
+    else:
+        dt_acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
+
+    t = c0 * BLOCK_L + offs_l
+    m2 = (t < t_end)[:, None] & mask_d[None, :]
+    mBC = (t < t_end)[:, None] & mask_n[None, :]
+    u_nx = tl.load(u_base + t[:, None] * s_ul, mask=m2, other=0.0)
+    x_nx = tl.load(d_base + t[:, None] * s_dl, mask=m2, other=0.0)
+    B_nx = tl.load(B_base + t[:, None] * s_Bl, mask=mBC, other=0.0)
+    C_nx = B_nx
+    z_nx = u_nx
+    if PASS == 3:
+        C_nx = tl.load(C_base + t[:, None] * s_Cl, mask=mBC, other=0.0)
+        if HAS_Z:
+            z_nx = tl.load(z_base + t[:, None] * s_zl, mask=m2, other=0.0)
+    for c in tl.range(c0, c1, loop_unroll_factor=UNROLL):
+        t = c * BLOCK_L + offs_l
+        mask_l = t < L
+        m2 = mask_l[:, None] & mask_d[None, :]
+        u = u_nx.to(tl.float32)                                        # [BL, BD]
+        dt = x_nx.to(tl.float32)
+        Bt = B_nx.to(tl.float32)                                       # [BL, BN]
+        Ct = C_nx.to(tl.float32)
+        zz = z_nx.to(tl.float32)
+        tn = t + BLOCK_L
+        m2n = (tn < t_end)[:, None] & mask_d[None, :]
+        mBCn = (tn < t_end)[:, None] & mask_n[None, :]
+        u_nx = tl.load(u_base + tn[:, None] * s_ul, mask=m2n, other=0.0)
+        x_nx = tl.load(d_base + tn[:, None] * s_dl, mask=m2n, other=0.0)
+        B_nx = tl.load(B_base + tn[:, None] * s_Bl, mask=mBCn, other=0.0)
+        if PASS == 3:
+            C_nx = tl.load(C_base + tn[:, None] * s_Cl, mask=mBCn, other=0.0)
+            if HAS_Z:
+                z_nx = tl.load(z_base + tn[:, None] * s_zl, mask=m2n, other=0.0)
+        if HAS_BIAS:
+            dt = dt + bias[None, :]
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        dt = tl.where(m2, dt, 0.0)          # padded steps: decay 1, input 0 -> the state is kept
+        if PASS == 3:
+            if SAVE_STATES:
+                tl.store(st_base + c * N, h, mask=nd_mask)
+        else:
+            dt_acc += dt
+        a = tl.exp2(dt[:, None, :] * A2[None, :, :])                  # [BL, BN, BD]
+        b = (dt * u)[:, None, :] * Bt[:, :, None]
+        b0 = b + tl.where(is_first, a * h[None, :, :], 0.0)           # the carried state enters step 0
+        _, hs = tl.associative_scan((a, b0), axis=0, combine_fn=_linear_combine)
+        if PASS == 3:
+            y = tl.sum(hs * Ct[:, :, None], axis=1)                    # [BL, BD]
+            if HAS_D:
+                y += Dv[None, :] * u
+            if HAS_Z:
+                y = y * zz * _sigmoid(zz)
+            tl.store(y_base + t[:, None] * s_yl, y.to(y_ptr.dtype.element_ty), mask=m2)
+        h = tl.sum(tl.where(is_last, hs, 0.0), axis=0)
+    if PASS == 3:
+        if WRITE_LAST:
+            tl.store(last_ptr + (pid_b * dim + offs_d[None, :]) * N + offs_n[:, None], h,
+                     mask=nd_mask & (pid_s == n_segs - 1))
+    else:
+        row = pid_b * n_sum + pid_s
+        tl.store(seg_end_ptr + (row * N + offs_n[:, None]) * dim + offs_d[None, :], h, mask=nd_mask)
+        tl.store(seg_dt_ptr + row * dim + offs_d, tl.sum(dt_acc, axis=0), mask=mask_d)
+
+
 @triton.jit
 def selective_scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr, dlast_ptr,

@@ -50,6 +50,10 @@ class TrainConfig(StrictModel):
     steps: PositiveInt = 1000
     batch: PositiveInt = 64
     lr: PositiveFloat = 1e-3
+    ssm_lr: Optional[PositiveFloat] = Field(
+        None, description="learning rate of the parameters a model marks as SSM parameters (_no_weight_decay: "
+                          "S6's A and D, S4's A, B and dt), capped at train.lr as S4/safari do (lr=min(0.001, lr)); "
+                          "it follows the same schedule. Default: train.lr")
     optimizer: Literal["adam", "adamw"] = "adamw"
     weight_decay: float = Field(0.0, ge=0.0)
     betas: Tuple[float, float] = (0.9, 0.999)
@@ -103,14 +107,22 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam or AdamW.  Weight decay touches matrices only: not biases, norms, or parameters flagged
-    ``_no_weight_decay`` (mamba's A_log and D, as in state-spaces/mamba)."""
-    decay, no_decay = [], []
+    ``_no_weight_decay`` (the SSM parameters: mamba's A_log and D, as in state-spaces/mamba; S4's A, B,
+    dt).  The flagged group runs at ``train.ssm_lr`` (capped at ``train.lr``) when set.  Each group's
+    ``lr_scale`` is its lr as a fraction of ``train.lr``, which the schedule multiplies."""
+    decay, plain, ssm = [], [], []
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+        if getattr(p, "_no_weight_decay", False):
+            ssm.append(p)
+        else:
+            (plain if p.ndim < 2 else decay).append(p)
+    ssm_scale = 1.0 if cfg.ssm_lr is None else min(cfg.ssm_lr, cfg.lr) / cfg.lr
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+              {"params": plain, "weight_decay": 0.0, "lr_scale": 1.0},
+              {"params": ssm, "weight_decay": 0.0, "lr_scale": ssm_scale}]
+    groups = [{**g, "lr": cfg.lr * g["lr_scale"]} for g in groups if g["params"]]
     # (with ``adam`` a non-zero weight_decay is the classic L2 term added to the gradient)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
@@ -289,7 +301,7 @@ def train_and_evaluate(model: torch.nn.Module, task: SyntheticTask, cfg: TrainCo
         ctx.check_deadline()
         lr = lr_at(cfg, step - 1)
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         batch = task.sample(cfg.batch, task.seq_len, gen)
         with autocast_for(device, cfg.amp):
             logits = logits_of(model, batch.inputs)

@@ -109,6 +109,44 @@ def test_weight_decay_skips_vectors_and_flagged_params():
     assert isinstance(make_optimizer(model, TrainConfig(optimizer="adam")), torch.optim.Adam)
 
 
+def test_ssm_lr_scales_the_flagged_group_through_the_schedule():
+    """train.ssm_lr gives the SSM parameters their own lr (capped at train.lr, as S4/safari), and the
+    schedule keeps the ratio; the other parameters and the default are untouched."""
+    model = TinyLM(8)
+    flagged = nn.Parameter(torch.ones(4, 4))
+    flagged._no_weight_decay = True
+    model.register_parameter("A_log", flagged)
+
+    def lr_of(opt, param):
+        return next(g["lr"] for g in opt.param_groups if any(p is param for p in g["params"]))
+
+    cfg = TrainConfig(steps=10, lr=4e-3, ssm_lr=1e-3, warmup_steps=2, schedule="cosine")
+    opt = make_optimizer(model, cfg)
+    assert lr_of(opt, flagged) == pytest.approx(1e-3) and lr_of(opt, model.head.weight) == pytest.approx(4e-3)
+    capped = make_optimizer(model, TrainConfig(lr=5e-4, ssm_lr=1e-3))
+    assert lr_of(capped, flagged) == pytest.approx(5e-4)  # min(ssm_lr, lr)
+    plain = make_optimizer(model, TrainConfig(lr=4e-3))
+    assert lr_of(plain, flagged) == lr_of(plain, model.head.weight) == pytest.approx(4e-3)
+
+    # through the training loop: after a step at schedule value s, the flagged group is at s/4
+    task = make_task("copying", seq_len=12, vocab=8, n_tokens=2)
+    seen = []
+    orig_step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append((lr_of(self, flagged), lr_of(self, model.head.weight)))
+        return orig_step(self, *a, **k)
+
+    torch.optim.AdamW.step = spy
+    try:
+        rows, err = collect(train_and_evaluate(model, task, cfg))
+    finally:
+        torch.optim.AdamW.step = orig_step
+    assert err is None and len(seen) == 10
+    for i, (ssm, other) in enumerate(seen):
+        assert other == pytest.approx(lr_at(cfg, i)) and ssm == pytest.approx(other / 4)
+
+
 # ----------------------------------------------------------------------------- metrics
 
 

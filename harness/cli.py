@@ -220,10 +220,11 @@ def _make_executor(args: argparse.Namespace):
     from harness.executors import LocalExecutor
 
     jobs = getattr(args, "jobs", None)
-    if jobs is not None and jobs < 1:
-        raise SuiteError([Issue("command line", 0, f"--jobs {jobs}: give a whole number >= 1, e.g. --jobs 4")])
     if args.executor == "local":
-        return LocalExecutor(jobs)
+        try:
+            return LocalExecutor(jobs)
+        except ValueError:
+            raise SuiteError([Issue("command line", 0, f"--jobs {jobs}: give a whole number >= 1, e.g. --jobs 4")]) from None
     if jobs is not None:
         raise SuiteError([Issue("command line", 0, "--jobs is for the local executor; with --executor ray, "
                                                    "cells share a GPU through --gpus-per-cell (e.g. 0.25)")])

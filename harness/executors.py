@@ -22,6 +22,13 @@ Rows = List[Dict[str, Any]]
 EXCLUSIVE_GPU_KINDS = frozenset({"speed", "memory", "decode"})
 
 
+def check_jobs(jobs: Any) -> int:
+    """``jobs`` (cells at once) as given, if it is a whole number >= 1; else ValueError."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a whole number >= 1 (got {jobs!r})")
+    return jobs
+
+
 def chain_key(cell: Cell, index: int) -> Hashable:
     """Cells with the same key run one after another, in suite order, under a parallel executor.
 
@@ -89,12 +96,10 @@ class LocalExecutor(Executor):
     name = "local"
     _jobs_flag: Optional[int] = None
     _jobs_suite: Optional[int] = None
+    _pool: Optional[Executor] = None  # the ProcessExecutor of _parallel()
 
     def __init__(self, jobs: Optional[int] = None):
-        if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
-            raise ValueError(f"jobs must be a whole number >= 1 (got {jobs!r})")
-        self._jobs_flag = jobs
-        self._jobs_suite: Optional[int] = None
+        self._jobs_flag = None if jobs is None else check_jobs(jobs)
 
     @property
     def jobs(self) -> int:
@@ -103,21 +108,27 @@ class LocalExecutor(Executor):
     def use_suite(self, suite_data: Mapping[str, Any]) -> None:
         self._jobs_suite = suite_data.get("jobs")
 
+    def _parallel(self):
+        """The process executor for ``jobs`` > 1 (None for one cell at a time), made once per size."""
+        if self.jobs == 1:
+            return None
+        if self._pool is None or self._pool.jobs != self.jobs:
+            from harness.process_executor import ProcessExecutor
+
+            self._pool = ProcessExecutor(self.jobs)
+        return self._pool
+
     def cluster_summary(self) -> Dict[str, Any]:
         """For meta.json: how many cells ran at once (nothing to add for one at a time)."""
-        if self.jobs == 1:
-            return {}
-        from harness.process_executor import ProcessExecutor
-
-        return ProcessExecutor(self.jobs).cluster_summary()
+        pool = self._parallel()
+        return {} if pool is None else pool.cluster_summary()
 
     def run(self, cells: Sequence[Cell], make_context: Callable[[Cell], CellContext],
             on_done: Callable[[Cell, Rows], None],
             skip_reason: Callable[[Cell], Optional[str]]) -> None:
-        if self.jobs > 1:
-            from harness.process_executor import ProcessExecutor
-
-            ProcessExecutor(self.jobs).run(cells, make_context, on_done, skip_reason)
+        pool = self._parallel()
+        if pool is not None:
+            pool.run(cells, make_context, on_done, skip_reason)
             return
         from harness.execute import execute_cell, failure_row
 

@@ -35,8 +35,8 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Deque, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence
 
 from harness.cells import Cell, CellContext
-from harness.executors import (EXCLUSIVE_GPU_KINDS, Executor, Rows, chain_key, context_from_payload,
-                               context_payload)
+from harness.executors import (EXCLUSIVE_GPU_KINDS, Executor, Rows, chain_key, check_jobs,
+                               context_from_payload, context_payload)
 
 #: How long past its cell's deadline a child may run before it is killed (the cell's own
 #: cooperative deadline check normally ends it first).
@@ -123,9 +123,7 @@ class ProcessExecutor(Executor):
 
     def __init__(self, jobs: int, cpus: Optional[int] = None, poll_s: float = 0.5,
                  gpus: Optional[Sequence[str]] = None):
-        if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-            raise ValueError(f"jobs must be a whole number >= 1 (got {jobs!r})")
-        self.jobs = jobs
+        self.jobs = check_jobs(jobs)
         self.threads = max(1, (cpus or os.cpu_count() or 1) // jobs)
         self.poll_s = poll_s
         self._gpus = list(gpus) if gpus is not None else None
@@ -241,7 +239,6 @@ class ProcessExecutor(Executor):
                 rows = [failure_row("timeout", f"the cell ran over its deadline by {KILL_GRACE_S:.0f} s "
                                                f"and its process was killed")]
                 return self._tag(rows, child)
-            child.process.join(5.0)
         child.process.join()
         if child.rows is None and not child.conn.closed:
             try:  # rows sent just before exit

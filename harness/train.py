@@ -212,20 +212,27 @@ def eval_chunk_size(cfg: TrainConfig, seq_len: int) -> int:
     return max(1, min(cfg.eval_batch or cfg.batch, cfg.eval_max_tokens // seq_len))
 
 
+def evaluate_unless_oom(model, chunks: Iterable[TaskBatch], device: torch.device, amp: str
+                        ) -> Tuple[Optional[Dict[str, float]], str]:
+    """(metrics, "") or, when the device runs out of memory, (None, the error's first line) with the
+    memory released; any other error is raised."""
+    try:
+        return evaluate(model, chunks, device, amp), ""
+    except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+        if not is_oom(err):
+            raise
+        oom_text = (str(err).splitlines() or [type(err).__name__])[0]
+    release_memory(device)  # outside the except block: the traceback's tensors are gone by now
+    return None, oom_text
+
+
 def evaluate_or_oom(model, vset: ValidationSet, cfg: TrainConfig, device: torch.device) -> Iterator[Dict[str, Any]]:
     """Final rows at one length; on OOM, halve the chunk down to one sequence, then give ``oom`` rows."""
     chunk = eval_chunk_size(cfg, vset.seq_len)
     while True:
-        m, oom_text = None, ""
-        try:
-            m = evaluate(model, vset.chunks(chunk), device, cfg.amp)
-        except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
-            if not is_oom(err):
-                raise
-            oom_text = (str(err).splitlines() or [type(err).__name__])[0]
+        m, oom_text = evaluate_unless_oom(model, vset.chunks(chunk), device, cfg.amp)
         if m is not None:
             break
-        release_memory(device)  # outside the except block: the traceback's tensors are gone by now
         if chunk > 1:
             chunk //= 2
             continue
@@ -244,17 +251,12 @@ def extra_curve_rows(model, sets: Dict[int, ValidationSet], cfg: TrainConfig, de
     """``val_*`` rows at each extra curve length (``train.curve_seq_lens``) for this step; a length that
     runs out of memory gets one ``oom`` row and is dropped from ``sets`` for the rest of training."""
     for seq_len in list(sets):
-        try:
-            m = evaluate(model, sets[seq_len].chunks(eval_chunk_size(cfg, seq_len)), device, cfg.amp)
-        except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
-            if not is_oom(err):
-                raise
-            m, text = None, (str(err).splitlines() or [type(err).__name__])[0]
+        chunks = sets[seq_len].chunks(eval_chunk_size(cfg, seq_len))
+        m, oom_text = evaluate_unless_oom(model, chunks, device, cfg.amp)
         if m is None:
             del sets[seq_len]
-            release_memory(device)
             yield make_row("val_accuracy", None, "fraction", status="oom", step=step, eval_seq_len=seq_len,
-                           message=f"out of memory evaluating the curve at length {seq_len}: {text}; "
+                           message=f"out of memory evaluating the curve at length {seq_len}: {oom_text}; "
                                    f"not evaluated again")
             continue
         yield make_row("val_loss", m["loss"], "nats", step=step, eval_seq_len=seq_len)

@@ -274,6 +274,27 @@ def resolved_split(cfg, batch, dim, L, N):
     return T, -(-dim // fitted.block_d) * batch * T
 
 
+def check_then_time(name, check_dim, check_cfg, batch, dim, L, N, cfg, budget_ms=400.0, width=10, note=""):
+    """One variant of a side-by-side comparison: checked against the float64 oracle (batch 1,
+    ``check_dim`` channels, ``check_cfg``), then, unless the check could not run, timed at
+    (batch, dim, L) with ``cfg``.  -> (errors per output or None, worst error, timings, failed)."""
+    label = f"{name}{note}"
+    try:
+        errs = check_correctness(check_dim, L, N, check_cfg)
+    except Exception as e:  # a variant that does not compile or run: report, go on
+        print(f"  {label}: failed {type(e).__name__}: {str(e)[-400:]}", flush=True)
+        return None, float("inf"), {"fwd_ms": None, "fwdbwd_ms": None, "peak_gb": None}, True
+    worst = max(errs.values())
+    bad = not worst <= 2e-2
+    print(f"  {label}: vs float64 oracle " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
+          + ("  FAIL" if bad else ""), flush=True)
+    r = time_impl("triton", lambda g: make_inputs(batch, dim, L, N, requires_grad=g), scan_fn("triton", cfg),
+                  budget_ms=budget_ms)
+    print(f"  {name:{width}s} fwd {_fmt(r['fwd_ms'], 4)} ms  fwd+bwd {_fmt(r['fwdbwd_ms'], 4)} ms  "
+          f"peak {_fmt(r['peak_gb'], 2)} GB", flush=True)
+    return errs, worst, r, bad
+
+
 def compare_fwd_variants(a, dev, stamp, bw) -> int:
     """Forward variants side by side (and SDPA) per shape; returns 1 if a variant failed its check."""
     from dataclasses import replace
@@ -290,26 +311,13 @@ def compare_fwd_variants(a, dev, stamp, bw) -> int:
             T, programs = resolved_split(cfg, batch, dim, L, a.N)
             # the oracle check runs at batch 1 and <= 256 channels with the T resolved for the timed shape
             chk = replace(cfg, fwd_split=T) if cfg.fwd_variant == "split" else cfg
-            try:
-                errs = check_correctness(min(dim, 256), L, a.N, chk)
-            except Exception as e:  # a variant that does not compile or run: report, go on
-                print(f"  {name}: failed {type(e).__name__}: {str(e)[-400:]}", flush=True)
-                failed = True
-                rows.append({"shape": (batch, dim, L), "variant": name, "T": T, "programs": programs,
-                             "err": float("inf"), "fwd_ms": None, "fwdbwd_ms": None, "peak_gb": None})
-                continue
-            worst = max(errs.values())
-            bad = not worst <= 2e-2
+            errs, worst, r, bad = check_then_time(name, min(dim, 256), chk, batch, dim, L, a.N, cfg,
+                                                  budget_ms=a.budget_ms, width=12, note=f" (T {T})")
             failed |= bad
-            print(f"  {name} (T {T}): vs float64 oracle " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
-                  + ("  FAIL" if bad else ""), flush=True)
-            r = time_impl("triton", lambda g: make_inputs(batch, dim, L, a.N, requires_grad=g),
-                          scan_fn("triton", cfg), budget_ms=a.budget_ms)
-            print(f"  {name:12s} fwd {_fmt(r['fwd_ms'], 4)} ms  fwd+bwd {_fmt(r['fwdbwd_ms'], 4)} ms  "
-                  f"peak {_fmt(r['peak_gb'], 2)} GB", flush=True)
             rows.append({"shape": (batch, dim, L), "variant": name, "T": T, "programs": programs, "err": worst, **r})
-            records.append({"kind": "fwd_variant", "batch": batch, "dim": dim, "L": L, "variant": name, "T": T,
-                            "programs": programs, "config": str(cfg), **errs, **r})
+            if errs is not None:
+                records.append({"kind": "fwd_variant", "batch": batch, "dim": dim, "L": L, "variant": name, "T": T,
+                                "programs": programs, "config": str(cfg), **errs, **r})
     if a.out:
         with open(a.out, "w") as f:
             for r in records:
@@ -344,25 +352,11 @@ def compare_variants(a, dev, stamp, bw) -> int:
         print(f"  sdpa      fwd {_fmt(s['fwd_ms'], 4)} ms  fwd+bwd {_fmt(s['fwdbwd_ms'], 4)} ms", flush=True)
         rows.append({"L": L, "variant": "sdpa", "cfg": None, "err": None, **s})
         for name, cfg in cfgs:
-            try:
-                errs = check_correctness(a.dim, L, a.N, cfg)
-            except Exception as e:  # a variant that does not compile or run: report, go on
-                print(f"  {name}: failed {type(e).__name__}: {str(e)[-400:]}", flush=True)
-                failed = True
-                rows.append({"L": L, "variant": name, "cfg": cfg, "err": float("inf"),
-                             "fwd_ms": None, "fwdbwd_ms": None, "peak_gb": None})
-                continue
-            worst = max(errs.values())
-            bad = not worst <= 2e-2
+            errs, worst, r, bad = check_then_time(name, a.dim, cfg, a.batch, a.dim, L, a.N, cfg)
             failed |= bad
-            print(f"  {name}: vs float64 oracle " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
-                  + ("  FAIL" if bad else ""), flush=True)
-            r = time_impl("triton", lambda g: make_inputs(a.batch, a.dim, L, a.N, requires_grad=g),
-                          scan_fn("triton", cfg))
-            print(f"  {name:10s} fwd {_fmt(r['fwd_ms'], 4)} ms  fwd+bwd {_fmt(r['fwdbwd_ms'], 4)} ms  "
-                  f"peak {_fmt(r['peak_gb'], 2)} GB", flush=True)
             rows.append({"L": L, "variant": name, "cfg": cfg, "err": worst, **r})
-            records.append({"kind": "variant", "L": L, "variant": name, "config": str(cfg), **errs, **r})
+            if errs is not None:
+                records.append({"kind": "variant", "L": L, "variant": name, "config": str(cfg), **errs, **r})
     if a.out:
         with open(a.out, "w") as f:
             for r in records:

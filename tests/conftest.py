@@ -74,6 +74,34 @@ def cli_subprocess(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]
     return run
 
 
+def suite_file(directory: Path, body: str, name: str = "suite.yaml") -> Path:
+    """A dedented YAML suite file in ``directory`` (for tests that are not fixtures-friendly)."""
+    path = directory / name
+    path.write_text(textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def run_and_load(out: Path, suite: Path, *flags: str):
+    """``ssmbench run SUITE FLAGS --out OUT`` in-process -> (exit code, the one run's rows, tidy)."""
+    from harness.cli import main
+    from harness.results import load
+
+    code = main(["run", str(suite), "--out", str(out), "--quiet", "--no-report", *flags])
+    dirs = sorted(p.parent for p in Path(out).rglob("rows.jsonl"))
+    assert len(dirs) == 1, dirs
+    return code, load(dirs[0])
+
+
+#: Columns two runs of the same cells must agree on, whatever executor ran them.
+COMPARED = ["cell_id", "metric", "repeat", "status", "value", "message", "impl", "x"]
+
+
+def comparable(frame):
+    """The rows of a run as a table to compare across executors (sorted, COMPARED columns)."""
+    cols = [c for c in COMPARED if c in frame.columns]
+    return frame[cols].sort_values(["cell_id", "metric", "repeat"]).reset_index(drop=True)
+
+
 def run_dirs(root: Path) -> List[Path]:
     """Every run directory (holding suite.yaml) under ``root``."""
     return sorted(p.parent for p in Path(root).rglob("suite.yaml") if (p.parent / "meta.json").exists())

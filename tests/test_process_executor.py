@@ -5,7 +5,6 @@ kill their own process on request.  Every test here starts real processes.
 """
 from __future__ import annotations
 
-import textwrap
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -13,31 +12,21 @@ from typing import Dict, List, Tuple
 import pytest
 
 import ray_fake_kind  # noqa: F401  (registers kind "ray_fake")
+from conftest import comparable, run_and_load, suite_file
 from harness import process_executor
 from harness.cells import Cell, CellContext
-from harness.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from harness.cli import EXIT_OK, EXIT_USAGE, main
 from harness.process_executor import ProcessExecutor, describe_exit
-from harness.results import load
-
-COMPARED = ["cell_id", "metric", "repeat", "status", "value", "message", "impl", "x"]
-
 
 def write_suite(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
-    return path
+    return suite_file(tmp_path, body)
 
 
 def run_cli(tmp_path: Path, suite: Path, *flags: str, out: str):
-    code = main(["run", str(suite), "--out", str(tmp_path / out), "--quiet", "--no-report", *flags])
-    run_dirs = sorted(p.parent for p in (tmp_path / out).rglob("rows.jsonl"))
-    assert len(run_dirs) == 1, run_dirs
-    return code, load(run_dirs[0])
+    return run_and_load(tmp_path / out, suite, *flags)
 
 
-def table(frame):
-    cols = [c for c in COMPARED if c in frame.columns]
-    return frame[cols].sort_values(["cell_id", "metric", "repeat"]).reset_index(drop=True)
+table = comparable
 
 
 def run_cells(executor: ProcessExecutor, cells: List[Cell], device: str = "cpu",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import List
@@ -19,17 +18,16 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray executor needs the optional extra: pip install -e '.[ray]'")
 
 import ray_fake_kind  # noqa: E402,F401  (registers kind "ray_fake")
+from conftest import comparable, run_and_load, suite_file  # noqa: E402
 from harness.cells import Cell, CellContext  # noqa: E402
 from harness.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main  # noqa: E402
 from harness.errors import SuiteError  # noqa: E402
-from harness.results import load  # noqa: E402
 from harness.runner import cell_deadline  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-COMPARED = ["cell_id", "metric", "repeat", "status", "value", "message", "impl", "x"]
 
 
 @pytest.fixture(scope="module")
@@ -53,22 +51,15 @@ def cluster():
 
 
 def write_suite(tmp_path: Path, body: str, name: str = "suite.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
-    return path
+    return suite_file(tmp_path, body, name)
 
 
 def run_cli(tmp_path: Path, suite: Path, *flags: str, out: str = "results"):
     """``ssmbench run SUITE FLAGS`` in-process -> (exit code, the run's rows as a DataFrame)."""
-    code = main(["run", str(suite), "--out", str(tmp_path / out), "--quiet", "--no-report", *flags])
-    run_dirs = sorted(p.parent for p in (tmp_path / out).rglob("rows.jsonl"))
-    assert len(run_dirs) == 1, run_dirs
-    return code, load(run_dirs[0])
+    return run_and_load(tmp_path / out, suite, *flags)
 
 
-def table(frame):
-    cols = [c for c in COMPARED if c in frame.columns]
-    return frame[cols].sort_values(["cell_id", "metric", "repeat"]).reset_index(drop=True)
+table = comparable
 
 
 OOM_SWEEP = """

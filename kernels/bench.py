@@ -17,12 +17,14 @@ error) and fwd / fwd+bwd timings with DEFAULT_CONFIG changed as the variant says
 ``NAME[:key=value,...]``: NAME a ScanConfig.bwd_variant (v1, v2), keys bd (bwd_block_d), ni
 (bwd_n_inner), bl (block_l), w (bwd_warps), fbd (block_d), u (unroll).
 
-``--fwd-variants`` compares forward kernels (ScanConfig.fwd_variant) in one run over ``--shapes``
-(default: batch 1 dim 1024 at L 2048 8192 32768, the Mamba paper's Figure 8 shape, and batch 4 dim 2048
-at L 4096): per shape causal SDPA, then per variant a check against the float64 oracle (batch 1, dim
-<= 256, same L and the same T; bf16 inputs; backward v2 through the states the forward saved) and fwd /
-fwd+bwd timings.  A variant is ``fused`` or ``split[:T=8,fbd=16,bl=8,w=1,u=1]`` (T: ScanConfig.fwd_split,
-auto when absent).  E.g. ``python -m kernels.bench --fwd-variants fused split split:T=4 split:T=16``.
+``--fwd-variants`` compares settings of the forward kernel (the time-parallel "split" kernel, the only
+forward) in one run over ``--shapes`` (default: batch 1 dim 1024 at L 2048 8192 32768, the Mamba paper's
+Figure 8 shape, and batch 4 dim 2048 at L 4096): per shape causal SDPA, then per variant a check against
+the float64 oracle (batch 1, dim <= 256, same L and the same T; bf16 inputs; backward v2 through the
+states the forward saved) and fwd / fwd+bwd timings.  A variant is ``split[:T=8,fbd=16,bl=8,w=1,u=1]``
+(T: ScanConfig.fwd_split, auto when absent).  ``split:T=1`` is one pass over L per program: the former
+``fused`` forward kernel's single pass (deleted 2026-12-02; it is no longer a variant name).
+E.g. ``python -m kernels.bench --fwd-variants split split:T=1 split:T=4 split:T=16``.
 """
 from __future__ import annotations
 
@@ -239,20 +241,21 @@ FWD_SHAPES = ["1x1024x2048", "1x1024x8192", "1x1024x32768", "4x2048x4096"]
 
 
 def fwd_variant_config(spec: str):
-    """'split:T=8' -> DEFAULT_CONFIG with fwd_variant split, fwd_split 8; 'fused' -> DEFAULT_CONFIG."""
+    """'split:T=8' -> DEFAULT_CONFIG with fwd_split 8; 'split' -> DEFAULT_CONFIG (auto T)."""
     from dataclasses import replace
 
-    from kernels.selective_scan.triton_backend import DEFAULT_CONFIG, FWD_VARIANTS
+    from kernels.selective_scan.triton_backend import DEFAULT_CONFIG
 
     name, _, rest = spec.partition(":")
-    if name not in FWD_VARIANTS:
-        raise SystemExit(f"--fwd-variants: unknown variant {name!r} in {spec!r} (valid: {', '.join(FWD_VARIANTS)})")
-    kw = {"fwd_variant": name, "fwd_split": None}
+    if name != "split":
+        hint = " ('fused' was deleted: split:T=1 is its single pass)" if name == "fused" else ""
+        raise SystemExit(f"--fwd-variants: unknown variant {name!r} in {spec!r} (valid: split[:T=...]){hint}")
+    kw = {"fwd_split": None}
     for item in filter(None, rest.split(",")):
         k, _, v = item.partition("=")
-        if k not in FWD_VARIANT_KEYS or not v.isdigit() or int(v) < 1 or (k == "T" and name != "split"):
+        if k not in FWD_VARIANT_KEYS or not v.isdigit() or int(v) < 1:
             raise SystemExit(f"--fwd-variants: bad setting {item!r} in {spec!r} "
-                             f"(keys: {', '.join(FWD_VARIANT_KEYS)}; T only with split)")
+                             f"(keys: {', '.join(FWD_VARIANT_KEYS)})")
         kw[FWD_VARIANT_KEYS[k]] = int(v)
     return replace(DEFAULT_CONFIG, **kw)
 
@@ -270,7 +273,7 @@ def resolved_split(cfg, batch, dim, L, N):
     from kernels.selective_scan.triton_backend import _fit_config, fwd_split_segments
 
     fitted = _fit_config(cfg, dim, L, 1)
-    T = fwd_split_segments(fitted, batch, dim, L, "cuda")[0] if fitted.fwd_variant == "split" else 1
+    T = fwd_split_segments(fitted, batch, dim, L, "cuda")[0]
     return T, -(-dim // fitted.block_d) * batch * T
 
 
@@ -310,9 +313,8 @@ def compare_fwd_variants(a, dev, stamp, bw) -> int:
         for name, cfg in specs:
             T, programs = resolved_split(cfg, batch, dim, L, a.N)
             # the oracle check runs at batch 1 and <= 256 channels with the T resolved for the timed shape
-            chk = replace(cfg, fwd_split=T) if cfg.fwd_variant == "split" else cfg
-            errs, worst, r, bad = check_then_time(name, min(dim, 256), chk, batch, dim, L, a.N, cfg,
-                                                  budget_ms=a.budget_ms, width=12, note=f" (T {T})")
+            errs, worst, r, bad = check_then_time(name, min(dim, 256), replace(cfg, fwd_split=T), batch, dim, L,
+                                                  a.N, cfg, budget_ms=a.budget_ms, width=12, note=f" (T {T})")
             failed |= bad
             rows.append({"shape": (batch, dim, L), "variant": name, "T": T, "programs": programs, "err": worst, **r})
             if errs is not None:
@@ -396,7 +398,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--variants", nargs="+", default=None,
                    help="compare backward variants instead (NAME[:bd=8,ni=8,...]; see the module doc)")
     p.add_argument("--fwd-variants", nargs="+", default=None,
-                   help="compare forward variants instead (fused, split[:T=8,...]; see the module doc)")
+                   help="compare forward variants instead (split[:T=8,...]; split:T=1 is one pass; see the module doc)")
     p.add_argument("--shapes", nargs="+", default=FWD_SHAPES, help="--fwd-variants shapes, BATCHxDIMxL")
     p.add_argument("--budget-ms", type=float, default=300.0, help="--fwd-variants: do_bench budget per timing")
     a = p.parse_args(argv)

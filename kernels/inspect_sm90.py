@@ -2,8 +2,8 @@
 
     python -m kernels.inspect_sm90 [--which bwd|fwd] [--variant v1 v2 v2:bd=4 ...] [--z] [--dim 2048] [--N 16]
                                    [--block-d BD] [--block-l BL] [--warps W] [--dump DIR]
-    python -m kernels.inspect_sm90 --which fwd --variant fused split:T=8     (forward variants: one row per
-                                   launch, e.g. split's pass 1 and pass 3; specs as kernels.bench --fwd-variants)
+    python -m kernels.inspect_sm90 --which fwd --variant split:T=1 split:T=8  (forward variants: one row per
+                                   launch, pass 1 and pass 3 when T > 1; specs as kernels.bench --fwd-variants)
 
 The launch arguments are captured from the real launcher (``triton_backend._forward`` / ``_backward`` run
 on small CPU tensors of the benchmark's layout, with the kernel launch replaced by a recorder), then
@@ -73,11 +73,10 @@ def capture_all(which: str, cfg, z: bool, dim: int, N: int, L: int = 4096):
 
     ins = _inputs(2, dim, L, N, z)
     fitted = tb._fit_config(cfg, dim, L, 1)
-    saved_fwd, saved_split, saved_bwd = tb.selective_scan_fwd_kernel, tb.selective_scan_fwd_split_kernel, \
-        dict(tb.BWD_KERNELS)
-    recs = [_Recorder(saved_fwd), _Recorder(saved_split)] + [_Recorder(k) for k in saved_bwd.values()]
-    tb.selective_scan_fwd_kernel, tb.selective_scan_fwd_split_kernel = recs[0], recs[1]
-    tb.BWD_KERNELS.update(zip(saved_bwd, recs[2:]))
+    saved_fwd, saved_bwd = tb.selective_scan_fwd_split_kernel, dict(tb.BWD_KERNELS)
+    recs = [_Recorder(saved_fwd)] + [_Recorder(k) for k in saved_bwd.values()]
+    tb.selective_scan_fwd_split_kernel = recs[0]
+    tb.BWD_KERNELS.update(zip(saved_bwd, recs[1:]))
     old_empty = tb._empty
     tb._empty = torch.empty
     try:
@@ -91,7 +90,7 @@ def capture_all(which: str, cfg, z: bool, dim: int, N: int, L: int = 4096):
             tb._backward(dout, None, *args, states, True, fitted)
     finally:
         tb._empty = old_empty
-        tb.selective_scan_fwd_kernel, tb.selective_scan_fwd_split_kernel = saved_fwd, saved_split
+        tb.selective_scan_fwd_split_kernel = saved_fwd
         tb.BWD_KERNELS.update(saved_bwd)
     return [(rcd.fn, a, kw) for rcd in recs for (grid, a, kw) in rcd.calls]
 
@@ -195,7 +194,7 @@ def layouts(ttgir: str) -> List[str]:
 
 
 def inspect_all(which: str, variant: str, z: bool, dim: int, N: int, cfg=None, dump: Optional[str] = None):
-    """One result dict per launch of the variant (the split forward has two: pass 1 and pass 3)."""
+    """One result dict per launch of the variant (the forward has two when T > 1: pass 1 and pass 3)."""
     from kernels.selective_scan.triton_backend import DEFAULT_CONFIG
 
     cfg = cfg or DEFAULT_CONFIG
@@ -205,12 +204,12 @@ def inspect_all(which: str, variant: str, z: bool, dim: int, N: int, cfg=None, d
         spec = variant_config(variant)
         cfg = replace(cfg, **{f: getattr(spec, f) for f in ["bwd_variant", *VARIANT_KEYS.values()]
                               if getattr(spec, f) != getattr(DEFAULT_CONFIG, f) or f == "bwd_variant"})
-    elif variant != "fwd":   # a forward spec as kernels.bench --fwd-variants takes it: fused, split:T=8
+    elif variant != "fwd":   # a forward spec as kernels.bench --fwd-variants takes it: split, split:T=8
         from kernels.bench import FWD_VARIANT_KEYS, fwd_variant_config
 
         spec = fwd_variant_config(variant)
-        cfg = replace(cfg, **{f: getattr(spec, f) for f in ["fwd_variant", *FWD_VARIANT_KEYS.values()]
-                              if getattr(spec, f) != getattr(DEFAULT_CONFIG, f) or f == "fwd_variant"})
+        cfg = replace(cfg, **{f: getattr(spec, f) for f in FWD_VARIANT_KEYS.values()
+                              if getattr(spec, f) != getattr(DEFAULT_CONFIG, f)})
     out = []
     for fn, args, kw in capture_all(which, cfg, z, dim, N):
         k = compile_sm90(fn, args, kw)
@@ -239,7 +238,8 @@ def main(argv=None) -> int:
     p.add_argument("--which", choices=["fwd", "bwd"], default="bwd")
     p.add_argument("--variant", nargs="+", default=None,
                    help="backward variants, NAME[:bd=8,ni=8,bl=8,w=1] as kernels.bench --variants (default: all); "
-                        "with --which fwd forward variants as kernels.bench --fwd-variants (fused, split:T=8)")
+                        "with --which fwd forward variants as kernels.bench --fwd-variants (split, split:T=1, "
+                        "split:T=8; default: the default config, auto T)")
     p.add_argument("--z", action="store_true", help="with z (gated); default: both without and with")
     p.add_argument("--no-z", action="store_true", help="only without z")
     p.add_argument("--dim", type=int, default=2048)

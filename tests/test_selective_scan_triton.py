@@ -1,4 +1,5 @@
-"""The fused Triton kernels against the float64 reference: forward, backward, every option.
+"""The fused Triton kernels against the float64 reference: forward (every segmentation T of the
+time-parallel forward, T = 1 the single pass), backward (every variant), every option.
 
 Runs on CUDA (gpu-marked tests too), or on the CPU when TRITON_INTERPRET=1 was set before triton was
 imported (tests/test_selective_scan.py starts this module that way in a subprocess).  Without either,
@@ -73,6 +74,8 @@ CASES = [  # (batch, dim, L, N, groups, z, D, bias, softplus)
 @variants
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "b{}d{}L{}N{}g{}".format(*c[:5]))
 def test_triton_matches_float64(case, variant):
+    """Every case with every backward; SMALL's auto T is 1 at these sizes (<= 4 chunks of 16), so the
+    forward is the single pass (the segmented forward: test_triton_forward_segments_match_float64)."""
     batch, dim, L, N, groups, z, D, bias, softplus = case
     seed, errs = run_case(batch, dim, L, N, groups, z, D, bias, softplus, config=with_variant(SMALL, variant))
     assert_fp32(seed, errs, (case, variant))
@@ -101,9 +104,9 @@ def test_triton_unknown_variant_is_an_error():
                               config=ScanConfig(bwd_variant="v9"))
 
 
-# ---- the split (time-parallel) forward: ScanConfig(fwd_variant="split", fwd_split=T) --------------------
-# Every CASE once with backward v2 (gradients through the chunk states the split forward saved), each with
-# a T that exercises a different segmentation (with SMALL's BLOCK_L 16):
+# ---- the forward's segments: ScanConfig(fwd_split=T), T = 1 one pass, None auto ---------------------------
+# Every CASE once with backward v2 (gradients through the chunk states the segmented forward saved), each
+# with a T that exercises a different segmentation (with SMALL's BLOCK_L 16):
 SPLIT_T = {
     "b2d4L37N4gNone": 3,     # 3 chunks -> 3 segments of 1 chunk, the last one partial
     "b2d17L1N16gNone": 4,    # 1 chunk: T > chunks degrades to T = 1 (pass 3 alone)
@@ -118,11 +121,11 @@ def case_id(c):
 
 
 def split_cfg(cfg: ScanConfig, T) -> ScanConfig:
-    return replace(cfg, fwd_variant="split", fwd_split=T)
+    return replace(cfg, fwd_split=T)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_triton_split_forward_matches_float64(case):
+def test_triton_forward_segments_match_float64(case):
     batch, dim, L, N, groups, z, D, bias, softplus = case
     cfg = split_cfg(SMALL, SPLIT_T[case_id(case)])
     seed, errs = run_case(batch, dim, L, N, groups, z, D, bias, softplus, config=cfg)
@@ -138,36 +141,59 @@ def _forward_outputs(ins, cfg):
     return y, last, states, fitted
 
 
-@pytest.mark.parametrize("L,dim,N,Ts", [(70, 3, 4, [(2, 2), (5, 5), (64, 9)]), (200, 2, 2, [(25, 25)])],
-                         ids=["L70", "L200-prologue-3-rounds"])
-def test_triton_split_forward_states_equal_fused(L, dim, N, Ts):
-    """y, the last state and the saved chunk-start states (what the backward reads) match the fused forward.
-    BLOCK_L 8: L 70 is 9 chunks, split as 2 segments of 5 chunks, 5 of 2, and T 64 > chunks (9 of 1);
+def _float64_forward(ins, block_l):
+    """The float64 reference's y, last state and state before each BLOCK_L chunk ((b, d, chunks, N): what
+    the forward saves for the backward)."""
+    from kernels.selective_scan.reference import selective_scan_reference
+
+    x = {k: (v.double() if v is not None else None) for k, v in ins.items()}
+
+    def upto(t, **kw):   # the reference over the first t steps
+        return selective_scan_reference(x["u"][..., :t], x["delta"][..., :t], x["A"], x["B"][..., :t],
+                                        x["C"][..., :t], delta_bias=x["delta_bias"], delta_softplus=True,
+                                        return_last_state=True, **kw)
+
+    L = x["u"].shape[2]
+    y, last = upto(L, D=x["D"], z=x["z"])
+    states = [torch.zeros_like(last)] + [upto(t)[1] for t in range(block_l, L, block_l)]
+    return y, last, torch.stack(states, dim=2)
+
+
+@pytest.mark.parametrize("L,dim,N,Ts", [(70, 3, 4, [(1, 1), (2, 2), (5, 5), (64, 9)]),
+                                        (200, 2, 2, [(1, 1), (25, 25)])], ids=["L70", "L200-prologue-3-rounds"])
+def test_triton_forward_states_match_float64_for_every_T(L, dim, N, Ts):
+    """y, the last state and the saved chunk-start states (what the backward reads) agree with the float64
+    reference for every T (the states directly, not only through gradients) and with the single pass T = 1.
+    BLOCK_L 8: L 70 is 9 chunks: one pass, 2 segments of 5 chunks, 5 of 2, and T 64 > chunks (9 of 1);
     L 200 with T 25 gives segment 24 a start state folded from 24 summaries, three BLOCK_L rounds."""
     seed = fresh_seed()
     ins = random_inputs(1, dim, L, N, seed=seed, device=DEVICE)
     tiles = ScanConfig(block_d=2, block_l=8)
-    y0, last0, st0, _ = _forward_outputs(ins, tiles)
+    ref = _float64_forward(ins, tiles.block_l)
+    one_pass = None
     for T, segs in Ts:
-        y1, last1, st1, fitted = _forward_outputs(ins, split_cfg(tiles, T))
+        y, last, states, fitted = _forward_outputs(ins, split_cfg(tiles, T))
         assert fitted.fwd_split == segs
-        for a, b, what in ((y1, y0, "y"), (last1, last0, "last"), (st1, st0, "states")):
+        one_pass = one_pass if one_pass is not None else (y, last, states)
+        for a, b, r, what in zip((y, last, states), one_pass, ref, ("y", "last", "states")):
+            torch.testing.assert_close(a.double(), r, rtol=1e-5, atol=1e-5,
+                                       msg=lambda m: f"seed={seed} T={T} {what} vs float64: {m}")
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"seed={seed} T={T} {what}: {m}")
 
 
-def test_triton_split_forward_fp16_with_grads_and_bf16():
+def test_triton_forward_segments_fp16_with_grads_and_bf16():
     seed, errs = run_case(1, 2, 24, 4, dtype=torch.float16, config=split_cfg(SMALL, 2))
     assert all(v < 2e-2 for v in errs.values()), f"seed={seed}: {errs}"
     seed, errs = run_case(1, 4, 40, 8, 2, dtype=torch.bfloat16, grads=False, config=split_cfg(SMALL, 3))
     assert errs["y"] < 1e-2 and errs["last_state"] < 1e-2, f"seed={seed}: {errs}"
 
 
-def test_triton_split_forward_without_last_state_or_grads():
+def test_triton_forward_segments_without_last_state_or_grads():
     seed, errs = run_case(1, 4, 50, 4, last_state=False, grads=False, config=split_cfg(SMALL, 4))
-    assert_fp32(seed, errs, "split, no last state, no grads")
+    assert_fp32(seed, errs, "4 segments, no last state, no grads")
 
 
-def test_triton_split_auto_segments():
+def test_triton_forward_auto_segments():
     from kernels.selective_scan.triton_backend import DEFAULT_CONFIG, _fit_config, fwd_split_segments
 
     def segs(batch, dim, L, T=None):
@@ -180,13 +206,17 @@ def test_triton_split_auto_segments():
     assert segs(1, 1024, 64) == (2, 4)            # capped: >= 4 chunks per segment
     assert segs(1, 1024, 8192, 16) == (16, 64)    # an explicit T wins
     assert segs(1, 1024, 20, 64) == (3, 1)        # T > chunks: one chunk per segment
+    assert segs(1, 1024, 8192, 1) == (1, 1024)    # T = 1: one pass over all chunks
 
 
-def test_triton_unknown_fwd_variant_is_an_error():
+def test_triton_bad_fwd_split_is_an_error():
     ins = random_inputs(1, 2, 8, 2, device=DEVICE)
-    for cfg, what in ((ScanConfig(fwd_variant="tiled"), "fwd_variant"), (ScanConfig(fwd_split=0), "fwd_split")):
-        with pytest.raises(ValueError, match=what):
-            selective_scan_triton(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], config=cfg)
+    for T in (0, -2, 2.0, "4"):
+        with pytest.raises(ValueError, match="fwd_split"):
+            selective_scan_triton(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"],
+                                  config=ScanConfig(fwd_split=T))
+    with pytest.raises(TypeError, match="fwd_variant"):   # the fused forward and its switch are gone
+        ScanConfig(fwd_variant="fused")
 
 
 def test_triton_without_last_state_or_grads():
@@ -245,10 +275,11 @@ def test_triton_default_config_and_dispatch():
 @pytest.mark.parametrize("cfg", [None, ScanConfig(8, 32, 8, 8, bwd_block_d=2), ScanConfig(1, 64, 4, 4),
                                  ScanConfig(bwd_variant="v2"), ScanConfig(bwd_variant="v2", bwd_block_d=16),
                                  ScanConfig(8, 32, 8, 8, bwd_block_d=2, bwd_variant="v2", bwd_n_inner=4),
-                                 ScanConfig(fwd_variant="split"), ScanConfig(fwd_variant="split", fwd_split=7),
-                                 ScanConfig(fwd_variant="split", fwd_split=1000)],
-                         ids=["default", "wide", "narrow", "v2", "v2-bd16", "v2-wide", "split-auto", "split7",
-                              "split-max"])
+                                 ScanConfig(fwd_split=1), ScanConfig(fwd_split=7), ScanConfig(fwd_split=1000),
+                                 ScanConfig(8, 32, 8, 8, bwd_block_d=2, fwd_split=1),
+                                 ScanConfig(1, 64, 4, 4, fwd_split=1)],
+                         ids=["default", "wide", "narrow", "v2", "v2-bd16", "v2-wide", "fwd-T1", "fwd-T7",
+                              "fwd-T-max", "wide-T1", "narrow-T1"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_triton_cuda_sizes(case, cfg):
@@ -260,27 +291,30 @@ def test_triton_cuda_sizes(case, cfg):
     assert_fp32(seed, errs, (case, cfg))
 
 
+@pytest.mark.parametrize("T", [None, 1], ids=["fwd-auto", "fwd-T1"])
 @pytest.mark.parametrize("tiles", [(16, 8, 1, 8, 1), (16, 4, 1, 4, 1), (16, 8, 2, 16, 2), (8, 8, 1, 2, 1),
                                    (16, 8, 1, 4, 2), (32, 8, 1, 8, 2), (16, 4, 1, 8, 2)],
                          ids=lambda t: "fbd{}-bl{}-fw{}-bbd{}-bw{}".format(*t))
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_triton_cuda_swept_tiles(tiles):
-    """Every tile shape kernels.bench may pick as the fastest computes the same function."""
+def test_triton_cuda_swept_tiles(tiles, T):
+    """Every tile shape kernels.bench may pick as the fastest computes the same function, with the
+    forward's auto T (8 segments here) and as one pass."""
     bd, bl, fw, bbd, bw = tiles
-    cfg = ScanConfig(block_d=bd, block_l=bl, fwd_warps=fw, bwd_warps=bw, bwd_block_d=bbd)
+    cfg = ScanConfig(block_d=bd, block_l=bl, fwd_warps=fw, bwd_warps=bw, bwd_block_d=bbd, fwd_split=T)
     seed, errs = run_case(2, 48, 300, 16, None, True, True, True, True, config=cfg)
     assert_fp32(seed, errs, cfg)
 
 
-@pytest.mark.parametrize("variant", ["v1", "v2", "split"])
+@pytest.mark.parametrize("variant", ["v1", "v2", "fwd-T1", "fwd-T8"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_triton_cuda_bf16_mamba_shape(variant):
+    """v1 / v2 with the default forward (auto T, 16 segments here); the forward as one pass and with T 8."""
     from kernels.selective_scan.triton_backend import default_config
 
     cfg = default_config(256, 2048, 16)
-    cfg = split_cfg(cfg, 8) if variant == "split" else replace(cfg, bwd_variant=variant)
+    cfg = split_cfg(cfg, int(variant[5:])) if variant.startswith("fwd-T") else replace(cfg, bwd_variant=variant)
     seed, errs = run_case(2, 256, 2048, 16, dtype=torch.bfloat16, config=cfg)
     bad = {k: v for k, v in errs.items() if not v < 1e-2}
     assert not bad, f"seed={seed}: {errs}"

@@ -1,5 +1,9 @@
 """The ``triton`` backend: launches the fused kernels and wraps them in a ``torch.autograd.Function``.
 
+The forward is ``selective_scan_fwd_split_kernel``, time-parallel over T segments of the sequence
+(``ScanConfig.fwd_split``; None picks T per shape, T = 1 is a single pass over L); the backward is the
+kernel named by ``ScanConfig.bwd_variant``.
+
 Runs on CUDA, and on the CPU under ``TRITON_INTERPRET=1`` (set before triton is imported) for tests.
 """
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 import triton
 
 from kernels.selective_scan.triton_kernels import (selective_scan_bwd_kernel, selective_scan_bwd_kernel_v2,
-                                                   selective_scan_fwd_kernel, selective_scan_fwd_split_kernel)
+                                                   selective_scan_fwd_split_kernel)
 
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     from kernels.selective_scan.interpreter_compat import install as _install_interpreter_compat
@@ -37,8 +41,7 @@ class ScanConfig:
     unroll: int = 1                     # loop_unroll_factor of the chunk loops (ILP across chunks)
     bwd_variant: str = "v2"             # backward kernel: a key of BWD_KERNELS (kernels/NOTES.md)
     bwd_n_inner: int = 8                # v2 only: states per lane group (tile [L, N/n_inner, D, n_inner])
-    fwd_variant: str = "fused"          # forward: one of FWD_VARIANTS ("fused" walks L in one program)
-    fwd_split: Optional[int] = None     # "split" only: segments T of L; None = auto (fwd_split_segments)
+    fwd_split: Optional[int] = None     # forward segments T of L; None = auto (fwd_split_segments), 1 = one pass
 
 
 # Backward kernels by ScanConfig.bwd_variant; same arguments, v2 takes N_INNER too.
@@ -48,20 +51,19 @@ class ScanConfig:
 BWD_KERNELS = {"v1": selective_scan_bwd_kernel, "v2": selective_scan_bwd_kernel_v2}
 BWD_VARIANTS = tuple(BWD_KERNELS)
 
-# Forward variants by ScanConfig.fwd_variant (kernels/NOTES.md, "Split forward"):
-#   fused: selective_scan_fwd_kernel, grid (dim/BLOCK_D, batch), each program walks all of L.
-#   split: selective_scan_fwd_split_kernel, grid (dim/BLOCK_D, batch, T): pass 1 scans segments 0..T-2 from
-#          zero and writes their end states and sums of dt; pass 3 folds those into each segment's start
-#          state and re-scans it, writing y, the chunk states and the last state.  T = ScanConfig.fwd_split,
-#          or chosen by fwd_split_segments when None; T = 1 runs pass 3 alone.
-FWD_VARIANTS = ("fused", "split")
+# The forward (kernels/NOTES.md, "Split forward"): selective_scan_fwd_split_kernel, grid (dim/BLOCK_D, batch, T):
+# pass 1 scans segments 0..T-2 from zero and writes their end states and sums of dt; pass 3 folds those into
+# each segment's start state and re-scans it, writing y, the chunk states and the last state.
+# T = ScanConfig.fwd_split, or chosen by fwd_split_segments when None; T = 1 runs pass 3 alone (one program
+# walks all of L: what the single-pass "fused" forward kernel did before it was deleted on 2026-12-02).
 FWD_SPLIT_PROGRAMS_PER_SM = 4   # auto T aims at about this many one-warp programs per SM
 FWD_SPLIT_MIN_CHUNKS = 4        # auto T keeps at least this many BLOCK_L chunks per segment
 FWD_SPLIT_MAX = 64
 
 
-# Fastest of the sweep on an H100 (batch 4, dim 2048, N 16, L 4096, bf16; kernels/NOTES.md, run 5):
-# forward 0.513 ms, forward+backward 3.74 ms.
+# Tiles: fastest of the sweep on an H100 (batch 4, dim 2048, N 16, L 4096, bf16; kernels/NOTES.md, run 5).
+# Forward with auto T, backward v2; on one H200 (2026-12-02): batch 4 dim 2048 L 4096 (auto T = 1)
+# forward 0.483 ms, forward+backward 1.924 ms; batch 1 dim 1024 L 8192 (auto T = 8) forward 0.308 ms.
 DEFAULT_CONFIG = ScanConfig()
 INFERENCE_CONFIG = ScanConfig(block_d=16, block_l=8, fwd_warps=1)
 
@@ -81,8 +83,6 @@ def _fit_config(cfg: ScanConfig, dim: int, L: int, groups: int) -> ScanConfig:
 
     if cfg.bwd_variant not in BWD_KERNELS:
         raise ValueError(f"ScanConfig.bwd_variant={cfg.bwd_variant!r}: valid {', '.join(BWD_KERNELS)}")
-    if cfg.fwd_variant not in FWD_VARIANTS:
-        raise ValueError(f"ScanConfig.fwd_variant={cfg.fwd_variant!r}: valid {', '.join(FWD_VARIANTS)}")
     if cfg.fwd_split is not None and (not isinstance(cfg.fwd_split, int) or cfg.fwd_split < 1):
         raise ValueError(f"ScanConfig.fwd_split={cfg.fwd_split!r}: None (auto) or an int >= 1")
     block_l = max(8, min(triton.next_power_of_2(cfg.block_l), triton.next_power_of_2(max(L, 1))))
@@ -97,7 +97,7 @@ def _sm_count(device) -> int:
 
 
 def fwd_split_segments(cfg: ScanConfig, batch: int, dim: int, L: int, device="cuda") -> Tuple[int, int]:
-    """(T, chunks per segment) the split forward runs with, for a *fitted* cfg.
+    """(T, chunks per segment) the forward runs with, for a *fitted* cfg.
 
     T = cfg.fwd_split if given, else auto: programs = cdiv(dim, block_d) * batch, and T is the power of
     two nearest (in log2) to FWD_SPLIT_PROGRAMS_PER_SM * SMs / programs (1 when the grid already fills the
@@ -137,23 +137,19 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, cfg, save_states, wr
                   SAVE_STATES=save_states, WRITE_LAST=write_last, UNROLL=cfg.unroll, num_warps=cfg.fwd_warps)
     ins = (u, delta, A, B4, C4, D if D is not None else A, zz, delta_bias if delta_bias is not None else A)
     strides = (*u.stride(), *delta.stride(), *zz.stride(), *y.stride(), *A.stride(), *B4.stride(), *C4.stride())
-    if L > 0 and cfg.fwd_variant == "split":
+    if L > 0:
         T, seg_chunks = fwd_split_segments(cfg, batch, dim, L, u.device)
         cfg = replace(cfg, fwd_split=T)
         # segment summaries of segments 0 .. T-2 (fp32; tiny: (batch, T-1, N, dim) and (batch, T-1, dim))
         seg_end = _empty((batch, max(T - 1, 1), N, dim), device=u.device, dtype=torch.float32)
         seg_dt = _empty((batch, max(T - 1, 1), dim), device=u.device, dtype=torch.float32)
-        for pass_, segs in ((1, T - 1), (3, T)):
+        for pass_, segs in ((1, T - 1), (3, T)):   # T = 1: pass 3 alone
             if segs == 0:
                 continue
             selective_scan_fwd_split_kernel[grid + (segs,)](
                 *ins, y, states, last, seg_end, seg_dt,
                 dim, L, n_chunks, dim // groups, seg_chunks, T, *strides, **common, PASS=pass_,
             )
-    elif L > 0:
-        selective_scan_fwd_kernel[grid](
-            *ins, y, states, last, dim, L, n_chunks, dim // groups, *strides, **common,
-        )
     elif write_last:
         last.zero_()
     return y, (last if write_last else None), (states if save_states else None), cfg
@@ -198,7 +194,8 @@ def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus
 
 
 class SelectiveScanTriton(torch.autograd.Function):
-    """Fused forward; fused backward that recomputes states from per-chunk checkpoints."""
+    """Fused forward (time-parallel over segments of L); fused backward that recomputes states from
+    per-chunk checkpoints."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, return_last_state, cfg):

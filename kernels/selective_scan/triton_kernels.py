@@ -1,12 +1,15 @@
 """Fused selective-scan kernels in Triton: forward and backward.
 
-Parallelisation: one program per (block of BLOCK_D channels, batch row).  A program walks the
-sequence in chunks of BLOCK_L steps; per chunk it loads u, delta (and z, dy) as [BLOCK_D, BLOCK_L]
-tiles and B, C once as [N, BLOCK_L] tiles shared by all its channels (so B and C are read dim/BLOCK_D
-times, not dim times), discretises in registers, and runs ``tl.associative_scan`` over (decay, input)
-pairs along time on a [BLOCK_D, N, BLOCK_L] tile.  The state h ([BLOCK_D, N], float32) is carried from
-chunk to chunk in registers.  Only y (and, when a backward will follow, the state at each chunk start,
-(batch, dim, n_chunks, N) float32) is written.
+Forward (``selective_scan_fwd_split_kernel``): one program per (block of BLOCK_D channels, batch row,
+segment of the sequence); the T segments come from ``triton_backend.fwd_split_segments`` (T = 1: one
+program walks all of L).  A program walks its segment in chunks of BLOCK_L steps; per chunk it loads u,
+delta (and z) as [BLOCK_L, BLOCK_D] tiles and B, C once as [BLOCK_L, N] tiles shared by all its channels
+(so B and C are read dim/BLOCK_D times, not dim times), discretises in registers, and runs
+``tl.associative_scan`` over (decay, input) pairs along time on a [BLOCK_L, N, BLOCK_D] tile.  The state
+h ([N, BLOCK_D], float32) is carried from chunk to chunk in registers.  With T > 1 a first launch writes
+each segment's end state (from zero) and its sum of dt, and the second folds those into each segment's
+start state before re-scanning it.  Only y (and, when a backward will follow, the state at each chunk
+start, (batch, dim, n_chunks, N) float32) is written, besides the (batch, T-1) segment summaries.
 
 Backward: chunks are visited last to first.  Each chunk recomputes its forward states from the saved
 chunk-start state (nothing of size (batch, dim, L, N) is stored), then runs a reverse scan for
@@ -45,100 +48,13 @@ def _sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
 
 
-@triton.jit
-def selective_scan_fwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-    y_ptr, states_ptr, last_ptr,
-    dim, L, n_chunks, chans_per_group,
-    s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_yb, s_yd, s_yl,
-    s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
-    N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    SAVE_STATES: tl.constexpr, WRITE_LAST: tl.constexpr, UNROLL: tl.constexpr,
-):
-    # Tiles are [time, state, channel]: Triton's default layout fills lanes from the last axis, so
-    # threads own (state, channel) pairs and every time step of the chunk sits in registers; the scan
-    # along axis 0 is then a sequential in-thread recurrence (no shuffles).
-    pid_d = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_l = tl.arange(0, BLOCK_L)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
-    group = (pid_d * BLOCK_D) // chans_per_group
-    nd_mask = mask_n[:, None] & mask_d[None, :]
-
-    A = tl.load(A_ptr + offs_n[:, None] * s_An + offs_d[None, :] * s_Ad, mask=nd_mask, other=0.0).to(tl.float32)
-    A2 = A * LOG2E                                                   # [BN, BD]
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-
-    u_base = u_ptr + pid_b * s_ub + offs_d[None, :] * s_ud
-    d_base = delta_ptr + pid_b * s_db + offs_d[None, :] * s_dd
-    z_base = z_ptr + pid_b * s_zb + offs_d[None, :] * s_zd
-    y_base = y_ptr + pid_b * s_yb + offs_d[None, :] * s_yd
-    B_base = B_ptr + pid_b * s_Bb + group * s_Bg + offs_n[None, :] * s_Bn
-    C_base = C_ptr + pid_b * s_Cb + group * s_Cg + offs_n[None, :] * s_Cn
-    st_base = states_ptr + ((pid_b * dim + offs_d[None, :]) * n_chunks) * N + offs_n[:, None]
-    is_last = (offs_l == BLOCK_L - 1)[:, None, None]
-
-    h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    # software pipelining by hand: the loads of chunk c+1 are issued before chunk c is computed,
-    # so their latency hides behind the scan (few warps per SM: each program walks L sequentially)
-    m2 = (offs_l < L)[:, None] & mask_d[None, :]
-    mBC = (offs_l < L)[:, None] & mask_n[None, :]
-    u_nx = tl.load(u_base + offs_l[:, None] * s_ul, mask=m2, other=0.0)
-    x_nx = tl.load(d_base + offs_l[:, None] * s_dl, mask=m2, other=0.0)
-    B_nx = tl.load(B_base + offs_l[:, None] * s_Bl, mask=mBC, other=0.0)
-    C_nx = tl.load(C_base + offs_l[:, None] * s_Cl, mask=mBC, other=0.0)
-    z_nx = u_nx
-    if HAS_Z:
-        z_nx = tl.load(z_base + offs_l[:, None] * s_zl, mask=m2, other=0.0)
-    for c in tl.range(0, n_chunks, loop_unroll_factor=UNROLL):
-        t = c * BLOCK_L + offs_l
-        mask_l = t < L
-        m2 = mask_l[:, None] & mask_d[None, :]
-        u = u_nx.to(tl.float32)                                        # [BL, BD]
-        dt = x_nx.to(tl.float32)
-        Bt = B_nx.to(tl.float32)                                       # [BL, BN]
-        Ct = C_nx.to(tl.float32)
-        zz = z_nx.to(tl.float32)
-        tn = t + BLOCK_L
-        m2n = (tn < L)[:, None] & mask_d[None, :]
-        mBCn = (tn < L)[:, None] & mask_n[None, :]
-        u_nx = tl.load(u_base + tn[:, None] * s_ul, mask=m2n, other=0.0)
-        x_nx = tl.load(d_base + tn[:, None] * s_dl, mask=m2n, other=0.0)
-        B_nx = tl.load(B_base + tn[:, None] * s_Bl, mask=mBCn, other=0.0)
-        C_nx = tl.load(C_base + tn[:, None] * s_Cl, mask=mBCn, other=0.0)
-        if HAS_Z:
-            z_nx = tl.load(z_base + tn[:, None] * s_zl, mask=m2n, other=0.0)
-        if HAS_BIAS:
-            dt = dt + bias[None, :]
-        if SOFTPLUS:
-            dt = _softplus(dt)
-        dt = tl.where(m2, dt, 0.0)          # padded steps: decay 1, input 0 -> the state is kept
-        if SAVE_STATES:
-            tl.store(st_base + c * N, h, mask=nd_mask)
-        a = tl.exp2(dt[:, None, :] * A2[None, :, :])                  # [BL, BN, BD]
-        b = (dt * u)[:, None, :] * Bt[:, :, None]
-        a_cum, h_loc = tl.associative_scan((a, b), axis=0, combine_fn=_linear_combine)
-        hs = h_loc + a_cum * h[None, :, :]
-        y = tl.sum(hs * Ct[:, :, None], axis=1)                        # [BL, BD]
-        if HAS_D:
-            y += Dv[None, :] * u
-        if HAS_Z:
-            y = y * zz * _sigmoid(zz)
-        tl.store(y_base + t[:, None] * s_yl, y.to(y_ptr.dtype.element_ty), mask=m2)
-        h = tl.sum(tl.where(is_last, hs, 0.0), axis=0)
-    if WRITE_LAST:
-        tl.store(last_ptr + (pid_b * dim + offs_d[None, :]) * N + offs_n[:, None], h, mask=nd_mask)
-
-
-# ---- forward, variant "split": time-parallel over T segments of the sequence ----------------------
+# ---- forward: time-parallel over T segments of the sequence ("split"; the only forward since 2026-12-02) --
 # Grid (dim / BLOCK_D, batch, T); segment s covers chunks [s * seg_chunks, min((s+1) * seg_chunks, n_chunks)).
+# Tiles are [time, state, channel]: Triton's default layout fills lanes from the last axis, so threads own
+# (state, channel) pairs and every time step of a chunk sits in registers; the scan along axis 0 is a
+# sequential in-thread recurrence (no shuffles).  Loads are software-pipelined by hand: chunk c+1's loads
+# are issued before chunk c is computed, so their latency hides behind the scan (each program walks its
+# segment sequentially with few warps per SM).
 #  PASS 1 (segments 0 .. T-2): scan the segment from h = 0; write its local end state
 #         seg_end (batch, T-1, N, dim) fp32 and its sum of dt per channel seg_dt (batch, T-1, dim) fp32.
 #         (Read back as [N, BD] tiles: a 3-D [BL, N, BD] load of them makes Triton's coalescing pick a
@@ -146,11 +62,12 @@ def selective_scan_fwd_kernel(
 #         The segment's decay is exp(A * sum dt) = exp2(A2 * seg_dt), so it costs no extra exp per step.
 #  PASS 3 (all segments): prologue = "pass 2": the true start state of segment s, folded over the
 #         summaries of segments 0 .. s-1 (h <- exp2(A2 seg_dt[j]) h + seg_end[j]) as 2-D tiles, FOLD
-#         independent loads per round; then the segment is re-scanned from that state as the fused
-#         kernel does (y; the chunk-start states the backward reads; the last state from s = T-1).
+#         independent loads per round; then the segment is re-scanned from that state, writing y, the
+#         chunk-start states the backward reads and, from s = T-1, the last state.
 # Both passes fold the carried state into the first scanned element (b_0 += a_0 h, as backward v2),
 # so the scan's cumulative-decay output is dead and no `h_loc + a_cum h` pass is needed.  With T = 1
-# only PASS 3 runs (no prologue): the fused forward with that fold.
+# only PASS 3 runs (no prologue): one program walks all of L per channel block and batch row, which is
+# what the separate single-pass ("fused") forward kernel did until it was deleted (kernels/NOTES.md).
 
 @triton.jit
 def selective_scan_fwd_split_kernel(

@@ -38,6 +38,7 @@ from pydantic import Field, model_validator
 from harness.cells import CellContext, CellDiverged, CellOOM, make_row
 from harness.config_types import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
 from harness.tasks.base import SyntheticTask, TaskBatch, ValidationSet
+from harness.train_step import EagerStep, GraphedStep, set_lr
 
 DATA_SEED_OFFSET = 1000  # data seed = init seed + 1000: init and data vary independently of each other
 IGNORE_INDEX = -100  # target of the positions that are not scored (torch's default ignore_index)
@@ -76,6 +77,10 @@ class TrainConfig(StrictModel):
     timeout_s: Optional[PositiveFloat] = Field(
         None, description="training-time budget: training stops there and the final evaluation still runs")
     amp: Literal["auto", "bf16", "none"] = "auto"
+    cuda_graph: bool = Field(
+        False, description="on CUDA, capture the whole training step as a CUDA graph after 3 eager steps and "
+                           "replay it (harness/train_step.py): a small model alone on a GPU is host-bound; "
+                           "ignored on the CPU; a failed capture falls back to eager and says so")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
@@ -105,11 +110,12 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, capturable: bool = False) -> torch.optim.Optimizer:
     """Adam or AdamW.  Weight decay touches matrices only: not biases, norms, or parameters flagged
     ``_no_weight_decay`` (the SSM parameters: mamba's A_log and D, as in state-spaces/mamba; S4's A, B,
     dt).  The flagged group runs at ``train.ssm_lr`` (capped at ``train.lr``) when set.  Each group's
-    ``lr_scale`` is its lr as a fraction of ``train.lr``, which the schedule multiplies."""
+    ``lr_scale`` is its lr as a fraction of ``train.lr``, which the schedule multiplies.  ``capturable``
+    (for a CUDA-graphed step) keeps each group's lr in a device tensor that :func:`set_lr` fills in place."""
     decay, plain, ssm = [], [], []
     for p in model.parameters():
         if not p.requires_grad:
@@ -125,13 +131,20 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     groups = [{**g, "lr": cfg.lr * g["lr_scale"]} for g in groups if g["params"]]
     # (with ``adam`` a non-zero weight_decay is the classic L2 term added to the gradient)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    if not capturable:
+        return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    device = groups[0]["params"][0].device
+    groups = [{**g, "lr": torch.tensor(g["lr"], dtype=torch.float32, device=device)} for g in groups]
+    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), capturable=True, foreach=True)
 
 
-def autocast_for(device: torch.device, amp: str):
-    """bf16 autocast on CUDA when ``amp`` is auto, anywhere when bf16, never when none."""
+def autocast_for(device: torch.device, amp: str, cache_enabled: bool = True):
+    """bf16 autocast on CUDA when ``amp`` is auto, anywhere when bf16, never when none.  A CUDA-graph
+    capture needs ``cache_enabled=False`` (cached weight casts would outlive the capture)."""
     use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use else nullcontext()
+    if not use:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
 
 
 def logits_of(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -275,7 +288,16 @@ def train_and_evaluate(model: torch.nn.Module, task: SyntheticTask, cfg: TrainCo
     device = torch.device(device)
     ctx = ctx or CellContext(device=str(device))
     model.to(device).train()
-    opt = make_optimizer(model, cfg)
+    graphed = cfg.cuda_graph and device.type == "cuda"
+    opt = make_optimizer(model, cfg, capturable=graphed)
+
+    def loss_of(batch: TaskBatch) -> torch.Tensor:
+        with autocast_for(device, cfg.amp, cache_enabled=not graphed):
+            logits = logits_of(model, batch.inputs)
+        return answer_loss(logits, batch)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    train_step = (GraphedStep if graphed else EagerStep)(loss_of, opt, params, cfg.grad_clip)
     data_seed = seed + DATA_SEED_OFFSET
     gen = torch.Generator(device=device).manual_seed(data_seed)
     # the training-length set is evaluated every eval_every steps: draw it once, keep it on the device
@@ -302,18 +324,8 @@ def train_and_evaluate(model: torch.nn.Module, task: SyntheticTask, cfg: TrainCo
     for step in range(1, cfg.steps + 1):
         ctx.check_deadline()
         lr = lr_at(cfg, step - 1)
-        for group in opt.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        batch = task.sample(cfg.batch, task.seq_len, gen)
-        with autocast_for(device, cfg.amp):
-            logits = logits_of(model, batch.inputs)
-        loss = answer_loss(logits, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        loss_sum += loss.detach()
+        set_lr(opt, lr)
+        loss_sum += train_step(task.sample(cfg.batch, task.seq_len, gen))
         since_point += 1
 
         # The loss is read back only here, every eval_every steps (or every 100 if sooner), so the
@@ -347,6 +359,8 @@ def train_and_evaluate(model: torch.nn.Module, task: SyntheticTask, cfg: TrainCo
             break
 
     yield make_row("train_time_s", train_time, "s")
+    if graphed:  # 1: the steps after the warm-up were replayed from one CUDA graph; 0: eager (message: why)
+        yield make_row("cuda_graph", int(train_step.graphed), "", message=getattr(train_step, "fallback_reason", None))
     yield make_row("steps", step, "steps", **({"message": stop_reason} if stop_reason else {}))
     for seq_len in (cfg.eval_seq_lens or [task.seq_len]):
         ctx.check_deadline()

@@ -162,3 +162,33 @@ def test_gpu_cell_trains_with_bf16_and_evaluates_long(model):
     acc = {r["eval_seq_len"]: r["value"] for r in rows if r["metric"] == "accuracy"}
     assert set(acc) == {64, 1024} and all(0.0 <= v <= 1.0 for v in acc.values())
     assert [r for r in rows if r["metric"] == "train_time_s"][0]["value"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model", [
+    {"arch": "mamba", "mixer": "s6", "backend": "auto"},        # the triton scan inside the graph
+    {"arch": "none", "mixer": "s6", "backend": "auto"},
+    {"arch": "h3", "mixer": "s4"},                              # FFT convolution
+    {"arch": "mamba", "mixer": "hyena", "max_len": 64},
+    {"arch": "transformer", "mixer": "attention", "pos": "rope", "heads": 4, "mlp_ratio": 0},
+])
+def test_cuda_graph_step_trains_like_the_eager_step(model):
+    """The graphed step (3 eager warm-up steps, then one captured graph replayed) follows the eager run:
+    same learning curve and final accuracy (fp32, so only reduction order can differ)."""
+    def run(cuda_graph):
+        torch.manual_seed(0)
+        p = params(task={"name": "selective_copying", "seq_len": 64, "vocab": 16, "n_tokens": 4},
+                   model={"n_layers": 2, "d_model": 32, "d_state": 16, **model},
+                   train={"steps": 40, "batch": 16, "lr": 2e-3, "eval_every": 10, "eval_size": 64,
+                          "grad_clip": 1.0, "warmup_steps": 5, "schedule": "cosine", "amp": "none",
+                          "cuda_graph": cuda_graph}, device="cuda")
+        return list(run_cell(Cell("t", "task", "cid", p), CellContext(device="cuda")))
+
+    eager, graphed = run(False), run(True)
+    assert all(r["status"] == "ok" for r in eager + graphed)
+    assert [r["value"] for r in graphed if r["metric"] == "cuda_graph"] == [1]
+    assert not [r for r in eager if r["metric"] == "cuda_graph"]
+    curve = lambda rows: [r["value"] for r in rows if r["metric"] in ("train_loss", "val_loss")]  # noqa: E731
+    assert len(curve(eager)) == 8
+    assert curve(graphed) == pytest.approx(curve(eager), rel=1e-3)

@@ -13,6 +13,7 @@ from harness.cells import CellContext, CellDiverged, CellTimeout
 from harness.tasks import make_task
 from harness.tasks.base import TaskBatch
 from harness.train import (TrainConfig, evaluate, lr_at, make_optimizer, train_and_evaluate)
+from harness.train_step import set_lr
 
 
 class TinyLM(nn.Module):
@@ -145,6 +146,39 @@ def test_ssm_lr_scales_the_flagged_group_through_the_schedule():
     assert err is None and len(seen) == 10
     for i, (ssm, other) in enumerate(seen):
         assert other == pytest.approx(lr_at(cfg, i)) and ssm == pytest.approx(other / 4)
+
+
+def test_capturable_optimizer_keeps_lrs_in_tensors_that_set_lr_fills_in_place():
+    """A CUDA-graphed step bakes tensors, not floats, into the graph: the lr must change in place,
+    with each group's ssm_lr ratio kept (built on the CPU here: only construction and set_lr)."""
+    model = TinyLM(8)
+    flagged = nn.Parameter(torch.ones(4, 4))
+    flagged._no_weight_decay = True
+    model.register_parameter("A_log", flagged)
+    opt = make_optimizer(model, TrainConfig(lr=4e-3, ssm_lr=1e-3), capturable=True)
+    tensors = [g["lr"] for g in opt.param_groups]
+    assert all(isinstance(t, torch.Tensor) for t in tensors) and opt.defaults["capturable"]
+    set_lr(opt, 2e-3)
+    assert [g["lr"] for g in opt.param_groups] == tensors  # same tensor objects, new values
+    by_scale = {g["lr_scale"]: float(g["lr"]) for g in opt.param_groups}
+    assert by_scale[1.0] == pytest.approx(2e-3) and by_scale[0.25] == pytest.approx(5e-4)
+    plain = make_optimizer(model, TrainConfig(lr=4e-3))
+    set_lr(plain, 2e-3)
+    assert all(isinstance(g["lr"], float) for g in plain.param_groups)
+
+
+def test_cuda_graph_is_ignored_on_the_cpu():
+    """train.cuda_graph asks for a graph on CUDA only: a CPU run is the eager run, row for row."""
+    task = make_task("copying", seq_len=12, vocab=6, n_tokens=2)
+
+    def run(**kw):
+        torch.manual_seed(3)
+        cfg = TrainConfig(steps=12, batch=8, lr=1e-3, eval_every=6, eval_size=16, grad_clip=1.0, **kw)
+        rows, err = collect(train_and_evaluate(TinyLM(6, d=16), task, cfg, seed=3))
+        assert err is None
+        return [(r["metric"], r.get("step"), r["value"]) for r in rows if r["metric"] != "train_time_s"]
+
+    assert run(cuda_graph=True) == run()
 
 
 # ----------------------------------------------------------------------------- metrics

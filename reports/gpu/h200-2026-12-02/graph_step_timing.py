@@ -1,0 +1,51 @@
+"""Wall ms per training step, eager vs replayed from a CUDA graph (harness/train_step.py), each cell alone.
+
+Selective-copying cells of the quick suite at L 1024 (batch 64, bf16 autocast, AdamW, grad clip 1):
+30 steps of warm-up (the graphed step captures at its 4th), then 50 timed steps, synchronised.
+
+    PYTHONPATH=. python reports/gpu/h200-2026-12-02/graph_step_timing.py
+"""
+import time
+
+import torch
+
+from harness.kinds.task import TaskCellConfig, build_model
+from harness.train import answer_loss, autocast_for, logits_of, make_optimizer
+from harness.train_step import EagerStep, GraphedStep, set_lr
+
+dev = torch.device("cuda")
+
+
+def ms_per_step(arch, mixer, graphed, L=1024, n=50):
+    cfg = TaskCellConfig.model_validate(dict(
+        task=dict(name="selective_copying", seq_len=L, vocab=16, n_tokens=16),
+        model=dict(arch=arch, mixer=mixer, n_layers=2, d_model=64, d_state=16, expand=2, max_len=L),
+        train=dict(batch=64, lr=1e-3, optimizer="adamw", grad_clip=1.0, cuda_graph=graphed)))
+    task = cfg.task.build()
+    torch.manual_seed(0)
+    model = build_model(cfg.model, task.vocab_size).to(dev).train()
+    opt = make_optimizer(model, cfg.train, capturable=graphed)
+
+    def loss_of(batch):
+        with autocast_for(dev, "auto", cache_enabled=not graphed):
+            return answer_loss(logits_of(model, batch.inputs), batch)
+
+    step = (GraphedStep if graphed else EagerStep)(loss_of, opt, [p for p in model.parameters()], 1.0)
+    gen = torch.Generator(device=dev).manual_seed(1)
+    for i in range(30):
+        set_lr(opt, 1e-3)
+        step(task.sample(64, L, gen))
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for i in range(n):
+        set_lr(opt, 1e-3)
+        step(task.sample(64, L, gen))
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / n * 1e3, step.graphed
+
+
+print(f"{'model':12s} {'eager ms':>9s} {'graph ms':>9s} {'speed-up':>8s}")
+for arch, mixer in [("none", "s6"), ("h3", "s4"), ("mamba", "s6")]:
+    e, _ = ms_per_step(arch, mixer, False)
+    g, ok = ms_per_step(arch, mixer, True)
+    print(f"{arch + '/' + mixer:12s} {e:9.2f} {g:9.2f} {e / g:7.2f}x" + ("" if ok else "  (capture failed: eager)"), flush=True)

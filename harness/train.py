@@ -297,7 +297,8 @@ def train_and_evaluate(model: torch.nn.Module, task: SyntheticTask, cfg: TrainCo
         return answer_loss(logits, batch)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    train_step = (GraphedStep if graphed else EagerStep)(loss_of, opt, params, cfg.grad_clip)
+    train_step = (GraphedStep(loss_of, opt, params, cfg.grad_clip, device) if graphed
+                  else EagerStep(loss_of, opt, params, cfg.grad_clip))
     data_seed = seed + DATA_SEED_OFFSET
     gen = torch.Generator(device=device).manual_seed(data_seed)
     # the training-length set is evaluated every eval_every steps: draw it once, keep it on the device

@@ -47,14 +47,18 @@ class EagerStep:
                  grad_clip: Optional[float]):
         self.loss_fn, self.optimizer, self.params, self.grad_clip = loss_fn, optimizer, params, grad_clip
 
-    def _update(self, batch: TaskBatch) -> torch.Tensor:
+    def _loss_backward_update(self, batch: TaskBatch) -> torch.Tensor:
+        """Everything but zero_grad: the part a graph holds (its backward rewrites the .grad it allocated)."""
         loss = self.loss_fn(batch)
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
         return loss.detach()
+
+    def _update(self, batch: TaskBatch) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._loss_backward_update(batch)
 
     def __call__(self, batch: TaskBatch) -> torch.Tensor:
         return self._update(batch)
@@ -70,20 +74,25 @@ class GraphedStep(EagerStep):
     WARMUP_STEPS = 3
 
     def __init__(self, loss_fn: LossFn, optimizer: torch.optim.Optimizer, params: List[torch.nn.Parameter],
-                 grad_clip: Optional[float]):
+                 grad_clip: Optional[float], device: torch.device):
         super().__init__(loss_fn, optimizer, params, grad_clip)
+        self.device = device
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.static_batch: Optional[TaskBatch] = None
         self.static_loss: Optional[torch.Tensor] = None
         self.fallback_reason: Optional[str] = None
         self.steps_done = 0
-        self._side_stream = torch.cuda.Stream()
+        self._side_stream = torch.cuda.Stream(device=device)
 
     @property
     def graphed(self) -> bool:  # replaying a captured graph (not warming up, not fallen back)
         return self.graph is not None
 
     def __call__(self, batch: TaskBatch) -> torch.Tensor:
+        with torch.cuda.device(self.device):  # streams and the capture belong to the training device
+            return self._step(batch)
+
+    def _step(self, batch: TaskBatch) -> torch.Tensor:
         self.steps_done += 1
         if self.graph is not None:
             return self._replay(batch)
@@ -95,7 +104,8 @@ class GraphedStep(EagerStep):
             self._capture(batch)
         except Exception as err:  # noqa: BLE001 - any capture failure means: run eagerly, and say why
             self.graph, self.static_batch, self.static_loss = None, None, None
-            self.fallback_reason = f"CUDA graph capture failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); ran eagerly"
+            first_line = (str(err).splitlines() or [""])[0]
+            self.fallback_reason = f"CUDA graph capture failed ({type(err).__name__}: {first_line}); ran eagerly"
             torch.cuda.synchronize()
             return self._update(batch)
         return self._replay(batch, copy=False)
@@ -114,12 +124,7 @@ class GraphedStep(EagerStep):
         self.optimizer.zero_grad(set_to_none=True)  # backward inside the graph allocates (then rewrites) .grad
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            loss = self.loss_fn(self.static_batch)
-            loss.backward()
-            if self.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-            self.optimizer.step()
-            self.static_loss = loss.detach()
+            self.static_loss = self._loss_backward_update(self.static_batch)
         self.graph = graph
 
     def _replay(self, batch: TaskBatch, copy: bool = True) -> torch.Tensor:

@@ -30,7 +30,8 @@ def ms_per_step(arch, mixer, graphed, L=1024, n=50):
         with autocast_for(dev, "auto", cache_enabled=not graphed):
             return answer_loss(logits_of(model, batch.inputs), batch)
 
-    step = (GraphedStep if graphed else EagerStep)(loss_of, opt, [p for p in model.parameters()], 1.0)
+    params = list(model.parameters())
+    step = GraphedStep(loss_of, opt, params, 1.0, dev) if graphed else EagerStep(loss_of, opt, params, 1.0)
     gen = torch.Generator(device=dev).manual_seed(1)
     for i in range(30):
         set_lr(opt, 1e-3)

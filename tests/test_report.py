@@ -12,6 +12,7 @@ from harness.report import build_report, default_out_dir
 from harness.report.cli import main as cli_main
 from harness.report.expect import evaluate, judge, parse_tolerance
 from harness.report.runs import load_run
+from harness.report.summary import task_milestones
 from harness.report.synthetic import default_meta, speed_rows, task_rows, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -208,3 +209,33 @@ def test_length_curves_get_their_own_figure_and_stay_out_of_the_learning_curves(
     plain = length_curve_figure(pd.DataFrame(rows + [e for e in extra if "eval_seq_len" not in e]).assign(run_id="r"))
     assert plain is None  # nothing at other lengths: no figure
     assert learning_curve_figure(df) is not None
+
+
+def test_milestones_give_the_first_step_at_each_accuracy_per_cell():
+    """Take-off steps from the training-length curve only (rows at other lengths ignored), 'never' when
+    a cell does not get there, seeds apart, steps from the cell's steps row."""
+    rows = []
+
+    def add(cell, mixer, seed, curve, steps, other_len=()):
+        base = {"run_id": "s/r1", "cell_id": cell, "model.mixer": mixer, "seed": seed, "task.seq_len": 64,
+                "status": "ok", "unit": "fraction", "repeat": 0, "message": None}
+        for step, v in curve:
+            rows.append({**base, "metric": "val_accuracy", "value": v, "step": step})
+        for step, v in other_len:   # an extra curve length: must not count
+            rows.append({**base, "metric": "val_accuracy", "value": v, "step": step, "eval_seq_len": 256})
+        rows.append({**base, "metric": "steps", "value": steps, "unit": "steps"})
+
+    add("a", "s6", 0, [(100, 0.1), (200, 0.55), (300, 0.95), (400, 0.93)], 400)
+    add("b", "s6", 1, [(100, 0.1), (200, 0.2)], 250, other_len=[(100, 0.99)])
+    add("c", "s4", 0, [(100, 0.5), (200, 0.6)], 200)
+    add("d", "s4", 1, [(100, 0.4), (200, 0.89)], 200)
+    [table] = task_milestones(pd.DataFrame(rows))
+    got = table.frame.to_dict("records")
+    assert table.columns == ["model.mixer", "seed", "steps", "step at >= 50%", "step at >= 90%", "last val accuracy"]
+    assert got == [
+        {"model.mixer": "s4", "seed": "0", "steps": "200", "step at >= 50%": "100", "step at >= 90%": "never", "last val accuracy": "60.0%"},
+        {"model.mixer": "s4", "seed": "1", "steps": "200", "step at >= 50%": "200", "step at >= 90%": "never", "last val accuracy": "89.0%"},
+        {"model.mixer": "s6", "seed": "0", "steps": "400", "step at >= 50%": "200", "step at >= 90%": "300", "last val accuracy": "93.0%"},
+        {"model.mixer": "s6", "seed": "1", "steps": "250", "step at >= 50%": "never", "step at >= 90%": "never", "last val accuracy": "20.0%"},
+    ]
+    assert task_milestones(pd.DataFrame([r for r in rows if r["metric"] == "steps"])) == []  # no curve, no table

@@ -3,7 +3,10 @@
 speed / memory / decode: median of the headline metric, rows = the swept length (or batch),
 columns = impl (one table per pass); failed cells show their status (``oom``, ``timeout``).
 task: final accuracy at the training length (mean over seeds, ± sd), rows = the grid's first axis,
-columns = the others -- the layout of the Mamba paper's Table 1.
+columns = the others -- the layout of the Mamba paper's Table 1; then, per cell, when training got
+going: the first evaluation step at which validation accuracy reached 50% and 90%.  S6 rows sit at
+chance for a random number of steps before they learn (reports/gpu/README.md), so a final number
+alone does not say whether a row was slow or unable.
 """
 from __future__ import annotations
 
@@ -13,9 +16,12 @@ import numpy as np
 import pandas as pd
 
 from harness.report.axes import (HEADLINE_METRICS, facet_column, final_accuracy, numeric, series_columns,
-                                 series_label, x_column)
+                                 series_label, train_len_column, x_column)
 from harness.report.runs import varying_params
-from harness.report.tables import MetricTable, fmt, fmt_param
+from harness.report.tables import MetricTable, fmt, fmt_param, seed_column
+
+#: validation accuracies whose first crossing the milestones table reports
+MILESTONES = (0.5, 0.9)
 
 
 def _scale_bytes(values: pd.Series) -> tuple:
@@ -109,6 +115,49 @@ def task_summary(df: pd.DataFrame) -> List[MetricTable]:
     return [MetricTable(title, "", "quality", list(frame.columns), frame)]
 
 
+def _sort_key(text: str) -> tuple:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def task_milestones(df: pd.DataFrame, max_rows: int = 200) -> List[MetricTable]:
+    """Per cell: steps taken, the first evaluation step with val_accuracy >= each of MILESTONES at the
+    training length ("never" when it did not get there), and the last curve value."""
+    if "step" not in df.columns:
+        return []
+    curve = df[(df["status"] == "ok") & (df["metric"] == "val_accuracy") & df["step"].notna()]
+    if "eval_seq_len" in curve.columns:  # extra curve lengths carry eval_seq_len; the training length may too
+        train_col = train_len_column(curve)
+        at_train = curve["eval_seq_len"].isna()
+        if train_col is not None:
+            at_train |= numeric(curve["eval_seq_len"]) == numeric(curve[train_col])
+        curve = curve[at_train]
+    if not len(curve):
+        return []
+    labels = varying_params(df)
+    seed = seed_column(df)
+    keys = labels + ([seed] if seed and df.drop_duplicates("cell_id")[seed].nunique() > 1 else [])
+    steps_taken = df[(df["metric"] == "steps") & (df["status"] == "ok")].set_index("cell_id")["value"]
+    rows = []
+    for cell_id, g in curve.groupby("cell_id", sort=False):
+        g = g.assign(_step=numeric(g["step"]), _v=numeric(g["value"])).sort_values("_step")
+        first = g.iloc[0]
+        row = [fmt_param(first[k]) for k in keys]
+        row.append(fmt(steps_taken.get(cell_id, g["_step"].max())))
+        for m in MILESTONES:
+            hit = g[g["_v"] >= m]
+            row.append(fmt(hit["_step"].iloc[0]) if len(hit) else "never")
+        row.append(f"{100 * g['_v'].iloc[-1]:.1f}%")
+        rows.append(row)
+    rows.sort(key=lambda r: tuple(_sort_key(v) for v in r[:len(keys)]))
+    cols = keys + ["steps"] + [f"step at >= {round(100 * m)}%" for m in MILESTONES] + ["last val accuracy"]
+    frame = pd.DataFrame(rows[:max_rows], columns=cols)
+    title = "when training got going (first evaluation at or above each validation accuracy, training length)"
+    return [MetricTable(title, "", "quality", cols, frame)]
+
+
 def summary_tables(kind: str, df: pd.DataFrame) -> List[MetricTable]:
     """The headline table(s) for a suite of ``kind``; none for a kind without one."""
     if not len(df):
@@ -116,5 +165,5 @@ def summary_tables(kind: str, df: pd.DataFrame) -> List[MetricTable]:
     if kind in HEADLINE_METRICS:
         return bench_summary(kind, df)
     if kind == "task":
-        return task_summary(df)
+        return task_summary(df) + task_milestones(df)
     return []

@@ -58,6 +58,9 @@ class ModelConfig(StrictModel):
     hyena_decay: tuple[PositiveFloat, PositiveFloat] = Field(
         (0.3, 1.5), description="exponential-window decay range over channels (safari's fast/slow decay pct)")
     norm_eps: PositiveFloat = 1e-5
+    checkpoint: bool = Field(False, description="activation checkpointing: keep only each residual block's input "
+                                                "and recompute the block in the backward (less activation memory "
+                                                "for about one more forward per step)")
     init_std: PositiveFloat = 0.02
 
     # ----------------------------------------------------------------- derived values

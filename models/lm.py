@@ -11,6 +11,7 @@ import math
 from typing import Any, Dict, List
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from models.config import ModelConfig, as_config
@@ -18,15 +19,22 @@ from models.registry import ARCHS
 
 
 class Residual(nn.Module):
-    """x + block(norm(x)); ``step`` does the same for one token."""
+    """x + block(norm(x)); ``step`` does the same for one token.  With ``checkpoint`` (and autograd on),
+    only x is kept for the backward, which recomputes norm and block (torch.utils.checkpoint)."""
 
-    def __init__(self, block: nn.Module, d: int, eps: float):
+    def __init__(self, block: nn.Module, d: int, eps: float, checkpoint: bool = False):
         super().__init__()
         self.norm = nn.RMSNorm(d, eps=eps)
         self.block = block
+        self.checkpoint = checkpoint
+
+    def _branch(self, x):
+        return self.block(self.norm(x))
 
     def forward(self, x):
-        return x + self.block(self.norm(x))
+        if self.checkpoint and torch.is_grad_enabled():
+            return x + torch.utils.checkpoint.checkpoint(self._branch, x, use_reentrant=False)
+        return x + self._branch(x)
 
     def init_state(self, batch, device=None, dtype=None):
         return self.block.init_state(batch, device, dtype)
@@ -41,7 +49,8 @@ class Layer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.sublayers = nn.ModuleList(Residual(b, cfg.d_model, cfg.norm_eps) for b in ARCHS.get(cfg.arch)(cfg))
+        self.sublayers = nn.ModuleList(Residual(b, cfg.d_model, cfg.norm_eps, cfg.checkpoint)
+                                       for b in ARCHS.get(cfg.arch)(cfg))
 
     def forward(self, x):
         for sub in self.sublayers:

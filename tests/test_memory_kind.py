@@ -4,6 +4,7 @@ import torch
 
 from harness.bench import IMPLS
 from harness.bench.peak_memory import PeakMemory
+from harness.bench.saved_activations import SavedActivations
 from harness.bench.workload import Impl, Workload
 from harness.execute import execute_cell
 from harness.bench.testing import TINY_MODEL, TINY_OP, by_metric, cell, ctx
@@ -44,3 +45,30 @@ def test_memory_kind_runs_real_targets(impl, extra):
     assert len(m["peak_rss_bytes"]) == TINY_OP["repeats"]
     if impl == "model":
         assert m["n_params"][0]["value"] > 0
+
+
+def test_saved_activations_count_each_kept_storage_once_and_skip_leaves():
+    a = torch.randn(1000, requires_grad=True)              # a leaf: an input, not an activation
+    w = torch.nn.Parameter(torch.randn(1000))
+    with SavedActivations() as saved:
+        (a * w).sum()                                        # mul keeps a and w: both leaves
+    assert saved.bytes == 0
+    with SavedActivations() as saved:
+        b = a * 2                                            # keeps nothing (scalar)
+        e = b.exp()                                          # keeps its output e: 4000 bytes
+        (b * b).sum()                                        # keeps b twice: one storage, 4000 bytes
+        b[:10].sin()                                         # a view of b: the same storage again
+    assert saved.bytes == 2 * 4000
+    del e
+
+
+def test_memory_kind_reports_saved_activations_for_passes_with_a_backward():
+    by_pass = {}
+    for pass_ in ("fwd", "fwd+bwd"):
+        rows = execute_cell(cell("memory", **{**TINY_OP, "pass": pass_}, impl="attention.naive"), ctx())
+        assert all(r["status"] == "ok" for r in rows), rows[-1]
+        by_pass[pass_] = by_metric(rows).get("saved_activation_bytes")
+    assert by_pass["fwd"] is None
+    [row] = by_pass["fwd+bwd"]
+    # naive attention keeps at least the (batch, heads, L, L) softmax probabilities, in fp32
+    assert row["unit"] == "bytes" and row["value"] >= TINY_OP["batch"] * TINY_OP["heads"] * TINY_OP["seq_len"] ** 2 * 4

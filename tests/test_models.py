@@ -349,3 +349,28 @@ def test_h3_matches_safari_wiring_and_init(mixer):
     shifted = sum(w[:, j] * kp[:, j: j + x.shape[1]] for j in range(n))
     ref = block.out_proj(q * block.inner(shifted * v))
     assert torch.allclose(block(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,mixer", [("mamba", "s6"), ("transformer", "attention"), ("h3", "s4")])
+def test_checkpointed_blocks_give_the_same_gradients_and_keep_less(arch, mixer):
+    """model.checkpoint recomputes each residual block in the backward: same loss and gradients (float64),
+    and the forward keeps much less for the backward (SavedActivations)."""
+    from harness.bench.saved_activations import SavedActivations
+
+    def run(checkpoint):
+        torch.manual_seed(0)
+        cfg = ModelConfig(arch=arch, mixer=mixer, n_layers=2, d_model=16, d_state=4, heads=2, backend="chunked",
+                          checkpoint=checkpoint)
+        model = build_lm(cfg, 11).double()
+        tokens = torch.randint(0, 11, (2, 24), generator=torch.Generator().manual_seed(1))
+        with SavedActivations() as saved:
+            loss = model(tokens).logsumexp(-1).mean()
+        loss.backward()
+        return loss.item(), [p.grad for p in model.parameters()], saved.bytes
+
+    loss, grads, kept = run(False)
+    loss_c, grads_c, kept_c = run(True)
+    assert loss_c == pytest.approx(loss, rel=1e-12)
+    for g, gc in zip(grads, grads_c):
+        torch.testing.assert_close(gc, g, rtol=1e-10, atol=1e-12)
+    assert kept_c < kept / 3

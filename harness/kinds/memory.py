@@ -5,10 +5,13 @@ and activations all count (the Mamba paper's Table 15 measures a whole training 
 passes first (the optimizer's state exists only after one step), then ``repeats`` measured passes,
 each after a reset of the peak: one ``peak_mem_bytes`` row per repeat on CUDA (``peak_rss_bytes`` /
 ``peak_rss_delta_bytes`` on CPU), plus ``peak_mem_GB`` (the largest repeat, in 1e9 bytes, the unit of
-the paper's table) and the target's facts (``n_params``).
+the paper's table) and the target's facts (``n_params``).  Passes with a backward also give
+``saved_activation_bytes`` (what the forward kept for the backward, counted on the first measured
+repeat: exact and the same on every machine for one code path; see ``harness/bench/saved_activations``).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Dict, Iterator
 
 import torch
@@ -18,6 +21,7 @@ from harness.bench.config import MemoryConfig, cell_device
 from harness.bench.device_info import gpu_meta, gpu_state_rows
 from harness.bench.skips import skip_reason
 from harness.bench.peak_memory import GB, PeakMemory
+from harness.bench.saved_activations import SavedActivations
 from harness.bench.timing import synchronize
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
@@ -34,14 +38,17 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
         ctx.check_deadline()
         work.fn()
     peaks = []
+    saved = SavedActivations()
     for i in range(cfg.repeats):
         ctx.check_deadline()
-        with PeakMemory(device, baseline_bytes=baseline) as peak:
+        with PeakMemory(device, baseline_bytes=baseline) as peak, (saved if i == 0 else nullcontext()):
             work.fn()
         peaks.append(peak.cell_peak_bytes)
         yield from peak.rows(repeat=i)
     if device.startswith("cuda"):
         yield make_row("peak_mem_GB", max(peaks) / GB, "GB")
+    if cfg.pass_ != "fwd" and cfg.repeats:
+        yield make_row("saved_activation_bytes", saved.bytes, "bytes")
     for key, value in work.info.items():
         yield make_row(key, value, "")
     yield from gpu_state_rows(device)

@@ -239,3 +239,16 @@ def test_milestones_give_the_first_step_at_each_accuracy_per_cell():
         {"model.mixer": "s6", "seed": "1", "steps": "250", "step at >= 50%": "never", "step at >= 90%": "never", "last val accuracy": "20.0%"},
     ]
     assert task_milestones(pd.DataFrame([r for r in rows if r["metric"] == "steps"])) == []  # no curve, no table
+
+
+def test_report_names_the_set_overrides_a_run_used(tmp_path):
+    """A run made with --set shows them beside the suite's description, which is the suite as written."""
+    suite = {"name": "task-test", "kind": "task", "description": "selective copying at length 512"}
+    plain = write_run(tmp_path / "results" / "task-test" / "r1", task_rows(), default_meta("r1", "task-test", "task"), suite)
+    changed = write_run(tmp_path / "results" / "task-test" / "r2", task_rows(), default_meta("r2", "task-test", "task"),
+                        suite, overrides={"task.seq_len": 1024, "train.lr": 0.001})
+    md = (build_report([changed], out_dir=tmp_path / "a") / "report.md").read_text()
+    assert "selective copying at length 512" in md
+    assert "Run with `--set` overrides (r2: task.seq\\_len=1024, train.lr=0.001)" in md
+    assert "task.seq_len=1024" in (tmp_path / "a" / "report.html").read_text()
+    assert "overrides" not in (build_report([plain], out_dir=tmp_path / "b") / "report.md").read_text()

@@ -43,6 +43,7 @@ class Section:
     tables: List[MetricTable]
     failed: pd.DataFrame
     summary: List[MetricTable] = field(default_factory=list)
+    overrides: List[str] = field(default_factory=list)  # "run id: key=value, ..." for runs made with --set
 
 
 @dataclass
@@ -78,9 +79,12 @@ def _section(suite: str, runs: Sequence[Run], figure_prefix: str) -> Section:
     figures = figures_for(kind, rows)
     for f in figures:
         f.name = figure_prefix + f.name
+    overrides = [f"{r.run_id}: " + ", ".join(f"{k}={v}" for k, v in r.overrides.items())
+                 for r in runs if r.overrides]
     return Section(suite=suite, kind=kind, description=description, n_cells=len(statuses),
                    status_counts=counts, expects=expect_mod.evaluate(entries, rows), figures=figures,
-                   tables=metric_tables(rows), failed=status_table(rows), summary=summary_tables(kind, rows))
+                   tables=metric_tables(rows), failed=status_table(rows), summary=summary_tables(kind, rows),
+                   overrides=overrides)
 
 
 def _slug(name: str) -> str:

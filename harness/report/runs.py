@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 import yaml
@@ -42,6 +42,7 @@ class Run:
     rows: pd.DataFrame
     meta: Dict[str, Any] = field(default_factory=dict)
     suite: Dict[str, Any] = field(default_factory=dict)
+    overrides: Dict[str, Any] = field(default_factory=dict)  # ``--set`` keys the run used over the suite
 
     @property
     def run_id(self) -> str:
@@ -125,9 +126,10 @@ def _read_json(path: Path) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _read_suite(path: Path) -> Dict[str, Any]:
+def _read_suite(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(the suite as written, the run's ``--set`` overrides) from a run's suite.yaml."""
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
     except yaml.YAMLError as exc:
@@ -135,8 +137,9 @@ def _read_suite(path: Path) -> Dict[str, Any]:
     doc = docs[0] if docs and isinstance(docs[0], dict) else {}
     # the runner writes {suite: <the suite as written>, source, overrides, filters, cells: [...]}
     if isinstance(doc.get("suite"), dict) and ("cells" in doc or "source" in doc):
-        return doc["suite"]
-    return doc
+        overrides = doc.get("overrides")
+        return doc["suite"], (overrides if isinstance(overrides, dict) else {})
+    return doc, {}
 
 
 def normalise_rows(df: pd.DataFrame, run_id: str) -> pd.DataFrame:
@@ -162,10 +165,10 @@ def load_run(path: PathLike) -> Run:
     """Load one run directory (or the newest run of the one suite inside ``path``)."""
     run_dir = resolve_run_dir(path)
     meta = _read_json(run_dir / "meta.json")
-    suite = _read_suite(run_dir / "suite.yaml")
+    suite, overrides = _read_suite(run_dir / "suite.yaml")
     rows = _load_rows(run_dir)
     run_id = str(meta.get("run_id") or run_dir.name)
-    return Run(path=run_dir, rows=normalise_rows(rows, run_id), meta=meta, suite=suite)
+    return Run(path=run_dir, rows=normalise_rows(rows, run_id), meta=meta, suite=suite, overrides=overrides)
 
 
 def load_runs(paths: Sequence[PathLike]) -> List[Run]:

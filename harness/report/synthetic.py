@@ -30,8 +30,8 @@ def default_meta(run_id: str, suite: str, kind: str, *, gpu: Optional[str] = Non
 
 
 def write_run(run_dir: Path, rows: Iterable[Dict[str, Any]], meta: Dict[str, Any],
-              suite: Optional[Dict[str, Any]] = None) -> Path:
-    """Write a run directory; each row gets the run columns from ``meta``."""
+              suite: Optional[Dict[str, Any]] = None, overrides: Optional[Dict[str, Any]] = None) -> Path:
+    """Write a run directory; each row gets the run columns from ``meta``; ``overrides`` as ``--set`` gives them."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_cols = {"run_id": meta["run_id"], "suite": meta["suite"], "commit": meta["commit"],
@@ -41,7 +41,7 @@ def write_run(run_dir: Path, rows: Iterable[Dict[str, Any]], meta: Dict[str, Any
             fh.write(json.dumps({**run_cols, **row}) + "\n")
     (run_dir / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     doc = suite or {"name": meta["suite"], "kind": meta["kind"]}
-    plan = {"suite": doc, "source": "synthetic", "overrides": {}, "filters": {}, "cells": []}
+    plan = {"suite": doc, "source": "synthetic", "overrides": overrides or {}, "filters": {}, "cells": []}
     (run_dir / "suite.yaml").write_text(yaml.safe_dump(plan, sort_keys=False), encoding="utf-8")
     return run_dir
 

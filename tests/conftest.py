@@ -92,6 +92,17 @@ def run_and_load(out: Path, suite: Path, *flags: str):
     return code, load(dirs[0])
 
 
+#: A sweep of the ray_fake kind (tests/ray_fake_kind.py) whose x=3 cells run out of memory, so x=4 is
+#: skipped; any executor must give OOM_SWEEP_STATUSES for it.
+OOM_SWEEP = """
+    name: fake-oom
+    kind: ray_fake
+    defaults: {oom_at: 3}
+    sweep: {impl: [a, b], x: [1, 2, 3, 4]}
+"""
+OOM_SWEEP_STATUSES = {(impl, x): status for impl in "ab"
+                      for x, status in ((1, "ok"), (2, "ok"), (3, "oom"), (4, "skipped"))}
+
 #: Columns two runs of the same cells must agree on, whatever executor ran them.
 COMPARED = ["cell_id", "metric", "repeat", "status", "value", "message", "impl", "x"]
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 import ray_fake_kind  # noqa: F401  (registers kind "ray_fake")
-from conftest import comparable, run_and_load, suite_file
+from conftest import OOM_SWEEP, OOM_SWEEP_STATUSES, comparable, run_and_load, suite_file
 from harness import process_executor
 from harness.cells import Cell, CellContext
 from harness.cli import EXIT_OK, EXIT_USAGE, main
@@ -54,14 +54,6 @@ def overlaps(a: Tuple[float, float], b: Tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-OOM_SWEEP = """
-    name: fake-oom
-    kind: ray_fake
-    defaults: {oom_at: 3}
-    sweep: {impl: [a, b], x: [1, 2, 3, 4]}
-"""
-
-
 def test_parallel_table_equals_local_table(tmp_path):
     suite = write_suite(tmp_path, OOM_SWEEP)
     code_local, local = run_cli(tmp_path, suite, out="local")
@@ -70,8 +62,7 @@ def test_parallel_table_equals_local_table(tmp_path):
     # same rows; x=3 OOMs and x=4 is skipped for both impls (the chain per impl saw the OOM)
     assert table(par).equals(table(local)), (table(par), table(local))
     by_x = par.drop_duplicates("cell_id").set_index(["impl", "x"])["status"].to_dict()
-    assert by_x == {(i, 1): "ok" for i in "ab"} | {(i, 2): "ok" for i in "ab"} \
-        | {(i, 3): "oom" for i in "ab"} | {(i, 4): "skipped" for i in "ab"}
+    assert by_x == OOM_SWEEP_STATUSES
     meta = next((tmp_path / "par").rglob("meta.json")).read_text()
     assert '"jobs": 3' in meta and '"threads_per_cell"' in meta
 

@@ -18,7 +18,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray executor needs the optional extra: pip install -e '.[ray]'")
 
 import ray_fake_kind  # noqa: E402,F401  (registers kind "ray_fake")
-from conftest import comparable, run_and_load, suite_file  # noqa: E402
+from conftest import OOM_SWEEP, OOM_SWEEP_STATUSES, comparable, run_and_load, suite_file  # noqa: E402
 from harness.cells import Cell, CellContext  # noqa: E402
 from harness.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main  # noqa: E402
 from harness.errors import SuiteError  # noqa: E402
@@ -62,14 +62,6 @@ def run_cli(tmp_path: Path, suite: Path, *flags: str, out: str = "results"):
 table = comparable
 
 
-OOM_SWEEP = """
-    name: ray-fake-oom
-    kind: ray_fake
-    defaults: {oom_at: 3}
-    sweep: {impl: [a, b], x: [1, 2, 3, 4]}
-"""
-
-
 def test_ray_table_equals_local_table(cluster, tmp_path):
     suite = write_suite(tmp_path, OOM_SWEEP)
     code_local, local = run_cli(tmp_path, suite, "--executor", "local", out="local")
@@ -78,8 +70,7 @@ def test_ray_table_equals_local_table(cluster, tmp_path):
     # Same cells, metrics, values and statuses; x=3 OOMs and x=4 is skipped, for both impls.
     assert table(remote).equals(table(local)), (table(remote), table(local))
     by_x = remote.drop_duplicates("cell_id").set_index(["impl", "x"])["status"].to_dict()
-    assert by_x == {(i, 1): "ok" for i in "ab"} | {(i, 2): "ok" for i in "ab"} \
-        | {(i, 3): "oom" for i in "ab"} | {(i, 4): "skipped" for i in "ab"}
+    assert by_x == OOM_SWEEP_STATUSES
     ran = remote[remote.status != "skipped"]
     # Where each cell ran: a node, no GPU on this CPU box, the CPU's model, first attempt.
     assert ran.ray_node.notna().all() and ran.gpu_index.isna().all()

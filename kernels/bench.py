@@ -227,13 +227,18 @@ def variant_config(spec: str):
     name, _, rest = spec.partition(":")
     if name not in BWD_KERNELS:
         raise SystemExit(f"--variants: unknown variant {name!r} in {spec!r} (valid: {', '.join(BWD_KERNELS)})")
-    kw = {"bwd_variant": name}
+    return replace(DEFAULT_CONFIG, bwd_variant=name, **_settings(spec, rest, VARIANT_KEYS, "--variants"))
+
+
+def _settings(spec: str, rest: str, keys: dict, flag: str, min_value: int = 0) -> dict:
+    """'bd=4,ni=8' -> {ScanConfig field: int} through ``keys``; a bad item exits naming ``flag``."""
+    kw = {}
     for item in filter(None, rest.split(",")):
         k, _, v = item.partition("=")
-        if k not in VARIANT_KEYS or not v.isdigit():
-            raise SystemExit(f"--variants: bad setting {item!r} in {spec!r} (keys: {', '.join(VARIANT_KEYS)})")
-        kw[VARIANT_KEYS[k]] = int(v)
-    return replace(DEFAULT_CONFIG, **kw)
+        if k not in keys or not v.isdigit() or int(v) < min_value:
+            raise SystemExit(f"{flag}: bad setting {item!r} in {spec!r} (keys: {', '.join(keys)})")
+        kw[keys[k]] = int(v)
+    return kw
 
 
 FWD_VARIANT_KEYS = {"T": "fwd_split", "fbd": "block_d", "bl": "block_l", "w": "fwd_warps", "u": "unroll"}
@@ -250,13 +255,7 @@ def fwd_variant_config(spec: str):
     if name != "split":
         hint = " ('fused' was deleted: split:T=1 is its single pass)" if name == "fused" else ""
         raise SystemExit(f"--fwd-variants: unknown variant {name!r} in {spec!r} (valid: split[:T=...]){hint}")
-    kw = {"fwd_split": None}
-    for item in filter(None, rest.split(",")):
-        k, _, v = item.partition("=")
-        if k not in FWD_VARIANT_KEYS or not v.isdigit() or int(v) < 1:
-            raise SystemExit(f"--fwd-variants: bad setting {item!r} in {spec!r} "
-                             f"(keys: {', '.join(FWD_VARIANT_KEYS)})")
-        kw[FWD_VARIANT_KEYS[k]] = int(v)
+    kw = {"fwd_split": None, **_settings(spec, rest, FWD_VARIANT_KEYS, "--fwd-variants", min_value=1)}
     return replace(DEFAULT_CONFIG, **kw)
 
 

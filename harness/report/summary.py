@@ -18,7 +18,7 @@ import pandas as pd
 from harness.report.axes import (HEADLINE_METRICS, facet_column, final_accuracy, numeric, series_columns,
                                  series_label, train_len_column, x_column)
 from harness.report.runs import varying_params
-from harness.report.tables import MetricTable, fmt, fmt_param, seed_column
+from harness.report.tables import MetricTable, fmt, fmt_param, order_key, seed_column
 
 #: validation accuracies whose first crossing the milestones table reports
 MILESTONES = (0.5, 0.9)
@@ -115,13 +115,6 @@ def task_summary(df: pd.DataFrame) -> List[MetricTable]:
     return [MetricTable(title, "", "quality", list(frame.columns), frame)]
 
 
-def _sort_key(text: str) -> tuple:
-    try:
-        return (0, float(text), "")
-    except ValueError:
-        return (1, 0.0, text)
-
-
 def task_milestones(df: pd.DataFrame, max_rows: int = 200) -> List[MetricTable]:
     """Per cell: steps taken, the first evaluation step with val_accuracy >= each of MILESTONES at the
     training length ("never" when it did not get there), and the last curve value."""
@@ -151,7 +144,7 @@ def task_milestones(df: pd.DataFrame, max_rows: int = 200) -> List[MetricTable]:
             row.append(fmt(hit["_step"].iloc[0]) if len(hit) else "never")
         row.append(f"{100 * g['_v'].iloc[-1]:.1f}%")
         rows.append(row)
-    rows.sort(key=lambda r: tuple(_sort_key(v) for v in r[:len(keys)]))
+    rows.sort(key=lambda r: tuple(order_key(v) for v in r[:len(keys)]))
     cols = keys + ["steps"] + [f"step at >= {round(100 * m)}%" for m in MILESTONES] + ["last val accuracy"]
     frame = pd.DataFrame(rows[:max_rows], columns=cols)
     title = "when training got going (first evaluation at or above each validation accuracy, training length)"

@@ -56,7 +56,7 @@ def fmt_param(x: Any) -> str:
     return str(x)
 
 
-def _order(v: Any) -> tuple:
+def order_key(v: Any) -> tuple:
     """Sort key: numbers before text, numbers by value."""
     try:
         return (0, float(v), "")
@@ -85,7 +85,7 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
             g[k] = g[k].map(fmt_param)
         rows = []
         grouped = list(g.groupby(keys, sort=False, dropna=False)) if keys else [((), g)]
-        grouped.sort(key=lambda kv: tuple(_order(v) for v in (kv[0] if isinstance(kv[0], tuple) else (kv[0],))))
+        grouped.sort(key=lambda kv: tuple(order_key(v) for v in (kv[0] if isinstance(kv[0], tuple) else (kv[0],))))
         for key, sub in grouped:
             key = key if isinstance(key, tuple) else (key,)
             vals = pd.to_numeric(sub["value"], errors="coerce").dropna().to_numpy(float)

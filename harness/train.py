@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 
 from harness.cells import CellContext, CellDiverged, CellOOM, make_row
 from harness.config_types import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
+from harness.determinism import deterministic_algorithms
 from harness.tasks.base import SyntheticTask, TaskBatch, ValidationSet
 from harness.train_step import EagerStep, GraphedStep, set_lr
 
@@ -81,6 +82,12 @@ class TrainConfig(StrictModel):
         False, description="on CUDA, capture the whole training step as a CUDA graph after 3 eager steps and "
                            "replay it (harness/train_step.py): a small model alone on a GPU is host-bound; "
                            "ignored on the CPU; a failed capture falls back to eager and says so")
+    deterministic: bool = Field(
+        False, description="bitwise-repeatable runs for a seed (harness/determinism.py): deterministic "
+                           "PyTorch, cuDNN and cuBLAS algorithms and a fixed-order scan backward; an op with "
+                           "no deterministic kernel stops the cell with an error naming it.  A GPU run "
+                           "of the same seed otherwise varies in its last bits, and a task's plateau escape "
+                           "with it.  With train.timeout_s the step count still depends on the clock")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
@@ -285,6 +292,11 @@ def train_and_evaluate(model: torch.nn.Module, task: SyntheticTask, cfg: TrainCo
                        device: str | torch.device = "cpu", ctx: Optional[CellContext] = None,
                        ) -> Iterator[Dict[str, Any]]:
     """Train ``model`` on ``task`` for ``cfg.steps`` steps, then evaluate; yields rows as they come."""
+    with deterministic_algorithms() if cfg.deterministic else nullcontext():
+        yield from _train_and_evaluate(model, task, cfg, seed, device, ctx)
+
+
+def _train_and_evaluate(model, task, cfg, seed, device, ctx) -> Iterator[Dict[str, Any]]:
     device = torch.device(device)
     ctx = ctx or CellContext(device=str(device))
     model.to(device).train()

@@ -165,28 +165,32 @@ def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus
     du = _empty((batch, dim, L), device=dev, dtype=u.dtype)
     ddelta = _empty((batch, dim, L), device=dev, dtype=delta.dtype)
     dz = _empty((batch, dim, L), device=dev, dtype=z.dtype) if z is not None else du
-    dB = torch.zeros((batch, groups, N, L), device=dev, dtype=torch.float32)   # atomically accumulated
-    dC = torch.zeros((batch, groups, N, L), device=dev, dtype=torch.float32)
+    grid = (triton.cdiv(dim, cfg.bwd_block_d), batch)
+    # dB, dC: summed over channels with atomics, in no fixed order; deterministic mode gives each channel
+    # block a slice of its own (one exact add per element) and sums the slices in a fixed order below.
+    slices = grid[0] if torch.are_deterministic_algorithms_enabled() else 1
+    dB = torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32)
+    dC = torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32)
+    dBC_slice = batch * groups * N * L if slices > 1 else 0
     dA_part = _empty((batch, dim, N), device=dev, dtype=torch.float32)
     dD_part = _empty((batch, dim), device=dev, dtype=torch.float32) if D is not None else dA_part
     dbias_part = _empty((batch, dim), device=dev, dtype=torch.float32) if delta_bias is not None else dA_part
     zz = z if z is not None else u
-    grid = (triton.cdiv(dim, cfg.bwd_block_d), batch)
     block_n = triton.next_power_of_2(N)
     extra = {"N_INNER": min(cfg.bwd_n_inner, block_n)} if cfg.bwd_variant == "v2" else {}
     BWD_KERNELS[cfg.bwd_variant][grid](
         u, delta, A, B4, C4, D if D is not None else A, zz, delta_bias if delta_bias is not None else A,
         dout, states, dlast if dlast is not None else A,
         du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part,
-        dim, L, n_chunks, dim // groups, groups,
+        dim, L, n_chunks, dim // groups, groups, dBC_slice,
         *u.stride(), *delta.stride(), *zz.stride(), *dout.stride(),
         *A.stride(), *B4.stride(), *C4.stride(),
         N=N, BLOCK_N=block_n, BLOCK_D=cfg.bwd_block_d, BLOCK_L=cfg.block_l,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
         HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps, **extra,
     )
-    dB = dB.to(B.dtype).reshape(B.shape)
-    dC = dC.to(C.dtype).reshape(C.shape)
+    dB = (dB.sum(0) if slices > 1 else dB[0]).to(B.dtype).reshape(B.shape)
+    dC = (dC.sum(0) if slices > 1 else dC[0]).to(C.dtype).reshape(C.shape)
     dA = dA_part.sum(0).to(A.dtype)
     dD = dD_part.sum(0).to(D.dtype) if D is not None else None
     dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None

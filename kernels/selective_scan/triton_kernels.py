@@ -15,8 +15,11 @@ Backward: chunks are visited last to first.  Each chunk recomputes its forward s
 chunk-start state (nothing of size (batch, dim, L, N) is stored), then runs a reverse scan for
 g_t = dL/dh_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1}; the decay of the *next* step comes from a second,
 shifted load of delta, so no in-register shift is needed.  a_t * h_{t-1} is formed as h_t - dt_t B_t u_t,
-again avoiding a shift.  dB and dC (summed over channels) are accumulated with float32 atomics;
-dA, dD and ddelta_bias are written as per-batch-row partial sums and reduced on the host.
+again avoiding a shift.  dB and dC (summed over channels) are accumulated with float32 atomics, in an
+order that varies from run to run; under ``torch.use_deterministic_algorithms(True)`` each channel block
+adds into a slice of its own instead (``dBC_slice`` elements apart: one add per address, exact) and the
+host sums the slices in a fixed order.  dA, dD and ddelta_bias are written as per-batch-row partial sums
+and reduced on the host.
 
 exp(dt*A) is computed as exp2(dt * A*log2(e)).
 """
@@ -196,7 +199,7 @@ def selective_scan_fwd_split_kernel(
 def selective_scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_part_ptr, dD_part_ptr, dbias_part_ptr,
-    dim, L, n_chunks, chans_per_group, groups,
+    dim, L, n_chunks, chans_per_group, groups, dBC_slice,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
     s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
     N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
@@ -228,7 +231,7 @@ def selective_scan_bwd_kernel(
     g_off = (pid_b * dim + offs_d[None, :]) * L
     B_base = B_ptr + pid_b * s_Bb + group * s_Bg + offs_n[None, :] * s_Bn
     C_base = C_ptr + pid_b * s_Cb + group * s_Cg + offs_n[None, :] * s_Cn
-    dBC_off = ((pid_b * groups + group) * N + offs_n[None, :]) * L
+    dBC_off = pid_d.to(tl.int64) * dBC_slice + ((pid_b * groups + group) * N + offs_n[None, :]) * L
     st_base = states_ptr + ((pid_b * dim + offs_d[None, :]) * n_chunks) * N + offs_n[:, None]
     is_first = (offs_l == 0)[:, None, None]
 
@@ -394,7 +397,7 @@ def _softplus_sigmoid(x):
 def selective_scan_bwd_kernel_v2(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr, dlast_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_part_ptr, dD_part_ptr, dbias_part_ptr,
-    dim, L, n_chunks, chans_per_group, groups,
+    dim, L, n_chunks, chans_per_group, groups, dBC_slice,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
     s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
     N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
@@ -430,7 +433,7 @@ def selective_scan_bwd_kernel_v2(
     mask_nbc = n_bc < N
     B_base = B_ptr + pid_b * s_Bb + group * s_Bg + n_bc * s_Bn
     C_base = C_ptr + pid_b * s_Cb + group * s_Cg + n_bc * s_Cn
-    dBC_off = ((pid_b * groups + group) * N + n_bc) * L
+    dBC_off = pid_d.to(tl.int64) * dBC_slice + ((pid_b * groups + group) * N + n_bc) * L
     st_base = states_ptr + ((pid_b * dim + d3) * n_chunks) * N + n3
     is_first = (offs_l == 0)[:, None, None, None]
     is_last = (offs_l == BLOCK_L - 1)[:, None, None, None]

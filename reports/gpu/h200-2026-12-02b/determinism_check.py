@@ -1,0 +1,60 @@
+"""Is a GPU training run repeatable for a seed, with and without train.deterministic?  What does it cost?
+
+Selective-copying cells of the quick suite (L 1024, batch 64, d_model 64, bf16 autocast, AdamW lr 2e-3,
+grad clip 1): each model is trained twice from the same seed for 200 steps, in each mode; the table gives
+the largest parameter difference between the two runs (0 = bitwise repeatable) and the wall ms per step of
+the last 100 steps (each cell alone; the step synchronised only at the ends).  determinism_check.log was
+made (H200, 2026-12-02) with the first version of harness/determinism.py, which ran the same settings in
+PyTorch's warn_only mode and named the ops that warned: none did for these five models.
+
+    PYTHONPATH=. python reports/gpu/h200-2026-12-02b/determinism_check.py
+"""
+import contextlib
+import time
+
+import torch
+
+from harness.determinism import deterministic_algorithms
+from harness.kinds.task import TaskCellConfig, build_model
+from harness.train import answer_loss, autocast_for, logits_of, make_optimizer
+from harness.train_step import EagerStep, set_lr
+
+dev = torch.device("cuda")
+L, BATCH, STEPS, TIMED = 1024, 64, 200, 100
+
+
+def train(arch, mixer, deterministic):
+    cfg = TaskCellConfig.model_validate(dict(
+        task=dict(name="selective_copying", seq_len=L, vocab=16, n_tokens=16),
+        model=dict(arch=arch, mixer=mixer, n_layers=2, d_model=64, d_state=16, expand=2, max_len=L),
+        train=dict(batch=BATCH, lr=2e-3, optimizer="adamw", grad_clip=1.0)))
+    task = cfg.task.build()
+    with deterministic_algorithms() if deterministic else contextlib.nullcontext():
+        torch.manual_seed(0)
+        model = build_model(cfg.model, task.vocab_size).to(dev).train()
+        opt = make_optimizer(model, cfg.train)
+
+        def loss_of(batch):
+            with autocast_for(dev, "auto"):
+                return answer_loss(logits_of(model, batch.inputs), batch)
+
+        step = EagerStep(loss_of, opt, [p for p in model.parameters()], 1.0)
+        gen = torch.Generator(device=dev).manual_seed(1)
+        for i in range(STEPS):
+            if i == STEPS - TIMED:
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+            set_lr(opt, 2e-3)
+            step(task.sample(BATCH, L, gen))
+        torch.cuda.synchronize()
+        ms = (time.perf_counter() - t) / TIMED * 1e3
+    return [p.detach().float().clone() for p in model.parameters()], ms
+
+
+print(f"{'model':12s} {'mode':14s} {'max |dparam|':>13s} {'ms/step':>8s}")
+for arch, mixer in [("mamba", "s6"), ("none", "s6"), ("h3", "s6"), ("h3", "hyena"), ("h3", "s4")]:
+    for det in (False, True):
+        (p1, ms1), (p2, ms2) = train(arch, mixer, det), train(arch, mixer, det)
+        diff = max(float((a - b).abs().max()) for a, b in zip(p1, p2))
+        print(f"{arch + '/' + mixer:12s} {'deterministic' if det else 'default':14s} {diff:13.3g} "
+              f"{min(ms1, ms2):8.2f}", flush=True)

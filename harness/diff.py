@@ -11,7 +11,8 @@ noise (see :mod:`harness.report.metrics`):
   interval of the ratio is reported.  When the sample sizes cannot reach ``p < alpha`` at all
   (smallest possible p = 2 / C(n1+n2, n1)) the verdict is "not enough data", never an alarm.
   The false-alarm rate is therefore at most ``alpha`` per comparison.
-* **quality** -- deterministic for fixed seeds on one device: any change is reported, a change
+* **quality** -- deterministic for fixed seeds on one device (a GPU run only with ``train.deterministic``
+  and no ``train.timeout_s``; otherwise expect seed-level noise): any change is reported, a change
   beyond ``quality_tol`` (absolute; 0.01 = one accuracy point) in the bad direction is a regression.
 * **memory** -- ratio of medians outside ``threshold``.
 * **info** (``n_params`` and other neutral numbers) -- any change is reported as "changed".

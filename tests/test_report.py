@@ -252,3 +252,21 @@ def test_report_names_the_set_overrides_a_run_used(tmp_path):
     assert "Run with `--set` overrides (r2: task.seq\\_len=1024, train.lr=0.001)" in md
     assert "task.seq_len=1024" in (tmp_path / "a" / "report.html").read_text()
     assert "overrides" not in (build_report([plain], out_dir=tmp_path / "b") / "report.md").read_text()
+
+
+def test_expect_judges_each_setting_of_a_varying_parameter_apart():
+    """Two runs of one suite, at lr 1e-3 and 2e-3, seeds 0 and 1: the entry gets one verdict per lr (mean
+    over that lr's seeds), not one for the mean of both runs."""
+    acc = {(1e-3, 0): 0.96, (1e-3, 1): 0.94, (2e-3, 0): 0.10, (2e-3, 1): 0.20}
+    rows = _rows(metric=["accuracy"] * 4, value=list(acc.values()),
+                 **{"model.mixer": ["s6"] * 4, "train.lr": [k[0] for k in acc], "seed": [k[1] for k in acc],
+                    "cell_id": [f"c{i}" for i in range(4)], "run_id": ["r1", "r1", "r2", "r2"]})
+    entry = {"where": {"model.mixer": "s6"}, "metric": "accuracy", "op": ">=", "value": 0.9, "source": "s"}
+    lo, hi = evaluate([entry], rows)
+    assert (lo.where, lo.measured, lo.n, lo.verdict) == ({"model.mixer": "s6", "train.lr": 1e-3}, pytest.approx(0.95), 2, "matches")
+    assert (hi.where, hi.measured, hi.n, hi.verdict) == ({"model.mixer": "s6", "train.lr": 2e-3}, pytest.approx(0.15), 2, "misses")
+    # where naming the lr: one result; seeds alone never split
+    (one,) = evaluate([{**entry, "where": {"model.mixer": "s6", "train.lr": 2e-3}}], rows)
+    assert one.measured == pytest.approx(0.15)
+    (pooled,) = evaluate([entry], rows[rows["train.lr"] == 1e-3])
+    assert pooled.n == 2 and pooled.where == {"model.mixer": "s6"}

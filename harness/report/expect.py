@@ -11,6 +11,8 @@ matching ``where`` (ok status, that metric) are summarised -- median for timings
 the suites write them as fractions, 0.998 not 99.8) get 0.01 and everything else 10%.
 Learning-curve rows (with a ``step``) are ignored unless ``where`` names a step; when rows carry
 several evaluation lengths and ``where`` names none, the training length (``task.seq_len``) is used.
+When the matching cells differ in a parameter other than the seed (a report of two runs of one suite
+with different ``--set`` values), the entry is judged once per setting, which its ``where`` then names.
 """
 from __future__ import annotations
 
@@ -65,6 +67,8 @@ def column_for(df: pd.DataFrame, key: str) -> Optional[str]:
 
 
 def _matches(series: pd.Series, value: Any) -> pd.Series:
+    if isinstance(value, float) and math.isnan(value):   # a parameter some cells do not have
+        return series.isna()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return series.astype(str) == str(value)
     return pd.to_numeric(series, errors="coerce") == float(value)
@@ -90,7 +94,30 @@ def rule_text(op: str, tol_desc: str) -> str:
 
 def evaluate(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame) -> List[ExpectResult]:
     """Judge every entry against ``rows`` (the tidy table of one or more runs)."""
-    return [evaluate_one(e, rows) for e in entries or [] if isinstance(e, dict)]
+    return [res for e in entries or [] if isinstance(e, dict) for res in evaluate_split(e, rows)]
+
+
+def evaluate_split(entry: Dict[str, Any], rows: pd.DataFrame) -> List[ExpectResult]:
+    """One result per setting of the parameters (other than the seed) that the matching cells differ in:
+    two runs side by side -- the same suite at lr 1e-3 and at 2e-3 -- are each judged, not averaged into
+    a number neither run measured.  Without such parameters, the one result of :func:`evaluate_one`."""
+    from harness.report.runs import varying_params
+
+    where = dict(entry.get("where") or {})
+    sel = rows[rows["metric"] == str(entry.get("metric", ""))] if len(rows) and "metric" in rows else rows
+    for key, value in where.items():
+        col = column_for(rows, key)
+        if col is None:
+            return [evaluate_one(entry, rows)]
+        sel = sel[_matches(sel[col], value)]
+    named = {column_for(rows, k) for k in where}
+    tidy = len(sel) and {"cell_id", "run_id"} <= set(sel.columns)   # a results table, not a hand-made one
+    split = [c for c in varying_params(sel) if c not in named] if tidy else []
+    if not split:
+        return [evaluate_one(entry, rows)]
+    settings = [{k: (v.item() if hasattr(v, "item") else v) for k, v in setting.items()}   # numpy -> python
+                for setting in sel[split].drop_duplicates().to_dict("records")]
+    return [evaluate_one({**entry, "where": {**where, **setting}}, rows) for setting in settings]
 
 
 def evaluate_one(entry: Dict[str, Any], rows: pd.DataFrame) -> ExpectResult:

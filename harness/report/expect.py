@@ -13,6 +13,7 @@ Learning-curve rows (with a ``step``) are ignored unless ``where`` names a step;
 several evaluation lengths and ``where`` names none, the training length (``task.seq_len``) is used.
 When the matching cells differ in a parameter other than the seed (a report of two runs of one suite
 with different ``--set`` values), the entry is judged once per setting, which its ``where`` then names.
+A quality number over several cells (seeds) also says how many of them meet the rule on their own.
 """
 from __future__ import annotations
 
@@ -168,6 +169,9 @@ def evaluate_one(entry: Dict[str, Any], rows: pd.DataFrame) -> ExpectResult:
     res.measured = float(np.median(values) if family == "timing" else np.mean(values))
     res.n = int(len(values))
     res.verdict = judge(res.measured, expected, op, tol)
+    if family == "quality" and res.n > 1:   # one value per cell (seed): a mean can hide how many make it
+        meeting = sum(judge(float(v), expected, op, tol) == "matches" for v in values)
+        res.note = (res.note + "; " if res.note else "") + f"{meeting} of {res.n} cells meet it on their own"
     return res
 
 

@@ -101,6 +101,10 @@ class LM(nn.Module):
         return self.pos_embedding(torch.arange(start, end, device=device))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.hidden(tokens) @ self.embedding.weight.t()
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final normed states, before the (tied) head: what ``models.lm_loss`` takes."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, length) integers, got shape {tuple(tokens.shape)}")
         x = self.embedding(tokens)
@@ -108,7 +112,7 @@ class LM(nn.Module):
             x = x + self._positions(0, tokens.shape[1], tokens.device)
         for layer in self.layers:
             x = layer(x)
-        return self.norm_f(x) @ self.embedding.weight.t()
+        return self.norm_f(x)
 
     def init_state(self, batch: int, device=None, dtype=None) -> Dict[str, Any]:
         dtype = dtype or self.embedding.weight.dtype

@@ -72,3 +72,22 @@ def test_memory_kind_reports_saved_activations_for_passes_with_a_backward():
     [row] = by_pass["fwd+bwd"]
     # naive attention keeps at least the (batch, heads, L, L) softmax probabilities, in fp32
     assert row["unit"] == "bytes" and row["value"] >= TINY_OP["batch"] * TINY_OP["heads"] * TINY_OP["seq_len"] ** 2 * 4
+
+
+def test_loss_chunk_keeps_one_chunk_of_logits_not_all_of_them():
+    """impl model with loss_chunk: the same loss, and the saved bytes lose the fp32 log-softmax of every
+    token (tokens x vocab x 4 bytes) but keep the hidden states the chunks recompute from."""
+    vocab = 512
+    base = {**TINY_OP, "dtype": "fp32", "pass": "fwd+bwd", "model": TINY_MODEL, "vocab": vocab}
+    saved = {}
+    for chunk in (None, 16):
+        rows = execute_cell(cell("memory", **base, impl="model", loss_chunk=chunk), ctx())
+        assert all(r["status"] == "ok" for r in rows), rows[-1]
+        saved[chunk] = by_metric(rows)["saved_activation_bytes"][0]["value"]
+    tokens = TINY_OP["batch"] * TINY_OP["seq_len"]
+    assert saved[None] - saved[16] >= tokens * vocab * 4 * 0.9
+
+
+def test_loss_chunk_needs_the_model_impl():
+    rows = execute_cell(cell("memory", **TINY_OP, impl="attention.naive", loss_chunk=64), ctx())
+    assert rows[-1]["status"] == "error" and "loss_chunk=64 chunks the LM head's loss" in rows[-1]["message"]

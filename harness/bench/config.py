@@ -50,6 +50,10 @@ class BenchConfig(StrictModel):
     l2_flush: bool = True
     model: Optional[ModelSection] = None
     vocab: PositiveInt = 256
+    loss_chunk: Optional[PositiveInt] = Field(
+        None, description="impl model, passes with a backward: compute the LM head and loss this many tokens at "
+                          "a time, recomputing each chunk's logits in the backward (models/lm_loss.py), instead "
+                          "of holding all batch*seq_len*vocab logits; None: all at once")
 
     @property
     def width(self) -> int:
@@ -78,6 +82,9 @@ class BenchConfig(StrictModel):
         if self.impl in MODEL_LEVEL_IMPLS and self.model is None:
             raise ValueError(f"impl {self.impl!r} builds a model: add a `model:` section "
                              f"(e.g. model: {{arch: mamba, mixer: s6, n_layers: 2, d_model: 64}})")
+        if self.loss_chunk is not None and self.impl != "model":
+            raise ValueError(f"loss_chunk={self.loss_chunk} chunks the LM head's loss, which only impl 'model' has "
+                             f"(impl is {self.impl!r}); remove loss_chunk")
         if not self.device or not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise ValueError(f"device {self.device!r}: use cpu, cuda, cuda:N or auto")
         return self

@@ -13,7 +13,6 @@ from contextlib import nullcontext
 from typing import Any, Callable, List
 
 import torch
-import torch.nn.functional as F
 
 from harness.bench.costs import model_flops
 from harness.bench.workload import Impl, Workload, forward_or_backward
@@ -82,6 +81,7 @@ def _build_layer(cfg: Any, device: str) -> Workload:
 
 def _build_model(cfg: Any, device: str) -> Workload:
     models = _models()
+    from models.lm_loss import lm_cross_entropy
     lm = on_device(lambda: models.build_lm(cfg.model_dict(), cfg.vocab), device)
     params = [p for p in lm.parameters() if p.requires_grad]
     g = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -90,8 +90,7 @@ def _build_model(cfg: Any, device: str) -> Workload:
 
     def loss() -> torch.Tensor:
         with autocast_for(cfg, device):
-            logits = lm(tokens)
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            return lm_cross_entropy(lm.hidden(tokens), lm.embedding.weight, targets, chunk=cfg.loss_chunk)
 
     if cfg.pass_ == "fwd":
         def fn() -> Any:

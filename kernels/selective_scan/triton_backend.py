@@ -42,7 +42,6 @@ class ScanConfig:
     bwd_variant: str = "v2"             # backward kernel: a key of BWD_KERNELS (kernels/NOTES.md)
     bwd_n_inner: int = 8                # v2 only: states per lane group (tile [L, N/n_inner, D, n_inner])
     fwd_split: Optional[int] = None     # forward segments T of L; None = auto (fwd_split_segments), 1 = one pass
-    bwd_split: int = 1                  # backward segments of L (v2 only; 1 = one program walks all of L)
 
 
 # Backward kernels by ScanConfig.bwd_variant; same arguments, v2 takes N_INNER too.
@@ -116,21 +115,6 @@ def fwd_split_segments(cfg: ScanConfig, batch: int, dim: int, L: int, device="cu
     return triton.cdiv(n_chunks, seg_chunks), seg_chunks
 
 
-def bwd_split_segments(cfg: ScanConfig, n_chunks: int) -> Tuple[int, int]:
-    """(T, chunks per segment) of the backward: ``cfg.bwd_split`` segments, fewer when L has fewer
-    chunks, never an empty one.  Pass 1 (segments 1..T-1) computes each one's carry-out of the adjoint
-    state from zero; pass 3 folds the later segments' carries into its own and runs the backward."""
-    T = cfg.bwd_split
-    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
-        raise ValueError(f"ScanConfig.bwd_split={T!r}: use a whole number of segments >= 1")
-    if T > 1 and cfg.bwd_variant != "v2":
-        raise ValueError(f"ScanConfig.bwd_split={T} needs bwd_variant 'v2' (got {cfg.bwd_variant!r}); "
-                         f"set bwd_split=1 or bwd_variant='v2'")
-    T = max(1, min(T, n_chunks))
-    seg_chunks = max(1, triton.cdiv(n_chunks, T))
-    return max(1, triton.cdiv(n_chunks, seg_chunks)), seg_chunks
-
-
 def _as4d(M: torch.Tensor) -> torch.Tensor:
     """(batch, N, L) -> (batch, 1, N, L) view, so the kernels see one layout."""
     return M.unsqueeze(1) if M.dim() == 3 else M
@@ -188,40 +172,28 @@ def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus
     dB = torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32)
     dC = torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32)
     dBC_slice = batch * groups * N * L if slices > 1 else 0
-    T, seg_chunks = bwd_split_segments(cfg, n_chunks)
-    # per-(segment, batch row) partial sums of dA, dD, ddelta_bias, reduced here
-    dA_part = _empty((T, batch, dim, N), device=dev, dtype=torch.float32)
-    dD_part = _empty((T, batch, dim), device=dev, dtype=torch.float32) if D is not None else dA_part
-    dbias_part = _empty((T, batch, dim), device=dev, dtype=torch.float32) if delta_bias is not None else dA_part
+    dA_part = _empty((batch, dim, N), device=dev, dtype=torch.float32)
+    dD_part = _empty((batch, dim), device=dev, dtype=torch.float32) if D is not None else dA_part
+    dbias_part = _empty((batch, dim), device=dev, dtype=torch.float32) if delta_bias is not None else dA_part
     zz = z if z is not None else u
     block_n = triton.next_power_of_2(N)
-    args = (
+    extra = {"N_INNER": min(cfg.bwd_n_inner, block_n)} if cfg.bwd_variant == "v2" else {}
+    BWD_KERNELS[cfg.bwd_variant][grid](
         u, delta, A, B4, C4, D if D is not None else A, zz, delta_bias if delta_bias is not None else A,
         dout, states, dlast if dlast is not None else A,
         du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part,
         dim, L, n_chunks, dim // groups, groups, dBC_slice,
         *u.stride(), *delta.stride(), *zz.stride(), *dout.stride(),
         *A.stride(), *B4.stride(), *C4.stride(),
+        N=N, BLOCK_N=block_n, BLOCK_D=cfg.bwd_block_d, BLOCK_L=cfg.block_l,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+        HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps, **extra,
     )
-    kw = dict(N=N, BLOCK_N=block_n, BLOCK_D=cfg.bwd_block_d, BLOCK_L=cfg.block_l,
-              HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-              HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps)
-    if cfg.bwd_variant == "v2":
-        # segment summaries of segments 1 .. T-1 (fp32: carry-out (batch, T-1, dim, N), sum of dt (batch, T-1, dim))
-        seg_q = _empty((batch, max(T - 1, 1), dim, N), device=dev, dtype=torch.float32)
-        seg_dt = _empty((batch, max(T - 1, 1), dim), device=dev, dtype=torch.float32)
-        kw.update(N_INNER=min(cfg.bwd_n_inner, block_n), seg_q_ptr=seg_q, seg_dt_ptr=seg_dt,
-                  seg_chunks=seg_chunks, n_segs=T)
-        if T > 1:
-            selective_scan_bwd_kernel_v2[grid + (T - 1,)](*args, **kw, PASS=1)
-        selective_scan_bwd_kernel_v2[grid + (T,)](*args, **kw, PASS=3)
-    else:
-        BWD_KERNELS[cfg.bwd_variant][grid](*args, **kw)
     dB = (dB.sum(0) if slices > 1 else dB[0]).to(B.dtype).reshape(B.shape)
     dC = (dC.sum(0) if slices > 1 else dC[0]).to(C.dtype).reshape(C.shape)
-    dA = dA_part.sum((0, 1)).to(A.dtype)
-    dD = dD_part.sum((0, 1)).to(D.dtype) if D is not None else None
-    dbias = dbias_part.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
+    dA = dA_part.sum(0).to(A.dtype)
+    dD = dD_part.sum(0).to(D.dtype) if D is not None else None
+    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
     return du, ddelta, dA, dB, dC, dD, (dz if z is not None else None), dbias
 
 

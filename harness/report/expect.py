@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.metrics import classify, is_fraction_metric
+from harness.report.runs import varying_params
 
 
 @dataclass
@@ -102,8 +103,6 @@ def evaluate_split(entry: Dict[str, Any], rows: pd.DataFrame) -> List[ExpectResu
     """One result per setting of the parameters (other than the seed) that the matching cells differ in:
     two runs side by side -- the same suite at lr 1e-3 and at 2e-3 -- are each judged, not averaged into
     a number neither run measured.  Without such parameters, the one result of :func:`evaluate_one`."""
-    from harness.report.runs import varying_params
-
     where = dict(entry.get("where") or {})
     sel = rows[rows["metric"] == str(entry.get("metric", ""))] if len(rows) and "metric" in rows else rows
     for key, value in where.items():

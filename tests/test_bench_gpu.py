@@ -5,7 +5,7 @@ import torch
 from harness.bench.peak_memory import PeakMemory
 from harness.bench.timing import L2_FLUSH_BYTES, CudaEventTimer
 from harness.execute import execute_cell
-from harness.bench.testing import TINY_MODEL, by_metric, cell
+from harness.bench.testing import TINY_MODEL, by_metric, cell, stepper_logits
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -73,3 +73,31 @@ def test_run_meta_on_cuda():
     meta = SPEC.run_meta("cuda")["bench"]
     assert meta["ceilings"]["bytes_per_s"] > 1e11 and meta["ceilings"]["flops_per_s"] > 1e12
     assert meta["gpu_start"]["name"]
+
+
+def test_decode_cuda_graph_replays_the_mamba_step_and_falls_back_for_a_kv_cache():
+    base = dict(vocab=64, batch=4, prompt_len=16, gen_len=8, dtype="bf16", warmup=1, repeats=2, device="cuda",
+                cuda_graph=True)
+    m = by_metric(execute_cell(cell("decode", model=TINY_MODEL, **base), cuda_ctx()))
+    assert [r["value"] for r in m["cuda_graph"]] == [1], m["cuda_graph"]
+    attn = dict(arch="transformer", mixer="attention", n_layers=1, d_model=32, heads=2)
+    m = by_metric(execute_cell(cell("decode", model=attn, **base), cuda_ctx()))
+    assert m["cuda_graph"][0]["value"] == 0 and "KV-cache" in m["cuda_graph"][0]["message"]
+
+
+def test_graphed_step_gives_the_eager_steppers_logits():
+    """The captured step replayed over prefill and generation: the same logits as the static-buffer step
+    run eagerly (same kernels, same order), for a Mamba and an H3/S4 model."""
+    import models
+    from harness.bench.static_step import StaticStepper
+
+    for cfg in (dict(arch="mamba", mixer="s6", n_layers=2, d_model=32), dict(arch="h3", mixer="s4", n_layers=1, d_model=32)):
+        torch.manual_seed(0)
+        lm = models.build_lm(cfg, 64).to("cuda").eval()
+        prompt = torch.randint(0, 64, (3, 6), device="cuda")
+        outs = []
+        with torch.inference_mode():
+            for capture in (False, True):
+                st = StaticStepper(lm, lambda: lm.init_state(3, "cuda", torch.float32), 3, "cuda", capture=capture)
+                outs.append(torch.stack(stepper_logits(st, prompt, 5)))
+        assert torch.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5), (cfg, (outs[0] - outs[1]).abs().max())

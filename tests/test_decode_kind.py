@@ -3,7 +3,7 @@ import pytest
 
 from harness.execute import execute_cell
 from harness.kinds.decode import tensor_bytes
-from harness.bench.testing import by_metric, cell, ctx
+from harness.bench.testing import by_metric, cell, ctx, stepper_logits
 
 MODELS = {"mamba": dict(arch="mamba", mixer="s6", n_layers=1, d_model=16),
           "attention": dict(arch="transformer", mixer="attention", n_layers=1, d_model=16, heads=2)}
@@ -47,3 +47,61 @@ def test_tensor_bytes_walks_nested_states():
     import torch
     state = {"pos": 3, "layers": [torch.zeros(2, 4), (torch.zeros(3, dtype=torch.float16), None)]}
     assert tensor_bytes(state) == 2 * 4 * 4 + 3 * 2
+
+
+# ---- static-buffer stepping (decode cuda_graph: true); the graph itself: tests/test_bench_gpu.py
+
+STEPPERS = {"mamba": dict(arch="mamba", mixer="s6", n_layers=2, d_model=16),
+            "h3-s4": dict(arch="h3", mixer="s4", n_layers=1, d_model=16),
+            "none-s6": dict(arch="none", mixer="s6", n_layers=1, d_model=16)}
+
+
+@pytest.mark.parametrize("name", list(STEPPERS))
+def test_static_stepper_decodes_exactly_as_the_plain_step(name):
+    """The stepper's in-place state and token buffers (what the graph replays) give the plain step's logits,
+    step for step, through prefill, greedy generation and a reset."""
+    import torch
+
+    import models
+    from harness.bench.static_step import StaticStepper
+
+    torch.manual_seed(0)
+    lm = models.build_lm(STEPPERS[name], 32).eval()
+    prompt = torch.randint(0, 32, (2, 5))
+    with torch.inference_mode():
+        stepper = StaticStepper(lm, lambda: lm.init_state(2, "cpu", torch.float32), 2, "cpu", capture=False)
+        for _ in range(2):                       # the second round after reset() must repeat the first
+            state, plain = lm.init_state(2, "cpu", torch.float32), []
+            for t in range(5):
+                logits, state = lm.step(prompt[:, t], state)
+                plain.append(logits)
+            for _ in range(4):
+                logits, state = lm.step(logits.argmax(-1), state)
+                plain.append(logits)
+            static = stepper_logits(stepper, prompt, 4)
+            assert len(static) == 9 and all(torch.equal(a, b) for a, b in zip(plain, static))
+            assert stepper.state["pos"] == 9
+
+
+def test_capture_problem_names_growing_and_positional_states():
+    import torch
+
+    import models
+    from harness.bench.static_step import capture_problem
+
+    def problem(cfg):
+        lm = models.build_lm(cfg, 32).eval()
+        with torch.inference_mode():
+            before = lm.init_state(2, "cpu", torch.float32)
+            _, after = lm.step(torch.zeros(2, dtype=torch.long), lm.init_state(2, "cpu", torch.float32))
+        return capture_problem(lm, before, after)
+
+    assert problem(STEPPERS["mamba"]) is None and problem(STEPPERS["h3-s4"]) is None
+    assert "KV-cache length" in problem(MODELS["attention"])
+    assert "absolute positions" in problem({**MODELS["attention"], "pos": "abs"})
+
+
+def test_cuda_graph_is_ignored_on_the_cpu_and_says_so():
+    m = decode("mamba", prompt_len=3, cuda_graph=True)
+    assert [(r["value"], r["message"]) for r in m["cuda_graph"]] == [(0, "cuda_graph is ignored on the CPU")]
+    assert "cuda_graph" not in decode("mamba", prompt_len=3)

@@ -124,6 +124,10 @@ class DecodeConfig(StrictModel):
     timeout_s: PositiveFloat = 300.0
     device: str = "cpu"
     seed: NonNegativeInt = 0
+    cuda_graph: bool = Field(
+        False, description="on CUDA, replay each decoding step from one CUDA graph over static buffers "
+                           "(harness/bench/static_step.py): eager decoding of a small model measures kernel-launch "
+                           "overhead; a state that grows (a KV cache) decodes eagerly, and a cuda_graph row says which")
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -40,3 +40,17 @@ class FakeTimer:
         fn()
         self.calls += 1
         return self.times[self.calls - 1]
+
+
+def stepper_logits(stepper: Any, prompt: Any, gen_len: int) -> List[Any]:
+    """Reset a StaticStepper, feed ``prompt`` (batch, T) through it, then ``gen_len`` greedy steps: the logits of
+    every step, cloned (the stepper's logits buffer is reused)."""
+    stepper.reset()
+    out = []
+    for t in range(prompt.shape[1]):
+        stepper.step(prompt[:, t])
+        out.append(stepper.logits.clone())
+    for _ in range(gen_len):
+        stepper.step()
+        out.append(stepper.logits.clone())
+    return out

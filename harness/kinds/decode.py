@@ -14,13 +14,14 @@ decoding state after the last token), peak memory and ``n_params``.  The model i
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 
 from harness.bench.config import DecodeConfig, cell_device
 from harness.bench.device_info import gpu_meta, gpu_state_rows
 from harness.bench.skips import skip_reason
+from harness.bench.static_step import StaticStepper, capture_problem
 from harness.bench.model_level import on_device
 from harness.bench.peak_memory import PeakMemory
 from harness.bench.timing import iqr, make_timer, median, synchronize
@@ -53,27 +54,41 @@ def cast_floating(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modul
 
 
 class Decoder:
-    """Greedy recurrent decoding of one batch; ``prefill`` and ``generate`` are the timed parts."""
+    """Greedy recurrent decoding of one batch; ``prefill`` and ``generate`` are the timed parts.  With a
+    :class:`StaticStepper` every step goes through it (replayed from a CUDA graph when it captured one)."""
 
-    def __init__(self, lm: torch.nn.Module, cfg: DecodeConfig, device: str, ctx: CellContext):
-        self.lm, self.cfg, self.device, self.ctx = lm, cfg, device, ctx
+    def __init__(self, lm: torch.nn.Module, cfg: DecodeConfig, device: str, ctx: CellContext,
+                 stepper: Optional[StaticStepper] = None):
+        self.lm, self.cfg, self.device, self.ctx, self.stepper = lm, cfg, device, ctx, stepper
         g = torch.Generator(device=device).manual_seed(cfg.seed)
         self.prompt = torch.randint(0, cfg.vocab, (cfg.batch, max(cfg.prompt_len, 1)), generator=g, device=device)
         self.reset()
 
     def reset(self) -> None:
-        self.state = self.lm.init_state(self.cfg.batch, self.device, self.cfg.torch_dtype)
+        if self.stepper is not None:
+            self.stepper.reset()
+            self.state = self.stepper.state
+        else:
+            self.state = self.lm.init_state(self.cfg.batch, self.device, self.cfg.torch_dtype)
         self.logits = None
 
     def prefill(self) -> None:
         for t in range(self.cfg.prompt_len):
             self.ctx.check_deadline()
-            self.logits, self.state = self.lm.step(self.prompt[:, t], self.state)
+            if self.stepper is not None:
+                self.stepper.step(self.prompt[:, t])
+                self.logits = self.stepper.logits
+            else:
+                self.logits, self.state = self.lm.step(self.prompt[:, t], self.state)
 
     def generate(self) -> None:
         token = self.prompt[:, 0] if self.logits is None else self.logits.argmax(-1)
-        for _ in range(self.cfg.gen_len):
+        for i in range(self.cfg.gen_len):
             self.ctx.check_deadline()
+            if self.stepper is not None:   # after a step the stepper's token buffer holds its argmax already
+                self.stepper.step(token if i == 0 and self.logits is None else None)
+                self.logits = self.stepper.logits
+                continue
             self.logits, self.state = self.lm.step(token, self.state)
             token = self.logits.argmax(-1)
 
@@ -90,7 +105,8 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
     timer = make_timer(device, flush_l2=False)
     prefill_ms, token_ms = [], []
     with torch.inference_mode(), PeakMemory(device, baseline_bytes=baseline) as peak:
-        dec = Decoder(lm, cfg, device, ctx)
+        stepper, graph_note = _stepper(lm, cfg, device)
+        dec = Decoder(lm, cfg, device, ctx, stepper)
         for _ in range(cfg.warmup):
             dec.reset()
             dec.prefill()
@@ -111,9 +127,32 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
         yield make_row("tokens_per_s", cfg.batch * cfg.gen_len / gen_s, "tokens/s")
         yield make_row("end_to_end_tokens_per_s", cfg.batch * cfg.gen_len / total_s, "tokens/s")
     yield make_row("state_bytes", state_bytes, "bytes", context_len=cfg.prompt_len + cfg.gen_len)
+    if cfg.cuda_graph:   # 1: every step replayed from one CUDA graph; 0: eager (message: why)
+        yield make_row("cuda_graph", int(stepper is not None), "", message=graph_note)
     yield make_row("n_params", models.count_params(lm), "")
     yield from peak.rows()
     yield from gpu_state_rows(device)
+
+
+def _stepper(lm: torch.nn.Module, cfg: DecodeConfig, device: str):
+    """(a capturing StaticStepper, None) when ``cuda_graph`` is asked for and possible, else (None, why not)."""
+    if not cfg.cuda_graph:
+        return None, None
+    if torch.device(device).type != "cuda":
+        return None, "cuda_graph is ignored on the CPU"
+
+    def init_state():
+        return lm.init_state(cfg.batch, device, cfg.torch_dtype)
+
+    before = init_state()
+    _, after = lm.step(torch.zeros(cfg.batch, dtype=torch.long, device=device), init_state())
+    problem = capture_problem(lm, before, after)
+    if problem is not None:
+        return None, f"eager: {problem}"
+    try:
+        return StaticStepper(lm, init_state, cfg.batch, device, capture=True), None
+    except RuntimeError as e:   # a capture the driver refuses: decode eagerly, say why
+        return None, f"eager: capture failed ({str(e).splitlines()[0][:200]})"
 
 
 SPEC = KindSpec(name="decode", config_model=DecodeConfig, run_cell=run_cell,

@@ -434,6 +434,7 @@ def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOpt
     for (cid, metric, *_rest) in list(bgroups) + list(ngroups):
         metrics_per_cell.setdefault(cid, set()).add(metric)
 
+    unrepeatable = _unrepeatable_cells(bdf) | _unrepeatable_cells(ndf)
     selected = set(_select_metrics(sorted({k[1] for k in bgroups} | {k[1] for k in ngroups}), opts.metrics))
     sampled = _cells_with_sampled_timing(bgroups, ngroups)
     for gkey in sorted(set(bgroups) & set(ngroups), key=lambda t: tuple(str(x) for x in t)):
@@ -455,10 +456,26 @@ def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOpt
                           unit=unit, base_n=len(bvals), new_n=len(nvals),
                           base=_centre(bvals, info), new=_centre(nvals, info))
         _judge(comp, bvals, nvals, info, opts, rng, withhold)
+        if info.family == "quality" and cid in unrepeatable and comp.verdict != "unchanged":
+            comp.note = "; ".join(filter(None, [comp.note, UNREPEATABLE_NOTE]))
         result.comparisons.append(comp)
     result.comparisons.sort(key=lambda c: (c.label, c.metric, tuple(str(v) for v in c.key.values())))
     result.status_changes.sort(key=lambda s: s.label)
     return result
+
+
+UNREPEATABLE_NOTE = "GPU training without train.deterministic: one seed differs run to run, so this may be noise"
+
+
+def _unrepeatable_cells(df: pd.DataFrame) -> set:
+    """Task cells trained on a GPU without ``train.deterministic``: the same seed does not give the same
+    numbers twice there (float atomics; harness/determinism.py), so a quality change can be noise."""
+    if not len(df) or not {"kind", "device", "cell_id"} <= set(df.columns):
+        return set()
+    task = df[(df["kind"] == "task") & df["device"].astype(str).str.startswith("cuda")]
+    if "train.deterministic" in task.columns:
+        task = task[task["train.deterministic"].map(lambda v: v is not True and v != 1.0)]
+    return set(task["cell_id"])
 
 
 def _cells_with_sampled_timing(bgroups: Dict[tuple, pd.DataFrame], ngroups: Dict[tuple, pd.DataFrame]) -> set:

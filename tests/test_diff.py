@@ -182,6 +182,25 @@ def test_quality_shift_is_a_regression_identical_runs_are_unchanged(tmp_path):
     assert [c for c in curves.comparisons if "step" in c.key]
 
 
+def test_quality_changes_of_unrepeatable_gpu_task_cells_say_they_may_be_noise(tmp_path):
+    """A task cell trained on CUDA without train.deterministic does not repeat for a seed: its quality
+    changes keep their verdict but say so; deterministic or CPU cells do not get the note."""
+    from harness.diff import UNREPEATABLE_NOTE
+
+    def notes(params):
+        base = _task_run(tmp_path / str(len(list(tmp_path.iterdir()))), "base", seed=0, params=params)
+        worse = _task_run(tmp_path / str(len(list(tmp_path.iterdir()))), "worse", seed=0, accuracy_shift=-0.05,
+                          params=params)
+        acc = [c for c in diff_runs([load_run(base)], [load_run(worse)]).comparisons
+               if c.metric == "accuracy" and c.verdict == "regression"]
+        assert acc
+        return {UNREPEATABLE_NOTE in c.note for c in acc}
+
+    assert notes({"device": "cuda"}) == {True}
+    assert notes({"device": "cuda", "train.deterministic": True}) == {False}
+    assert notes({}) == {False}
+
+
 def test_fail_on_change_counts_changes_within_tolerance(tmp_path):
     base = _task_run(tmp_path, "base", seed=0)
     nudged = _task_run(tmp_path, "nudged", seed=0, accuracy_shift=-0.002)

@@ -188,9 +188,9 @@ def test_quality_changes_of_unrepeatable_gpu_task_cells_say_they_may_be_noise(tm
     from harness.diff import UNREPEATABLE_NOTE
 
     def notes(params):
-        base = _task_run(tmp_path / str(len(list(tmp_path.iterdir()))), "base", seed=0, params=params)
+        base = _task_run(tmp_path / str(len(list(tmp_path.iterdir()))), "base", seed=0, extra_params=params)
         worse = _task_run(tmp_path / str(len(list(tmp_path.iterdir()))), "worse", seed=0, accuracy_shift=-0.05,
-                          params=params)
+                          extra_params=params)
         acc = [c for c in diff_runs([load_run(base)], [load_run(worse)]).comparisons
                if c.metric == "accuracy" and c.verdict == "regression"]
         assert acc

@@ -93,12 +93,12 @@ def task_rows(*, archs: Sequence[str] = ("h3", "mamba"), mixers: Sequence[str] =
               seeds: Sequence[int] = (0, 1), train_len: int = 64, eval_lens: Sequence[int] = (32, 64, 128, 256),
               steps: Sequence[int] = (0, 10, 20, 30), accuracy_shift: float = 0.0,
               failures: Optional[Dict[tuple, str]] = None, seed: int = 0,
-              params: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+              extra_params: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """Learning-curve and final per-length accuracy rows of an arch x mixer grid over seeds.
 
     Deterministic for a given ``seed``; ``accuracy_shift`` is added to every final accuracy
-    (clipped to [0, 1]); ``failures`` maps ``(arch, mixer)`` to a status for all its seeds; ``params``
-    overrides or adds cell parameters (e.g. ``{"device": "cuda"}``).
+    (clipped to [0, 1]); ``failures`` maps ``(arch, mixer)`` to a status for all its seeds;
+    ``extra_params`` overrides or adds cell parameters (e.g. ``{"device": "cuda"}``).
     """
     rng = np.random.default_rng(seed)
     failures = failures or {}
@@ -108,7 +108,7 @@ def task_rows(*, archs: Sequence[str] = ("h3", "mamba"), mixers: Sequence[str] =
             for s in seeds:
                 params = {"task.name": "induction_heads", "task.seq_len": train_len, "model.arch": arch,
                           "model.mixer": mixer, "model.d_model": 32, "train.steps": max(steps),
-                          "device": "cpu", "seed": s, **(params or {})}
+                          "device": "cpu", "seed": s, **(extra_params or {})}
                 if (arch, mixer) in failures:
                     st = failures[(arch, mixer)]
                     rows.append(_row(params, "cell", None, "", status=st, message=f"{st}: loss became NaN"))

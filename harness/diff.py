@@ -473,8 +473,11 @@ def _unrepeatable_cells(df: pd.DataFrame) -> set:
     if not len(df) or not {"kind", "device", "cell_id"} <= set(df.columns):
         return set()
     task = df[(df["kind"] == "task") & df["device"].astype(str).str.startswith("cuda")]
+    if task.empty:
+        return set()
     if "train.deterministic" in task.columns:
-        task = task[task["train.deterministic"].map(lambda v: v is not True and v != 1.0)]
+        repeatable = task["train.deterministic"].map(lambda v: v is True or v == 1.0).astype(bool)
+        task = task[~repeatable]
     return set(task["cell_id"])
 
 

@@ -199,6 +199,7 @@ def test_quality_changes_of_unrepeatable_gpu_task_cells_say_they_may_be_noise(tm
     assert notes({"device": "cuda"}) == {True}
     assert notes({"device": "cuda", "train.deterministic": True}) == {False}
     assert notes({}) == {False}
+    assert notes({"train.deterministic": False}) == {False}          # CPU cells: repeatable whatever the flag
 
 
 def test_fail_on_change_counts_changes_within_tolerance(tmp_path):

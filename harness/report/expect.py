@@ -76,6 +76,17 @@ def _matches(series: pd.Series, value: Any) -> pd.Series:
     return pd.to_numeric(series, errors="coerce") == float(value)
 
 
+def matching_rows(rows: pd.DataFrame, metric: str, where: Dict[str, Any]) -> tuple:
+    """(the rows of ``metric`` that match every ``where`` key, None), or (None, the first key with no column)."""
+    sel = rows[rows["metric"] == metric] if len(rows) else rows
+    for key, value in where.items():
+        col = column_for(rows, key)
+        if col is None:
+            return None, key
+        sel = sel[_matches(sel[col], value)]
+    return sel, None
+
+
 def judge(measured: float, expected: float, op: str, tol: float) -> str:
     if op == "==":
         gap = abs(measured - expected)
@@ -104,12 +115,9 @@ def evaluate_split(entry: Dict[str, Any], rows: pd.DataFrame) -> List[ExpectResu
     two runs side by side -- the same suite at lr 1e-3 and at 2e-3 -- are each judged, not averaged into
     a number neither run measured.  Without such parameters, the one result of :func:`evaluate_one`."""
     where = dict(entry.get("where") or {})
-    sel = rows[rows["metric"] == str(entry.get("metric", ""))] if len(rows) and "metric" in rows else rows
-    for key, value in where.items():
-        col = column_for(rows, key)
-        if col is None:
-            return [evaluate_one(entry, rows)]
-        sel = sel[_matches(sel[col], value)]
+    sel, missing = matching_rows(rows, str(entry.get("metric", "")), where)
+    if missing is not None:
+        return [evaluate_one(entry, rows)]
     named = {column_for(rows, k) for k in where}
     tidy = len(sel) and {"cell_id", "run_id"} <= set(sel.columns)   # a results table, not a hand-made one
     split = [c for c in varying_params(sel) if c not in named] if tidy else []
@@ -136,13 +144,10 @@ def evaluate_one(entry: Dict[str, Any], rows: pd.DataFrame) -> ExpectResult:
     if is_fraction_metric(metric) and expected > 1.0:
         res.note = "expected accuracy > 1: write accuracies as fractions (0.998, not 99.8)"
 
-    sel = rows[rows["metric"] == metric] if len(rows) else rows
-    for key, value in where.items():
-        col = column_for(rows, key)
-        if col is None:
-            res.note = f"no column {key!r} in the results"
-            return res
-        sel = sel[_matches(sel[col], value)]
+    sel, missing = matching_rows(rows, metric, where)
+    if missing is not None:
+        res.note = f"no column {missing!r} in the results"
+        return res
     if not len(sel):
         res.note = res.note or "no rows match"
         return res

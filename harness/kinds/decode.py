@@ -21,7 +21,7 @@ import torch
 from harness.bench.config import DecodeConfig, cell_device
 from harness.bench.device_info import gpu_meta, gpu_state_rows
 from harness.bench.skips import skip_reason
-from harness.bench.static_step import StaticStepper, capture_problem
+from harness.bench.static_step import StaticStepper, capture_problem, leaves
 from harness.bench.model_level import on_device
 from harness.bench.peak_memory import PeakMemory
 from harness.bench.timing import iqr, make_timer, median, synchronize
@@ -31,13 +31,7 @@ from harness.kinds import KindSpec
 
 def tensor_bytes(obj: Any) -> int:
     """Bytes of every tensor inside a nested state (dicts, lists, tuples)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
+    return sum(x.numel() * x.element_size() for x in leaves(obj) if isinstance(x, torch.Tensor))
 
 
 def cast_floating(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

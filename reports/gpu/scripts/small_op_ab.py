@@ -12,11 +12,11 @@ warm-up, median of repeats; the ratio is against the torch op measured in the sa
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+
+from harness.bench.timing import make_timer, median
 
 
 def rms_torch(x, w, eps=1e-5):
@@ -44,24 +44,11 @@ def conv_shifted(x, w, b):
 
 
 def time_ms(fn, device, repeats=50, warmup=10):
+    """Median ms of ``fn`` after warm-up: CUDA events on a GPU, perf_counter on the CPU (harness.bench.timing)."""
+    timer = make_timer(str(device), flush_l2=False)
     for _ in range(warmup):
         fn()
-    if device.type != "cuda":
-        t = []
-        for _ in range(max(3, repeats // 10)):
-            s = time.perf_counter()
-            fn()
-            t.append((time.perf_counter() - s) * 1e3)
-        return statistics.median(t)
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    return median([timer(fn) for _ in range(repeats if device.type == "cuda" else max(3, repeats // 10))])
 
 
 def fwd_bwd(op, inputs, dy):

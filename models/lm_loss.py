@@ -30,7 +30,10 @@ def lm_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.
     if chunk is None:
         return F.cross_entropy((h @ weight.t()).float(), t)
     dev = h.device.type
-    compute = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.promote_types(h.dtype, weight.dtype)
+    if torch.is_autocast_enabled(dev):
+        compute = torch.get_autocast_dtype(dev)
+    else:
+        compute = torch.promote_types(h.dtype, weight.dtype)
     return _ChunkedLinearCrossEntropy.apply(h, weight, t, int(chunk), compute)
 
 

@@ -2,8 +2,8 @@
 
 The diff treats families differently: timings are noisy and need repeats and a significance test,
 quality numbers (accuracy, loss) are deterministic for fixed seeds on one device (on a GPU only
-with ``train.deterministic``: harness/determinism.py) and get an absolute tolerance, memory is compared by ratio, and ``info`` metrics (``n_params``) are only
-reported when they change.  The direction says which way is a regression.
+with ``train.deterministic``: harness/determinism.py) and get an absolute tolerance, memory is
+compared by ratio, and ``info`` metrics (``n_params``) are only reported when they change.  The direction says which way is a regression.
 """
 from __future__ import annotations
 

@@ -60,3 +60,34 @@ def test_under_bf16_autocast_it_matches_the_plain_path():
     assert float((dh1 - dh0).norm() / dh0.norm()) < 2e-2
     assert float((dw1 - dw0).norm() / dw0.norm()) < 2e-2
     assert dh1.dtype == h.dtype and dw1.dtype == w.dtype
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_it_matches_the_plain_path_and_holds_one_chunk_of_logits():
+    """The path the memory cells take on the GPU: bf16 autocast, equal to the plain path's loss and
+    gradients, and a peak that grows by about one chunk of logits instead of all of them."""
+    seed = secrets.randbits(31)
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    n, d, vocab, chunk = 8192, 256, 50280, 256
+    h = torch.randn(n, d, device="cuda", generator=g, requires_grad=True)
+    w = (torch.randn(vocab, d, device="cuda", generator=g) * 0.05).requires_grad_()
+    t = torch.randint(0, vocab, (n,), device="cuda", generator=g)
+    out = {}
+    for c in (None, chunk):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = lm_cross_entropy(h, w, t, chunk=c)
+        dh, dw = torch.autograd.grad(loss, [h, w])
+        torch.cuda.synchronize()
+        out[c] = (float(loss), dh, dw, torch.cuda.max_memory_allocated() - base)
+    (l0, dh0, dw0, peak0), (l1, dh1, dw1, peak1) = out[None], out[chunk]
+    assert l1 == pytest.approx(l0, rel=1e-3), seed
+    assert float((dh1 - dh0).norm() / dh0.norm()) < 2e-2, seed
+    assert float((dw1 - dw0).norm() / dw0.norm()) < 2e-2, seed
+    all_logits_fp32 = n * vocab * 4
+    assert peak0 > all_logits_fp32, (peak0, all_logits_fp32)        # the plain path holds them all
+    # chunked: grads (dh, dw) + a few chunk-sized fp32/bf16 temporaries, far below one full fp32 copy
+    assert peak1 < 0.35 * all_logits_fp32, (peak1, all_logits_fp32)

@@ -15,7 +15,9 @@ Does not import ``harness`` (the device machine has no pydantic).
 then per variant a check against the float64 oracle (batch 1, bf16 inputs; "FAIL" past 2e-2 relative
 error) and fwd / fwd+bwd timings with DEFAULT_CONFIG changed as the variant says.  A variant is
 ``NAME[:key=value,...]``: NAME a ScanConfig.bwd_variant (v1, v2), keys bd (bwd_block_d), ni
-(bwd_n_inner), bl (block_l), w (bwd_warps), fbd (block_d), u (unroll).
+(bwd_n_inner), bl (block_l), w (bwd_warps), fbd (block_d), u (unroll), T (bwd_split: segments of the
+time-parallel backward, v2 only; without T the variant picks T per shape, ``T=1`` is a single pass).
+E.g. ``--variants v2:T=1 v2 v2:T=4 v2:T=16 --batch 1 --dim 1024 --L 2048 8192 32768``.
 
 ``--fwd-variants`` compares settings of the forward kernel (the time-parallel "split" kernel, the only
 forward) in one run over ``--shapes`` (default: batch 1 dim 1024 at L 2048 8192 32768, the Mamba paper's
@@ -215,7 +217,7 @@ def sweep(batch, dim, L, N, budget_ms=150.0):
 
 
 VARIANT_KEYS = {"bd": "bwd_block_d", "ni": "bwd_n_inner", "bl": "block_l", "w": "bwd_warps", "fbd": "block_d",
-                "u": "unroll"}
+                "u": "unroll", "T": "bwd_split"}
 
 
 def variant_config(spec: str):

@@ -219,6 +219,82 @@ def test_triton_bad_fwd_split_is_an_error():
         ScanConfig(fwd_variant="fused")
 
 
+# ---- time-parallel backward (ScanConfig.bwd_split, v2): pass 1 writes each later segment's carry-out of
+# the adjoint state from zero and its sum of dt; pass 3 folds those into its carry-in and runs the backward.
+# BLOCK_L 4 gives L 37..50 10..13 chunks, so T 3 makes uneven segments and T 64 is capped at one per chunk.
+
+@pytest.mark.parametrize("T", [3, 64])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_triton_backward_segments_match_float64(case, T):
+    batch, dim, L, N, groups, z, D, bias, softplus = case
+    cfg = replace(SMALL, block_l=4, bwd_split=T)
+    seed, errs = run_case(batch, dim, L, N, groups, z, D, bias, softplus, config=cfg)
+    assert_fp32(seed, errs, ("bwd_split", T))
+
+
+def test_triton_backward_segments_without_last_state_and_with_a_state_split():
+    """No dlast (the last segment's carry-in is zero) and v2's N_INNER 2 tiles, T 2."""
+    cfg = replace(SMALL, block_l=4, bwd_split=2, bwd_n_inner=2)
+    seed, errs = run_case(2, 4, 45, 8, last_state=False, config=cfg)
+    assert_fp32(seed, errs, "bwd_split 2, no last state")
+
+
+def test_triton_backward_segments_carry_across_many_segments():
+    """Slow decay (A / 100): the adjoint carry of every later segment reaches the first one, so an error in
+    a segment summary or in the fold's decay shows (13 segments of one chunk each)."""
+    seed = fresh_seed()
+    ins = random_inputs(2, 4, 50, 4, device=DEVICE, seed=seed)
+    ins["A"] = ins["A"] / 100
+
+    def fn(*a, **k):
+        return selective_scan_triton(*a, **k, config=replace(SMALL, block_l=4, bwd_split=64))
+
+    with poisoned_outputs():
+        errs = compare(fn, ins, seed=seed)
+    assert_fp32(seed, errs, "13 one-chunk segments, slow decay")
+
+
+def test_triton_backward_segments_deterministic(deterministic_algorithms):
+    cfg = replace(SPLIT, block_l=4, bwd_split=3)
+    seed, errs = run_case(1, 8, 41, 4, 2, config=cfg)
+    assert_fp32(seed, errs, "bwd_split 3, deterministic")
+
+
+def test_triton_backward_auto_segments():
+    from kernels.selective_scan.triton_backend import DEFAULT_CONFIG, _fit_config, bwd_split_segments
+
+    def segs(batch, dim, L, **kw):
+        cfg = _fit_config(replace(DEFAULT_CONFIG, **kw), dim, L, 1)
+        return bwd_split_segments(cfg, batch, dim, -(-L // cfg.block_l), "cpu")   # 132 SMs off CUDA
+
+    # the H200 A/B of 2026-12-02 (kernels/NOTES.md): batch 1 dim 1024 is 128 programs
+    assert segs(1, 1024, 2048) == (1, 256)        # segments would be < 2048 steps
+    assert segs(1, 1024, 8192) == (4, 256)
+    assert segs(1, 1024, 32768) == (8, 512)
+    assert segs(1, 1024, 1 << 20) == (8, 16384)   # ~8 programs per SM reached
+    assert segs(1, 256, 1 << 20) == (16, 8192)    # 32 programs would want 32: capped at BWD_SPLIT_MAX
+    assert segs(4, 2048, 4096) == (1, 512)        # 1024 programs fill the GPU already
+    assert segs(64, 128, 1024) == (1, 128)        # the quick task suites' shape
+    assert segs(1, 1024, 8192, bwd_split=2) == (2, 512)             # an explicit T wins
+    assert segs(1, 1024, 8192, bwd_variant="v1") == (1, 1024)       # v1 has no split
+
+
+def test_triton_bad_bwd_split_is_an_error():
+    ins = {k: (v.requires_grad_() if v is not None and v.is_floating_point() else v)
+           for k, v in random_inputs(1, 2, 40, 2, device=DEVICE).items()}
+
+    def backward(cfg):
+        y = selective_scan_triton(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], delta_softplus=True,
+                                  config=cfg)
+        y.sum().backward()
+
+    for T in (0, -2, 2.0):
+        with pytest.raises(ValueError, match="bwd_split"):
+            backward(replace(SMALL, block_l=4, bwd_split=T))
+    with pytest.raises(ValueError, match="bwd_split=2 needs bwd_variant 'v2'"):
+        backward(replace(SMALL, block_l=4, bwd_split=2, bwd_variant="v1"))
+
+
 def test_triton_without_last_state_or_grads():
     seed, errs = run_case(1, 4, 20, 4, last_state=False, grads=False)
     assert_fp32(seed, errs, "no last state, no grads")
@@ -306,15 +382,21 @@ def test_triton_cuda_swept_tiles(tiles, T):
     assert_fp32(seed, errs, cfg)
 
 
-@pytest.mark.parametrize("variant", ["v1", "v2", "fwd-T1", "fwd-T8"])
+@pytest.mark.parametrize("variant", ["v1", "v2", "fwd-T1", "fwd-T8", "bwd-T8"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_triton_cuda_bf16_mamba_shape(variant):
-    """v1 / v2 with the default forward (auto T, 16 segments here); the forward as one pass and with T 8."""
+    """v1 / v2 with the default forward (auto T, 16 segments here); the forward as one pass and with T 8;
+    the time-parallel backward with 8 segments."""
     from kernels.selective_scan.triton_backend import default_config
 
     cfg = default_config(256, 2048, 16)
-    cfg = split_cfg(cfg, int(variant[5:])) if variant.startswith("fwd-T") else replace(cfg, bwd_variant=variant)
+    if variant.startswith("fwd-T"):
+        cfg = split_cfg(cfg, int(variant[5:]))
+    elif variant.startswith("bwd-T"):
+        cfg = replace(cfg, bwd_split=int(variant[5:]))
+    else:
+        cfg = replace(cfg, bwd_variant=variant)
     seed, errs = run_case(2, 256, 2048, 16, dtype=torch.bfloat16, config=cfg)
     bad = {k: v for k, v in errs.items() if not v < 1e-2}
     assert not bad, f"seed={seed}: {errs}"

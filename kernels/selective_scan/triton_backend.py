@@ -2,7 +2,7 @@
 
 The forward is ``selective_scan_fwd_split_kernel``, time-parallel over T segments of the sequence
 (``ScanConfig.fwd_split``; None picks T per shape, T = 1 is a single pass over L); the backward is the
-kernel named by ``ScanConfig.bwd_variant``.
+kernel named by ``ScanConfig.bwd_variant``, time-parallel the same way (``ScanConfig.bwd_split``, v2).
 
 Runs on CUDA, and on the CPU under ``TRITON_INTERPRET=1`` (set before triton is imported) for tests.
 """
@@ -42,6 +42,7 @@ class ScanConfig:
     bwd_variant: str = "v2"             # backward kernel: a key of BWD_KERNELS (kernels/NOTES.md)
     bwd_n_inner: int = 8                # v2 only: states per lane group (tile [L, N/n_inner, D, n_inner])
     fwd_split: Optional[int] = None     # forward segments T of L; None = auto (fwd_split_segments), 1 = one pass
+    bwd_split: Optional[int] = None     # backward segments T of L (v2); None = auto (bwd_split_segments), 1 = one pass
 
 
 # Backward kernels by ScanConfig.bwd_variant; same arguments, v2 takes N_INNER too.
@@ -59,6 +60,12 @@ BWD_VARIANTS = tuple(BWD_KERNELS)
 FWD_SPLIT_PROGRAMS_PER_SM = 4   # auto T aims at about this many one-warp programs per SM
 FWD_SPLIT_MIN_CHUNKS = 4        # auto T keeps at least this many BLOCK_L chunks per segment
 FWD_SPLIT_MAX = 64
+
+# The backward's T (kernels/NOTES.md, "Split backward"), fitted to the H200 A/B of 2026-12-02 (batch 1,
+# dim 1024, 128 programs): best T 1 at L 2048, 4 at 8192, 8 (= 16) at 32768; batch 4 dim 2048 keeps T = 1.
+BWD_SPLIT_PROGRAMS_PER_SM = 8   # auto T aims at about this many one-warp programs per SM
+BWD_SPLIT_MIN_STEPS = 2048      # auto T keeps at least this many time steps per segment (pass 1 costs ~40 %)
+BWD_SPLIT_MAX = 16
 
 
 # Tiles: fastest of the sweep on an H100 (batch 4, dim 2048, N 16, L 4096, bf16; kernels/NOTES.md, run 5).
@@ -113,6 +120,34 @@ def fwd_split_segments(cfg: ScanConfig, batch: int, dim: int, L: int, device="cu
         T = min(T, FWD_SPLIT_MAX, _pow2_floor(max(1, n_chunks // FWD_SPLIT_MIN_CHUNKS)))
     seg_chunks = triton.cdiv(n_chunks, min(T, n_chunks))
     return triton.cdiv(n_chunks, seg_chunks), seg_chunks
+
+
+def bwd_split_segments(cfg: ScanConfig, batch: int, dim: int, n_chunks: int, device="cuda") -> Tuple[int, int]:
+    """(T, chunks per segment) of the backward, for a *fitted* cfg.
+
+    T = cfg.bwd_split if given, else auto (v2 only; v1 has no split): programs = cdiv(dim, bwd_block_d) *
+    batch, and T is the power of two nearest (in log2) to BWD_SPLIT_PROGRAMS_PER_SM * SMs / programs, at
+    most BWD_SPLIT_MAX and at most L / BWD_SPLIT_MIN_STEPS.  Fewer segments when L has fewer chunks, never
+    an empty one.  Pass 1 (segments 1..T-1) computes each one's carry-out of the adjoint state from zero;
+    pass 3 folds the later segments' carries into its own and runs the backward.  Batch 1, dim 1024 on 132
+    SMs: T 1 at L 2048, 4 at 8192, 8 at 32768; batch 4, dim 2048: T = 1."""
+    T = cfg.bwd_split
+    if T is None:
+        if cfg.bwd_variant != "v2":
+            return 1, n_chunks
+        programs = triton.cdiv(dim, cfg.bwd_block_d) * batch
+        want = BWD_SPLIT_PROGRAMS_PER_SM * _sm_count(device) / programs
+        T = 1 << max(0, round(math.log2(want))) if want > 1 else 1
+        min_chunks = max(1, BWD_SPLIT_MIN_STEPS // cfg.block_l)
+        T = min(T, BWD_SPLIT_MAX, _pow2_floor(max(1, n_chunks // min_chunks)))
+    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+        raise ValueError(f"ScanConfig.bwd_split={T!r}: None (auto) or a whole number of segments >= 1")
+    if T > 1 and cfg.bwd_variant != "v2":
+        raise ValueError(f"ScanConfig.bwd_split={T} needs bwd_variant 'v2' (got {cfg.bwd_variant!r}); "
+                         f"set bwd_split=1 or bwd_variant='v2'")
+    T = max(1, min(T, n_chunks))
+    seg_chunks = max(1, triton.cdiv(n_chunks, T))
+    return max(1, triton.cdiv(n_chunks, seg_chunks)), seg_chunks
 
 
 def _as4d(M: torch.Tensor) -> torch.Tensor:
@@ -172,28 +207,40 @@ def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus
     dB = torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32)
     dC = torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32)
     dBC_slice = batch * groups * N * L if slices > 1 else 0
-    dA_part = _empty((batch, dim, N), device=dev, dtype=torch.float32)
-    dD_part = _empty((batch, dim), device=dev, dtype=torch.float32) if D is not None else dA_part
-    dbias_part = _empty((batch, dim), device=dev, dtype=torch.float32) if delta_bias is not None else dA_part
+    T, seg_chunks = bwd_split_segments(cfg, batch, dim, n_chunks, dev)
+    # per-(segment, batch row) partial sums of dA, dD, ddelta_bias, reduced here
+    dA_part = _empty((T, batch, dim, N), device=dev, dtype=torch.float32)
+    dD_part = _empty((T, batch, dim), device=dev, dtype=torch.float32) if D is not None else dA_part
+    dbias_part = _empty((T, batch, dim), device=dev, dtype=torch.float32) if delta_bias is not None else dA_part
     zz = z if z is not None else u
     block_n = triton.next_power_of_2(N)
-    extra = {"N_INNER": min(cfg.bwd_n_inner, block_n)} if cfg.bwd_variant == "v2" else {}
-    BWD_KERNELS[cfg.bwd_variant][grid](
+    args = (
         u, delta, A, B4, C4, D if D is not None else A, zz, delta_bias if delta_bias is not None else A,
         dout, states, dlast if dlast is not None else A,
         du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part,
         dim, L, n_chunks, dim // groups, groups, dBC_slice,
         *u.stride(), *delta.stride(), *zz.stride(), *dout.stride(),
         *A.stride(), *B4.stride(), *C4.stride(),
-        N=N, BLOCK_N=block_n, BLOCK_D=cfg.bwd_block_d, BLOCK_L=cfg.block_l,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-        HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps, **extra,
     )
+    kw = dict(N=N, BLOCK_N=block_n, BLOCK_D=cfg.bwd_block_d, BLOCK_L=cfg.block_l,
+              HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+              HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps)
+    if cfg.bwd_variant == "v2":
+        # segment summaries of segments 1 .. T-1 (fp32: carry-out (batch, T-1, dim, N), sum of dt (batch, T-1, dim))
+        seg_q = _empty((batch, max(T - 1, 1), dim, N), device=dev, dtype=torch.float32)
+        seg_dt = _empty((batch, max(T - 1, 1), dim), device=dev, dtype=torch.float32)
+        kw.update(N_INNER=min(cfg.bwd_n_inner, block_n), seg_q_ptr=seg_q, seg_dt_ptr=seg_dt,
+                  seg_chunks=seg_chunks, n_segs=T)
+        if T > 1:
+            selective_scan_bwd_kernel_v2[grid + (T - 1,)](*args, **kw, PASS=1)
+        selective_scan_bwd_kernel_v2[grid + (T,)](*args, **kw, PASS=3)
+    else:
+        BWD_KERNELS[cfg.bwd_variant][grid](*args, **kw)
     dB = (dB.sum(0) if slices > 1 else dB[0]).to(B.dtype).reshape(B.shape)
     dC = (dC.sum(0) if slices > 1 else dC[0]).to(C.dtype).reshape(C.shape)
-    dA = dA_part.sum(0).to(A.dtype)
-    dD = dD_part.sum(0).to(D.dtype) if D is not None else None
-    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
+    dA = dA_part.sum((0, 1)).to(A.dtype)
+    dD = dD_part.sum((0, 1)).to(D.dtype) if D is not None else None
+    dbias = dbias_part.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
     return du, ddelta, dA, dB, dC, dD, (dz if z is not None else None), dbias
 
 

@@ -403,11 +403,18 @@ def selective_scan_bwd_kernel_v2(
     N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, UNROLL: tl.constexpr, N_INNER: tl.constexpr,
+    seg_q_ptr, seg_dt_ptr, seg_chunks, n_segs, PASS: tl.constexpr,
 ):
     NL: tl.constexpr = N_INNER
     NH: tl.constexpr = BLOCK_N // N_INNER
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    seg = tl.program_id(2)                     # PASS 3: segments 0 .. n_segs-1; PASS 1: 1 .. n_segs-1
+    if PASS == 1:
+        seg = seg + 1
+    c_lo = seg * seg_chunks
+    c_hi = tl.minimum(c_lo + seg_chunks, n_chunks)
+    n_sum = n_segs - 1                         # rows of seg_q / seg_dt (segments 1 .. n_segs-1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_l = tl.arange(0, BLOCK_L)
     n3 = tl.arange(0, NH)[:, None, None] * NL + tl.arange(0, NL)[None, None, :]      # [NH, 1, NL]
@@ -438,29 +445,42 @@ def selective_scan_bwd_kernel_v2(
     is_first = (offs_l == 0)[:, None, None, None]
     is_last = (offs_l == BLOCK_L - 1)[:, None, None, None]
 
-    if HAS_DLAST:
-        q_carry = tl.load(dlast_ptr + (pid_b * dim + d3) * N + n3, mask=nd_mask, other=0.0).to(tl.float32)
+    q_carry = tl.zeros([NH, BLOCK_D, NL], dtype=tl.float32)
+    if PASS == 3:
+        if HAS_DLAST:
+            q_carry = tl.load(dlast_ptr + (pid_b * dim + d3) * N + n3, mask=nd_mask, other=0.0).to(tl.float32)
+        # the carry into this segment from the later ones: q <- q_loc[j] + exp2(A2 * dt_sum[j]) q for
+        # j = n_segs-1 down to seg+1 (segment j's decay over all its steps, and its carry-out from zero)
+        for jj in range(0, n_segs - 1 - seg):
+            row = pid_b * n_sum + (n_segs - 2 - jj)
+            sdt = tl.load(seg_dt_ptr + row * dim + offs_d, mask=mask_d, other=0.0)              # [BD]
+            q_loc = tl.load(seg_q_ptr + (row * dim + d3) * N + n3, mask=nd_mask, other=0.0)
+            q_carry = q_loc + tl.exp2(A2 * sdt[None, :, None]) * q_carry
     else:
-        q_carry = tl.zeros([NH, BLOCK_D, NL], dtype=tl.float32)
+        dt_acc = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
     dA_acc = tl.zeros([NH, BLOCK_D, NL], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     ones = tl.full([BLOCK_L, NH, BLOCK_D, NL], 1.0, tl.float32)
 
-    t = (n_chunks - 1) * BLOCK_L + offs_l
+    t = (c_hi - 1) * BLOCK_L + offs_l
     m2 = (t < L)[:, None] & mask_d[None, :]
     mBC = (t < L)[:, None, None] & mask_nbc
-    u_nx = tl.load(u_base + t[:, None] * s_ul, mask=m2, other=0.0)
     x_nx = tl.load(d_base + t[:, None] * s_dl, mask=m2, other=0.0)
     o_nx = tl.load(o_base + t[:, None] * s_ol, mask=m2, other=0.0)
-    B_nx = tl.load(B_base + t[:, None, None] * s_Bl, mask=mBC, other=0.0)
     C_nx = tl.load(C_base + t[:, None, None] * s_Cl, mask=mBC, other=0.0)
-    h0_nx = tl.load(st_base + (n_chunks - 1) * N, mask=nd_mask, other=0.0)
-    z_nx = u_nx
+    u_nx = x_nx
+    B_nx = C_nx
+    h0_nx = q_carry
+    if PASS == 3:                               # pass 1 needs only what the reverse scan of g reads
+        u_nx = tl.load(u_base + t[:, None] * s_ul, mask=m2, other=0.0)
+        B_nx = tl.load(B_base + t[:, None, None] * s_Bl, mask=mBC, other=0.0)
+        h0_nx = tl.load(st_base + (c_hi - 1) * N, mask=nd_mask, other=0.0)
+    z_nx = x_nx
     if HAS_Z:
         z_nx = tl.load(z_base + t[:, None] * s_zl, mask=m2, other=0.0)
-    for i in tl.range(0, n_chunks, loop_unroll_factor=UNROLL):
-        c = n_chunks - 1 - i
+    for i in tl.range(0, c_hi - c_lo, loop_unroll_factor=UNROLL):
+        c = c_hi - 1 - i
         t = c * BLOCK_L + offs_l
         mask_l = t < L
         m2 = mask_l[:, None] & mask_d[None, :]
@@ -473,15 +493,16 @@ def selective_scan_bwd_kernel_v2(
         h0 = h0_nx                                                     # [NH, BD, NL]
         zz = z_nx.to(tl.float32)
         tp = t - BLOCK_L                                               # previous chunk (c - 1)
-        okp = c > 0
+        okp = c > c_lo
         m2p = okp & (tp >= 0)[:, None] & mask_d[None, :]
         mBCp = okp & (tp >= 0)[:, None, None] & mask_nbc
-        u_nx = tl.load(u_base + tp[:, None] * s_ul, mask=m2p, other=0.0)
         x_nx = tl.load(d_base + tp[:, None] * s_dl, mask=m2p, other=0.0)
         o_nx = tl.load(o_base + tp[:, None] * s_ol, mask=m2p, other=0.0)
-        B_nx = tl.load(B_base + tp[:, None, None] * s_Bl, mask=mBCp, other=0.0)
         C_nx = tl.load(C_base + tp[:, None, None] * s_Cl, mask=mBCp, other=0.0)
-        h0_nx = tl.load(st_base + (c - 1) * N, mask=okp & nd_mask, other=0.0)
+        if PASS == 3:
+            u_nx = tl.load(u_base + tp[:, None] * s_ul, mask=m2p, other=0.0)
+            B_nx = tl.load(B_base + tp[:, None, None] * s_Bl, mask=mBCp, other=0.0)
+            h0_nx = tl.load(st_base + (c - 1) * N, mask=okp & nd_mask, other=0.0)
         if HAS_Z:
             z_nx = tl.load(z_base + tp[:, None] * s_zl, mask=m2p, other=0.0)
         if HAS_BIAS:
@@ -493,24 +514,29 @@ def selective_scan_bwd_kernel_v2(
         dt = tl.where(m2, dt, 0.0)                  # padded steps: decay 1, input 0
         dt4 = dt[:, None, :, None]                                     # [BL, 1, BD, 1]
 
-        # recompute the forward states, h0 folded into the first input
         a = tl.exp2(dt4 * A2[None, :, :, :])                           # [BL, NH, BD, NL]
-        dtu = dt * u
-        dtu4 = dtu[:, None, :, None]
-        b = dtu4 * Bt
-        b0 = b + tl.where(is_first, a * h0[None, :, :, :], 0.0)
-        _, hs = tl.associative_scan((a, b0), axis=0, combine_fn=_linear_combine)
-
-        if HAS_Z:
-            sig = _sigmoid(zz)
-            y = tl.sum(tl.sum(hs * Ct, axis=1), axis=2)
-            if HAS_D:
-                y += Dv[None, :] * u
-            dz = dout * y * sig * (1.0 + zz * (1.0 - sig))
-            tl.store(dz_ptr + g_off + t[:, None], dz.to(dz_ptr.dtype.element_ty), mask=m2)
-            dy = dout * zz * sig
+        if PASS == 3:
+            # recompute the forward states, h0 folded into the first input
+            dtu = dt * u
+            dtu4 = dtu[:, None, :, None]
+            b = dtu4 * Bt
+            b0 = b + tl.where(is_first, a * h0[None, :, :, :], 0.0)
+            _, hs = tl.associative_scan((a, b0), axis=0, combine_fn=_linear_combine)
+            if HAS_Z:
+                sig = _sigmoid(zz)
+                y = tl.sum(tl.sum(hs * Ct, axis=1), axis=2)
+                if HAS_D:
+                    y += Dv[None, :] * u
+                dz = dout * y * sig * (1.0 + zz * (1.0 - sig))
+                tl.store(dz_ptr + g_off + t[:, None], dz.to(dz_ptr.dtype.element_ty), mask=m2)
+                dy = dout * zz * sig
+            else:
+                dy = dout
         else:
+            dt_acc += dt
             dy = dout
+            if HAS_Z:
+                dy = dout * zz * _sigmoid(zz)
         dy4 = dy[:, None, :, None]
 
         # reverse scan g_t = C_t dy_t + a_{t+1} g_{t+1} as flip -> forward scan -> flip (time is in
@@ -521,30 +547,37 @@ def selective_scan_bwd_kernel_v2(
         gs = tl.flip(gf, 0)
         q_carry = tl.sum(tl.where(is_first, a * gs, 0.0), axis=0)
 
-        gB = tl.sum(tl.sum(gs * Bt, axis=1), axis=2)                   # [BL, BD]
-        gh = gs * (hs - b)                                             # g_t * a_t * h_{t-1}
-        ddt = u * gB + tl.sum(tl.sum(gh * A[None, :, :, :], axis=1), axis=2)
-        dA_acc += tl.sum(gh * dt4, axis=0)
-        du = dt * gB
+        if PASS == 3:
+            gB = tl.sum(tl.sum(gs * Bt, axis=1), axis=2)               # [BL, BD]
+            gh = gs * (hs - b)                                         # g_t * a_t * h_{t-1}
+            ddt = u * gB + tl.sum(tl.sum(gh * A[None, :, :, :], axis=1), axis=2)
+            dA_acc += tl.sum(gh * dt4, axis=0)
+            du = dt * gB
+            if HAS_D:
+                du += Dv[None, :] * dy
+                dD_acc += tl.sum(dy * u, axis=0)
+            if SOFTPLUS:
+                ddt = ddt * dsp
+            ddt = tl.where(m2, ddt, 0.0)
+            if HAS_BIAS:
+                dbias_acc += tl.sum(ddt, axis=0)
+            tl.store(du_ptr + g_off + t[:, None], du.to(du_ptr.dtype.element_ty), mask=m2)
+            tl.store(ddelta_ptr + g_off + t[:, None], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+
+            dB_blk = tl.sum(gs * dtu4, axis=2)                         # [BL, NH, NL], summed over channels
+            dC_blk = tl.sum(hs * dy4, axis=2)
+            tl.atomic_add(dB_ptr + dBC_off + t[:, None, None], dB_blk, mask=mBC, sem="relaxed")
+            tl.atomic_add(dC_ptr + dBC_off + t[:, None, None], dC_blk, mask=mBC, sem="relaxed")
+
+    if PASS == 3:   # per-(segment, batch row) partial sums, reduced on the host
+        part_row = seg.to(tl.int64) * tl.num_programs(1) + pid_b
+        part = part_row * dim + d3
+        tl.store(dA_part_ptr + part * N + n3, dA_acc, mask=nd_mask)
         if HAS_D:
-            du += Dv[None, :] * dy
-            dD_acc += tl.sum(dy * u, axis=0)
-        if SOFTPLUS:
-            ddt = ddt * dsp
-        ddt = tl.where(m2, ddt, 0.0)
+            tl.store(dD_part_ptr + part_row * dim + offs_d, dD_acc, mask=mask_d)
         if HAS_BIAS:
-            dbias_acc += tl.sum(ddt, axis=0)
-        tl.store(du_ptr + g_off + t[:, None], du.to(du_ptr.dtype.element_ty), mask=m2)
-        tl.store(ddelta_ptr + g_off + t[:, None], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
-
-        dB_blk = tl.sum(gs * dtu4, axis=2)                             # [BL, NH, NL], summed over channels
-        dC_blk = tl.sum(hs * dy4, axis=2)
-        tl.atomic_add(dB_ptr + dBC_off + t[:, None, None], dB_blk, mask=mBC, sem="relaxed")
-        tl.atomic_add(dC_ptr + dBC_off + t[:, None, None], dC_blk, mask=mBC, sem="relaxed")
-
-    part = pid_b * dim + d3
-    tl.store(dA_part_ptr + part * N + n3, dA_acc, mask=nd_mask)
-    if HAS_D:
-        tl.store(dD_part_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
-    if HAS_BIAS:
-        tl.store(dbias_part_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
+            tl.store(dbias_part_ptr + part_row * dim + offs_d, dbias_acc, mask=mask_d)
+    else:           # this segment's carry-out from a zero carry-in, and its sum of dt per channel
+        row = pid_b * n_sum + (seg - 1)
+        tl.store(seg_q_ptr + (row * dim + d3) * N + n3, q_carry, mask=nd_mask)
+        tl.store(seg_dt_ptr + row * dim + offs_d, tl.sum(dt_acc, axis=0), mask=mask_d)

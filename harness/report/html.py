@@ -85,6 +85,9 @@ def _section(sec: Section, h: str, titled: bool) -> List[str]:
                 "".join(f"<td>{e(c)}</td>" for c in (x.rule, x.source, x.note)) + "</tr>")
         parts.append("<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in head) +
                      "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    for t in sec.expects_along_curve:
+        parts.append(f"<p><strong>{e(t.metric)}</strong></p>")
+        parts.append(html_table(t.columns, t.frame.astype(str).values.tolist(), numeric=t.columns[:1]))
     if sec.figures:
         parts.append(f"<{h}>Figures</{h}>")
         for f in sec.figures:

@@ -69,6 +69,9 @@ def _section(sec: Section, figure_paths: dict, h: str, titled: bool) -> List[str
                           f"{e.op if e.op != '==' else ''}{fmt_value(e.expected)}", fmt_value(e.measured),
                           str(e.n), VERDICT_ICON.get(e.verdict, e.verdict), e.rule, e.source, e.note]
                          for e in sec.expects], align="lllrrllll")
+    for t in sec.expects_along_curve:
+        out += ["", f"**{md_escape(t.metric)}**", ""]
+        out += md_table(t.columns, t.frame.astype(str).values.tolist(), align="rlll")
     if sec.figures:
         out += ["", f"{h} Figures", ""]
         for f in sec.figures:

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import pandas as pd
 
 from harness.report import expect as expect_mod
+from harness.report.expect_curve import curve_expectations
 from harness.report.figures import Figure, figures_for
 from harness.report.runs import Run, cell_status, combined_rows, meta_facts
 from harness.report.summary import summary_tables
@@ -43,6 +44,7 @@ class Section:
     tables: List[MetricTable]
     failed: pd.DataFrame
     summary: List[MetricTable] = field(default_factory=list)
+    expects_along_curve: List[MetricTable] = field(default_factory=list)   # task suites: per step budget
     overrides: List[str] = field(default_factory=list)  # "run id: key=value, ..." for runs made with --set
 
 
@@ -84,7 +86,8 @@ def _section(suite: str, runs: Sequence[Run], figure_prefix: str) -> Section:
     return Section(suite=suite, kind=kind, description=description, n_cells=len(statuses),
                    status_counts=counts, expects=expect_mod.evaluate(entries, rows), figures=figures,
                    tables=metric_tables(rows), failed=status_table(rows), summary=summary_tables(kind, rows),
-                   overrides=overrides)
+                   overrides=overrides,
+                   expects_along_curve=curve_expectations(entries, rows) if kind == "task" else [])
 
 
 def _slug(name: str) -> str:

@@ -1,0 +1,137 @@
+"""Would any number of training steps have met a task suite's expectations?
+
+The ``expect`` entries on final accuracy, judged again along the learning curve: after each evaluated
+step, every entry against the validation accuracy of its cells at the training length.
+
+Why: a time budget fixes how many steps each cell gets, and the synthetic tasks' verdicts depend on it.
+On the H200 (2026-12-02, quick selective copying at L 1024 under MPS) the LTI rows passed 70% at 9K steps
+while none/S6 first reached 90% at 15K, so no budget met all 8 entries; a final table cannot show that,
+this one does (and shows the window of budgets that works, when there is one).
+
+Rules: a cell that stopped before a step because it reached ``train.target_accuracy`` keeps its last
+value there (at that budget it would have stopped too); a cell that stopped for its time budget or step
+cap has no value past its last evaluation, and an entry over it is "not reached" at later steps.
+Entries on other metrics, or on another evaluation length than the training one, are left out: the
+curve is measured at the training length only.  Over several seeds an entry is judged on their mean,
+as in the final table.  When the matching cells differ in a parameter besides the seed (two runs at two
+lrs), one table per setting.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pandas as pd
+
+from harness.report import expect as expect_mod
+from harness.report.axes import numeric, train_len_column
+from harness.report.tables import MetricTable, fmt, fmt_param
+
+#: final metric -> the learning-curve metric it is judged on
+CURVE_METRIC = {"accuracy": "val_accuracy", "seq_accuracy": "val_seq_accuracy"}
+REACHED_TARGET = "reached train.target_accuracy"
+
+
+def _curves(rows: pd.DataFrame, metric: str) -> Dict[str, pd.Series]:
+    """cell_id -> its curve (value indexed by step, ascending) of ``metric`` at the training length."""
+    if "step" not in rows.columns:
+        return {}
+    curve = rows[(rows["status"] == "ok") & (rows["metric"] == metric) & rows["step"].notna()]
+    if "eval_seq_len" in curve.columns:
+        at_train = curve["eval_seq_len"].isna()
+        train_col = train_len_column(curve)
+        if train_col is not None:
+            at_train |= numeric(curve["eval_seq_len"]) == numeric(curve[train_col])
+        curve = curve[at_train]
+    return {cid: pd.Series(numeric(g["value"]).to_numpy(float), index=numeric(g["step"]).to_numpy(float)).sort_index()
+            for cid, g in curve.groupby("cell_id", sort=False)}
+
+
+def _stopped_at_target(rows: pd.DataFrame) -> set:
+    if "message" not in rows.columns:
+        return set()
+    steps = rows[(rows["metric"] == "steps") & rows["message"].notna()]
+    return set(steps[steps["message"].astype(str).str.startswith(REACHED_TARGET)]["cell_id"])
+
+
+def _value_at(curve: pd.Series, step: float, kept: bool) -> Optional[float]:
+    if step in curve.index:
+        return float(curve.loc[step])
+    if len(curve) and kept and step > curve.index[-1]:
+        return float(curve.iloc[-1])
+    return None
+
+
+def _label(where: Dict[str, Any]) -> str:
+    return "/".join(fmt_param(v) for v in where.values()) or "all cells"
+
+
+def _entry_groups(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame) -> Dict[Tuple, List[Tuple[str, Dict]]]:
+    """Curve-judgeable entries as (label, entry with its ``where`` as evaluate_split resolves it), grouped
+    by the setting that split added (an empty tuple when nothing split)."""
+    groups: Dict[Tuple, List[Tuple[str, Dict]]] = {}
+    for entry in entries or []:
+        if not isinstance(entry, dict) or str(entry.get("metric")) not in CURVE_METRIC:
+            continue
+        if "eval_seq_len" in (entry.get("where") or {}) or "step" in (entry.get("where") or {}):
+            continue
+        base = dict(entry.get("where") or {})
+        for res in expect_mod.evaluate_split(entry, rows):
+            if res.expected is None or res.op not in ("==", ">=", "<="):
+                continue
+            setting = tuple((k, v) for k, v in res.where.items() if k not in base)
+            groups.setdefault(setting, []).append((_label(base), {**entry, "where": res.where}))
+    return groups
+
+
+def curve_expectations(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame,
+                       max_rows: int = 40) -> List[MetricTable]:
+    """One table per setting: for each evaluated step, how many entries the run would meet had
+    training stopped there, which miss (with their values) and which cells had not got there."""
+    tables = []
+    stopped = _stopped_at_target(rows)
+    for setting, group in _entry_groups(entries, rows).items():
+        judged = []   # (label, cell curves, kept flags, expected, op, tol)
+        for label, e in group:
+            metric = str(e["metric"])
+            sel, missing = expect_mod.matching_rows(rows, metric, e["where"])
+            if missing is not None or sel is None or not len(sel):
+                continue
+            curves = _curves(rows[rows["cell_id"].isin(set(sel["cell_id"]))], CURVE_METRIC[metric])
+            if not curves:
+                continue
+            expected = float(e["value"])
+            tol, _ = expect_mod.parse_tolerance(e.get("tolerance"), expected, metric)
+            judged.append((label, curves, expected, str(e.get("op", "==")).strip(), tol))
+        if not judged:
+            continue
+        steps = sorted({s for _, curves, *_ in judged for c in curves.values() for s in c.index})
+        if len(steps) > max_rows:   # every k-th evaluation, and always the last
+            k = -(-len(steps) // max_rows)
+            steps = steps[::k] + ([steps[-1]] if (len(steps) - 1) % k else [])
+        out, best = [], (-1, [])
+        for step in steps:
+            met, close, misses, unreached = 0, 0, [], []
+            for label, curves, expected, op, tol in judged:
+                values = [_value_at(c, step, cid in stopped) for cid, c in curves.items()]
+                if any(v is None for v in values):
+                    unreached.append(label)
+                    continue
+                mean = sum(values) / len(values)
+                verdict = expect_mod.judge(mean, expected, op, tol)
+                met += verdict == "matches"
+                close += verdict == "close"
+                if verdict != "matches":
+                    misses.append(f"{label} {100 * mean:.1f}%" + (" (close)" if verdict == "close" else ""))
+            out.append([fmt(step), f"{met} of {len(judged)}", "; ".join(misses) or "—",
+                        "; ".join(unreached) or "—"])
+            if met > best[0]:
+                best = (met, [fmt(step)])
+            elif met == best[0]:
+                best[1].append(fmt(step))
+        cols = ["steps", "entries met", "missed (value)", "not reached (training ended before)"]
+        where = f" ({', '.join(f'{k}={fmt_param(v)}' for k, v in setting)})" if setting else ""
+        shown = ", ".join(best[1][:6]) + (", …" if len(best[1]) > 6 else "")
+        title = (f"expectations along the training curve{where}: validation accuracy at the training length had "
+                 f"training stopped after each number of steps; most met: {best[0]} of {len(judged)}, at {shown}")
+        tables.append(MetricTable(title, "", "quality", cols, pd.DataFrame(out, columns=cols)))
+    return tables

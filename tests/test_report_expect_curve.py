@@ -75,7 +75,24 @@ def test_entries_off_the_training_length_or_other_metrics_are_left_out():
     entries = [{"where": {"model.mixer": "s6", "eval_seq_len": 256}, "metric": "accuracy", "op": ">=", "value": 0.9},
                {"where": {"model.mixer": "s4"}, "metric": "train_time_s", "value": 1.0}]
     assert curve_expectations(entries, pd.DataFrame(rows)) == []
-    assert curve_expectations(ENTRIES, pd.DataFrame(rows)[lambda d: d.metric != "val_accuracy"]) == []
+    no_curve = pd.DataFrame(rows)[lambda d: ~d.metric.isin(["val_accuracy", "steps"])]
+    assert curve_expectations(ENTRIES, no_curve) == []
+
+
+def test_the_final_evaluation_is_the_last_point_and_budgets_use_the_latest_evaluation():
+    """Cells cut by a time budget end between evaluations; their final accuracy is a budget of its own,
+    and at any budget a cell counts with its latest evaluation at or before it."""
+    stop = "stopped by train.timeout_s=10 at step {} of 9000"
+    s6 = cell_rows("s6", {1000: 0.5, 2000: 0.8, 3000: 0.92}, stop=stop.format(3400), final=0.95)
+    s4 = cell_rows("s4", {1000: 0.4, 2000: 0.6}, stop=stop.format(2300), final=0.65)
+    for rows, last in ((s6, 3400), (s4, 2300)):
+        next(r for r in rows if r["metric"] == "steps")["value"] = last
+    f = table(s6 + s4).frame.set_index("steps")
+    assert list(f.index) == ["1000", "2000", "2300", "3000", "3400"]
+    assert f.loc["2300", "missed (value)"] == "s6 80.0%"          # s6's evaluation at 2000; s4's final 0.65
+    assert f.loc["2300", "entries met"] == "1 of 2"
+    assert f.loc["3000", "not reached (training ended before)"] == "s4"
+    assert f.loc["3400", "missed (value)"] == "—" and f.loc["3400", "entries met"] == "1 of 2"
 
 
 def test_one_table_per_setting_of_a_parameter_the_runs_differ_in():

@@ -8,9 +8,11 @@ On the H200 (2026-12-02, quick selective copying at L 1024 under MPS) the LTI ro
 while none/S6 first reached 90% at 15K, so no budget met all 8 entries; a final table cannot show that,
 this one does (and shows the window of budgets that works, when there is one).
 
-Rules: a cell that stopped before a step because it reached ``train.target_accuracy`` keeps its last
-value there (at that budget it would have stopped too); a cell that stopped for its time budget or step
-cap has no value past its last evaluation, and an entry over it is "not reached" at later steps.
+Rules: the budgets are the evaluated steps and each cell's final step (where its final accuracy was
+measured); at a budget a cell counts with its latest evaluation at or before it.  A cell that stopped
+earlier because it reached ``train.target_accuracy`` keeps its last value (at that budget it would have
+stopped too); a cell that stopped for its time budget or step cap has no value past its last step, and an
+entry over it is "not reached" at later budgets.
 Entries on other metrics, or on another evaluation length than the training one, are left out: the
 curve is measured at the training length only.  Over several seeds an entry is judged on their mean,
 as in the final table.  When the matching cells differ in a parameter besides the seed (two runs at two
@@ -32,18 +34,26 @@ REACHED_TARGET = "reached train.target_accuracy"
 
 
 def _curves(rows: pd.DataFrame, metric: str) -> Dict[str, pd.Series]:
-    """cell_id -> its curve (value indexed by step, ascending) of ``metric`` at the training length."""
+    """cell_id -> its curve (value indexed by step, ascending) of final ``metric`` at the training length:
+    the validation curve, ending with the final evaluation at the number of steps the cell took."""
     if "step" not in rows.columns:
         return {}
-    curve = rows[(rows["status"] == "ok") & (rows["metric"] == metric) & rows["step"].notna()]
-    if "eval_seq_len" in curve.columns:
-        at_train = curve["eval_seq_len"].isna()
-        train_col = train_len_column(curve)
+    at_train = pd.Series(True, index=rows.index)
+    if "eval_seq_len" in rows.columns:
+        at_train = rows["eval_seq_len"].isna()
+        train_col = train_len_column(rows)
         if train_col is not None:
-            at_train |= numeric(curve["eval_seq_len"]) == numeric(curve[train_col])
-        curve = curve[at_train]
-    return {cid: pd.Series(numeric(g["value"]).to_numpy(float), index=numeric(g["step"]).to_numpy(float)).sort_index()
-            for cid, g in curve.groupby("cell_id", sort=False)}
+            at_train |= numeric(rows["eval_seq_len"]) == numeric(rows[train_col])
+    ok = (rows["status"] == "ok") & at_train
+    curve = rows[ok & (rows["metric"] == CURVE_METRIC[metric]) & rows["step"].notna()]
+    final = rows[ok & (rows["metric"] == metric) & rows["step"].isna()].drop_duplicates("cell_id")
+    steps = rows[(rows["metric"] == "steps") & (rows["status"] == "ok")].drop_duplicates("cell_id")
+    final = final.assign(step=final["cell_id"].map(steps.set_index("cell_id")["value"])).dropna(subset=["step"])
+    out = {}
+    for cid, g in pd.concat([curve, final]).groupby("cell_id", sort=False):
+        c = pd.Series(numeric(g["value"]).to_numpy(float), index=numeric(g["step"]).to_numpy(float))
+        out[cid] = c[~c.index.duplicated(keep="last")].sort_index()
+    return out
 
 
 def _stopped_at_target(rows: pd.DataFrame) -> set:
@@ -54,11 +64,13 @@ def _stopped_at_target(rows: pd.DataFrame) -> set:
 
 
 def _value_at(curve: pd.Series, step: float, kept: bool) -> Optional[float]:
-    if step in curve.index:
-        return float(curve.loc[step])
-    if len(curve) and kept and step > curve.index[-1]:
-        return float(curve.iloc[-1])
-    return None
+    """The cell's accuracy as last measured once it had trained ``step`` steps: its latest evaluation at or
+    before ``step``; past its last step, its last value if it stopped at its target, else None."""
+    if not len(curve) or step < curve.index[0]:
+        return None
+    if step > curve.index[-1]:
+        return float(curve.iloc[-1]) if kept else None
+    return float(curve[curve.index <= step].iloc[-1])
 
 
 def _label(where: Dict[str, Any]) -> str:
@@ -96,7 +108,7 @@ def curve_expectations(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame,
             sel, missing = expect_mod.matching_rows(rows, metric, e["where"])
             if missing is not None or sel is None or not len(sel):
                 continue
-            curves = _curves(rows[rows["cell_id"].isin(set(sel["cell_id"]))], CURVE_METRIC[metric])
+            curves = _curves(rows[rows["cell_id"].isin(set(sel["cell_id"]))], metric)
             if not curves:
                 continue
             expected = float(e["value"])

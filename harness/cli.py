@@ -220,14 +220,18 @@ def _make_executor(args: argparse.Namespace):
     from harness.executors import LocalExecutor
 
     jobs = getattr(args, "jobs", None)
+    mps = getattr(args, "mps", None)
     if args.executor == "local":
         try:
-            return LocalExecutor(jobs)
+            return LocalExecutor(jobs, mps=mps)
         except ValueError:
             raise SuiteError([Issue("command line", 0, f"--jobs {jobs}: give a whole number >= 1, e.g. --jobs 4")]) from None
     if jobs is not None:
         raise SuiteError([Issue("command line", 0, "--jobs is for the local executor; with --executor ray, "
                                                    "cells share a GPU through --gpus-per-cell (e.g. 0.25)")])
+    if mps:
+        raise SuiteError([Issue("command line", 0, "--mps is for the local executor's --jobs; with "
+                                                   "--executor ray, start MPS on the nodes yourself")])
     executor = _ray_executor(args)
     try:
         executor.connect()
@@ -395,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run up to N cells at once on this machine, one process each (small training "
                         "cells share a GPU well; timing and memory cells still run alone); "
                         "default: the suite's jobs, else 1")
+    p.add_argument("--mps", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --jobs N > 1, run the cells under NVIDIA CUDA MPS so the kernels of cells "
+                        "sharing a GPU overlap (started for the run and stopped after it, unless a "
+                        "daemon already runs; without a GPU or nvidia-cuda-mps-control the cells run "
+                        "without it); --no-mps turns off a suite's mps: true; default: the suite's mps, "
+                        "else off. meta.json says what happened")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--address", help="ray cluster address (--executor ray)")
     p.add_argument("--gpus-per-cell", type=float, help="GPUs per cell (--executor ray)")

@@ -2,8 +2,9 @@
 
 Why: a small training cell (the quick synthetic suites: 2 layers, d_model 64) keeps a modern GPU
 mostly idle -- its step time is Python and kernel-launch overhead -- so N such cells side by side
-take about the wall time of one.  Ray does the same across machines (``--executor ray``); this
-executor needs nothing beyond the standard library, which is what a bare GPU box has.
+take about the wall time of one (``--mps`` makes their kernels overlap too: :mod:`harness.mps`).
+Ray does the same across machines (``--executor ray``); this executor needs nothing beyond the
+standard library, which is what a bare GPU box has.
 
 Rules (shared with the Ray executor, see :mod:`harness.executors`):
 
@@ -88,8 +89,9 @@ class _Child:
 
 
 @contextmanager
-def _env(overrides: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables around ``Process.start()``: a spawned child copies os.environ."""
+def environment(overrides: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (around ``Process.start()``: a spawned child copies
+    os.environ), then put them back exactly as they were (unset ones unset)."""
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
     try:
@@ -207,7 +209,7 @@ class ProcessExecutor(Executor):
         process = self._mp.Process(
             target=_child_main, name=f"ssmbench-cell-{cell.cell_id}", daemon=True,
             args=(child_conn, cell, KINDS.get(cell.kind), context_payload(ctx), device))
-        with _env(env):
+        with environment(env):
             process.start()
         child_conn.close()  # the child holds its end; EOF here once it exits
         kill_at = None if ctx.deadline is None else time.monotonic() + max(0.0, ctx.seconds_left()) + KILL_GRACE_S

@@ -251,6 +251,7 @@ class RayExecutor(Executor):
         self.address = address
         self._gpus_flag = None if gpus_per_cell is None else check_gpus_per_cell(gpus_per_cell, "--gpus-per-cell")
         self._gpus_suite: Optional[float] = None
+        self._mps_suite = False
         self.cpus_per_cell = 1.0 if cpus_per_cell is None else _positive("--cpus-per-cell", cpus_per_cell)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise _bad_setting(f"--retries must be a whole number >= 0 (got {retries!r})")
@@ -276,6 +277,7 @@ class RayExecutor(Executor):
         runner calls this before each suite, since one executor serves several suites."""
         value = suite_data.get("gpus_per_cell")
         self._gpus_suite = None if value is None else check_gpus_per_cell(value, "suite key gpus_per_cell")
+        self._mps_suite = bool(suite_data.get("mps"))
 
     # -- cluster -------------------------------------------------------------------------------
 
@@ -319,7 +321,17 @@ class RayExecutor(Executor):
             "cpus": total.get("CPU", 0), "gpus": total.get("GPU", 0),
             "gpus_per_cell": self.gpus_per_cell, "cpus_per_cell": self.cpus_per_cell,
             "retries": self.retries,
+            **self._mps_summary(),
         }
+
+    def _mps_summary(self) -> Dict[str, Any]:
+        """A suite's ``mps: true`` is for the local executor's processes; here it is only noted."""
+        if not self._mps_suite:
+            return {}
+        from harness.mps import not_started
+
+        return {"mps": not_started("mps is for the local executor (--jobs N); the Ray executor does not "
+                                   "start it, so start MPS on the nodes yourself")}
 
     def cluster_has_gpus(self) -> bool:
         """Whether any node has a GPU: what ``device: auto`` should mean for this run (the

@@ -12,8 +12,9 @@ tracebacks of errored cells.
 An executor may also offer (the Ray one does; each is used only where present): ``use_suite(data)``
 (the suite's own settings, e.g. ``gpus_per_cell``), ``cluster_summary()`` (what the cells run on, for
 ``meta.json["executor"]``), ``cluster_has_gpus()`` (whether the machines that run the cells have
-CUDA, which this process's torch cannot tell) and ``call_on_worker(fn, *args, device=)`` (a kind's
-``run_meta`` measured where the cells run).
+CUDA, which this process's torch cannot tell), ``call_on_worker(fn, *args, device=)`` (a kind's
+``run_meta`` measured where the cells run) and ``run_summary()`` (what the executor set up around the
+cells, e.g. CUDA MPS; merged into ``meta.json["executor"]`` when the run ends, Ctrl-C included).
 """
 from __future__ import annotations
 
@@ -297,18 +298,22 @@ def run_suite(suite_data: Dict[str, Any], cells: Sequence[Cell], *, out_root: Pa
             executor.run(todo, make_context, on_done, skip_reason)
     except KeyboardInterrupt:
         progress.close()
-        _finish(run_dir, meta, counts, interrupted=True)
+        _finish(run_dir, meta, counts, executor, interrupted=True)
         raise RunInterrupted(run_dir) from None
     except BaseException:
         progress.close()
-        _finish(run_dir, meta, counts, interrupted=True)
+        _finish(run_dir, meta, counts, executor, interrupted=True)
         raise
     progress.close()
-    _finish(run_dir, meta, counts, interrupted=False)
+    _finish(run_dir, meta, counts, executor, interrupted=False)
     return RunResult(run_dir, run_id, len(cells), counts)
 
 
-def _finish(run_dir: Path, meta: Dict[str, Any], counts: Dict[str, int], interrupted: bool) -> None:
+def _finish(run_dir: Path, meta: Dict[str, Any], counts: Dict[str, int], executor: Executor,
+            interrupted: bool) -> None:
+    run_summary = getattr(executor, "run_summary", None)
+    if callable(run_summary):
+        meta["executor"].update(run_summary())
     write_tables(run_dir)
     meta["end_time"] = _now_iso()
     meta["interrupted"] = interrupted

@@ -10,10 +10,13 @@ A cell ``{impl, x, ...}`` yields ``square = x*x`` and ``cube = x**3``; on reques
   the same impl, like the speed kind's "OOM at a smaller L -> skip larger");
 * writes its PID to ``pid_file`` and sleeps ``sleep_s`` (a cell still running at Ctrl-C);
 * kills its own process with SIGKILL (``crash: always``), or only the first time it runs
-  (``crash: once``, remembered by a marker file in ``marker_dir``) -- a worker lost mid-cell.
+  (``crash: once``, remembered by a marker file in ``marker_dir``) -- a worker lost mid-cell;
+* writes the ``CUDA_MPS_*`` variables its process sees to ``env_dir/<cell id>.env`` (what a cell
+  started under ``--mps`` inherits).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -35,6 +38,7 @@ class FakeParams(StrictModel):
     marker_dir: Optional[str] = None
     sleep_s: float = 0.0
     pid_file: Optional[str] = None
+    env_dir: Optional[str] = None
     device: str = "cpu"
     seed: int = 0
 
@@ -50,6 +54,9 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[dict]:
         if not marker.exists():
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
+    if p.env_dir:
+        seen = {k: v for k, v in os.environ.items() if k.startswith("CUDA_MPS_")}
+        (Path(p.env_dir) / f"{cell.cell_id}.env").write_text(json.dumps(seen))
     if p.pid_file:  # lets a test see that this worker was killed on Ctrl-C
         Path(p.pid_file).write_text(str(os.getpid()))
     if p.sleep_s:

@@ -230,14 +230,17 @@ def test_milestones_give_the_first_step_at_each_accuracy_per_cell():
     add("c", "s4", 0, [(100, 0.5), (200, 0.6)], 200)
     add("d", "s4", 1, [(100, 0.4), (200, 0.89)], 200)
     [table] = task_milestones(pd.DataFrame(rows))
-    got = table.frame.to_dict("records")
-    assert table.columns == ["model.mixer", "seed", "steps", "step at >= 50%", "step at >= 90%", "last val accuracy"]
-    assert got == [
-        {"model.mixer": "s4", "seed": "0", "steps": "200", "step at >= 50%": "100", "step at >= 90%": "never", "last val accuracy": "60.0%"},
-        {"model.mixer": "s4", "seed": "1", "steps": "200", "step at >= 50%": "200", "step at >= 90%": "never", "last val accuracy": "89.0%"},
-        {"model.mixer": "s6", "seed": "0", "steps": "400", "step at >= 50%": "200", "step at >= 90%": "300", "last val accuracy": "93.0%"},
-        {"model.mixer": "s6", "seed": "1", "steps": "250", "step at >= 50%": "never", "step at >= 90%": "never", "last val accuracy": "20.0%"},
+    assert table.columns == ["model.mixer", "seed", "steps", "step at >= 50%", "step at >= 90%", "last val accuracy",
+                             "last 3 val, mean (range)"]
+    assert [r[:6] for r in table.frame.values.tolist()] == [
+        ["s4", "0", "200", "100", "never", "60.0%"],
+        ["s4", "1", "200", "200", "never", "89.0%"],
+        ["s6", "0", "400", "200", "300", "93.0%"],
+        ["s6", "1", "250", "never", "never", "20.0%"],
     ]
+    # the last 3 evaluations (fewer when the curve is shorter)
+    assert [r[6] for r in table.frame.values.tolist()] == ["55.0% (50.0–60.0)", "64.5% (40.0–89.0)",
+                                                           "81.0% (55.0–95.0)", "15.0% (10.0–20.0)"]
     assert task_milestones(pd.DataFrame([r for r in rows if r["metric"] == "steps"])) == []  # no curve, no table
 
 

@@ -22,6 +22,10 @@ from harness.report.tables import MetricTable, fmt, fmt_param, order_key, seed_c
 
 #: validation accuracies whose first crossing the milestones table reports
 MILESTONES = (0.5, 0.9)
+#: the milestones table also gives the mean and range of the last LAST_K evaluations: at a constant lr a
+#: curve can swing several points between evaluations (none/S6 at L 1024 on the H200: 94.5, 91.3, 95.4%
+#: 1K steps apart), so one final number is one draw of a wobbling curve
+LAST_K = 3
 
 
 def _scale_bytes(values: pd.Series) -> tuple:
@@ -117,7 +121,8 @@ def task_summary(df: pd.DataFrame) -> List[MetricTable]:
 
 def task_milestones(df: pd.DataFrame, max_rows: int = 200) -> List[MetricTable]:
     """Per cell: steps taken, the first evaluation step with val_accuracy >= each of MILESTONES at the
-    training length ("never" when it did not get there), and the last curve value."""
+    training length ("never" when it did not get there), the last curve value, and the mean and range of
+    the last LAST_K curve values."""
     if "step" not in df.columns:
         return []
     curve = df[(df["status"] == "ok") & (df["metric"] == "val_accuracy") & df["step"].notna()]
@@ -143,9 +148,12 @@ def task_milestones(df: pd.DataFrame, max_rows: int = 200) -> List[MetricTable]:
             hit = g[g["_v"] >= m]
             row.append(fmt(hit["_step"].iloc[0]) if len(hit) else "never")
         row.append(f"{100 * g['_v'].iloc[-1]:.1f}%")
+        tail = 100 * g["_v"].iloc[-LAST_K:]
+        row.append(f"{tail.mean():.1f}% ({tail.min():.1f}–{tail.max():.1f})")
         rows.append(row)
     rows.sort(key=lambda r: tuple(order_key(v) for v in r[:len(keys)]))
-    cols = keys + ["steps"] + [f"step at >= {round(100 * m)}%" for m in MILESTONES] + ["last val accuracy"]
+    cols = (keys + ["steps"] + [f"step at >= {round(100 * m)}%" for m in MILESTONES]
+            + ["last val accuracy", f"last {LAST_K} val, mean (range)"])
     frame = pd.DataFrame(rows[:max_rows], columns=cols)
     title = "when training got going (first evaluation at or above each validation accuracy, training length)"
     return [MetricTable(title, "", "quality", cols, frame)]

@@ -79,6 +79,18 @@ def train_len_column(df: pd.DataFrame) -> Optional[str]:
     return first_col(df, ("task.seq_len", "seq_len"))
 
 
+def at_training_length(df: pd.DataFrame) -> pd.Series:
+    """Mask of the rows measured at the training length: no ``eval_seq_len`` (learning-curve rows of the
+    training length may lack one), or one equal to the cell's ``task.seq_len``."""
+    if "eval_seq_len" not in df.columns:
+        return pd.Series(True, index=df.index)
+    mask = df["eval_seq_len"].isna()
+    train_col = train_len_column(df)
+    if train_col is not None:
+        mask |= numeric(df["eval_seq_len"]) == numeric(df[train_col])
+    return mask
+
+
 def final_accuracy(df: pd.DataFrame) -> pd.DataFrame:
     """Final accuracy rows: at the training length when rows carry several evaluation lengths."""
     acc = df[(df["status"] == "ok") & (df["metric"] == "accuracy")].copy()

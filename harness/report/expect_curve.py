@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from harness.report import expect as expect_mod
-from harness.report.axes import numeric, train_len_column
+from harness.report.axes import at_training_length, numeric
 from harness.report.tables import MetricTable, fmt, fmt_param
 
 #: final metric -> the learning-curve metric it is judged on
@@ -38,13 +38,7 @@ def _curves(rows: pd.DataFrame, metric: str) -> Dict[str, pd.Series]:
     the validation curve, ending with the final evaluation at the number of steps the cell took."""
     if "step" not in rows.columns:
         return {}
-    at_train = pd.Series(True, index=rows.index)
-    if "eval_seq_len" in rows.columns:
-        at_train = rows["eval_seq_len"].isna()
-        train_col = train_len_column(rows)
-        if train_col is not None:
-            at_train |= numeric(rows["eval_seq_len"]) == numeric(rows[train_col])
-    ok = (rows["status"] == "ok") & at_train
+    ok = (rows["status"] == "ok") & at_training_length(rows)
     curve = rows[ok & (rows["metric"] == CURVE_METRIC[metric]) & rows["step"].notna()]
     final = rows[ok & (rows["metric"] == metric) & rows["step"].isna()].drop_duplicates("cell_id")
     steps = rows[(rows["metric"] == "steps") & (rows["status"] == "ok")].drop_duplicates("cell_id")
@@ -102,7 +96,7 @@ def curve_expectations(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame,
     tables = []
     stopped = _stopped_at_target(rows)
     for setting, group in _entry_groups(entries, rows).items():
-        judged = []   # (label, cell curves, kept flags, expected, op, tol)
+        judged = []   # (label, cell_id -> curve, expected, op, tol)
         for label, e in group:
             metric = str(e["metric"])
             sel, missing = expect_mod.matching_rows(rows, metric, e["where"])
@@ -122,7 +116,7 @@ def curve_expectations(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame,
             steps = steps[::k] + ([steps[-1]] if (len(steps) - 1) % k else [])
         out, best = [], (-1, [])
         for step in steps:
-            met, close, misses, unreached = 0, 0, [], []
+            met, misses, unreached = 0, [], []
             for label, curves, expected, op, tol in judged:
                 values = [_value_at(c, step, cid in stopped) for cid, c in curves.items()]
                 if any(v is None for v in values):
@@ -131,7 +125,6 @@ def curve_expectations(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame,
                 mean = sum(values) / len(values)
                 verdict = expect_mod.judge(mean, expected, op, tol)
                 met += verdict == "matches"
-                close += verdict == "close"
                 if verdict != "matches":
                     misses.append(f"{label} {100 * mean:.1f}%" + (" (close)" if verdict == "close" else ""))
             out.append([fmt(step), f"{met} of {len(judged)}", "; ".join(misses) or "—",

@@ -15,8 +15,8 @@ from typing import List, Optional
 import numpy as np
 import pandas as pd
 
-from harness.report.axes import (HEADLINE_METRICS, facet_column, final_accuracy, numeric, series_columns,
-                                 series_label, train_len_column, x_column)
+from harness.report.axes import (HEADLINE_METRICS, at_training_length, facet_column, final_accuracy, numeric,
+                                 series_columns, series_label, x_column)
 from harness.report.runs import varying_params
 from harness.report.tables import MetricTable, fmt, fmt_param, order_key, seed_column
 
@@ -126,12 +126,7 @@ def task_milestones(df: pd.DataFrame, max_rows: int = 200) -> List[MetricTable]:
     if "step" not in df.columns:
         return []
     curve = df[(df["status"] == "ok") & (df["metric"] == "val_accuracy") & df["step"].notna()]
-    if "eval_seq_len" in curve.columns:  # extra curve lengths carry eval_seq_len; the training length may too
-        train_col = train_len_column(curve)
-        at_train = curve["eval_seq_len"].isna()
-        if train_col is not None:
-            at_train |= numeric(curve["eval_seq_len"]) == numeric(curve[train_col])
-        curve = curve[at_train]
+    curve = curve[at_training_length(curve)]  # extra curve lengths carry eval_seq_len; the training one may too
     if not len(curve):
         return []
     labels = varying_params(df)

@@ -103,6 +103,13 @@ def _sm_count(device) -> int:
     return 132   # an H100 / H200; what the interpreter tests assume
 
 
+def _auto_segments(programs: int, per_sm: int, device, cap: int) -> int:
+    """Auto T of a time-parallel pass: the power of two nearest (in log2) to per_sm * SMs / programs (1 when
+    the grid already fills the GPU), at most ``cap``."""
+    want = per_sm * _sm_count(device) / programs
+    return min(1 << max(0, round(math.log2(want))) if want > 1 else 1, cap)
+
+
 def fwd_split_segments(cfg: ScanConfig, batch: int, dim: int, L: int, device="cuda") -> Tuple[int, int]:
     """(T, chunks per segment) the forward runs with, for a *fitted* cfg.
 
@@ -115,9 +122,8 @@ def fwd_split_segments(cfg: ScanConfig, batch: int, dim: int, L: int, device="cu
     T = cfg.fwd_split
     if T is None:
         programs = triton.cdiv(dim, cfg.block_d) * batch
-        want = FWD_SPLIT_PROGRAMS_PER_SM * _sm_count(device) / programs
-        T = 1 << max(0, round(math.log2(want))) if want > 1 else 1
-        T = min(T, FWD_SPLIT_MAX, _pow2_floor(max(1, n_chunks // FWD_SPLIT_MIN_CHUNKS)))
+        T = _auto_segments(programs, FWD_SPLIT_PROGRAMS_PER_SM, device,
+                           min(FWD_SPLIT_MAX, _pow2_floor(max(1, n_chunks // FWD_SPLIT_MIN_CHUNKS))))
     seg_chunks = triton.cdiv(n_chunks, min(T, n_chunks))
     return triton.cdiv(n_chunks, seg_chunks), seg_chunks
 
@@ -136,10 +142,9 @@ def bwd_split_segments(cfg: ScanConfig, batch: int, dim: int, n_chunks: int, dev
         if cfg.bwd_variant != "v2":
             return 1, n_chunks
         programs = triton.cdiv(dim, cfg.bwd_block_d) * batch
-        want = BWD_SPLIT_PROGRAMS_PER_SM * _sm_count(device) / programs
-        T = 1 << max(0, round(math.log2(want))) if want > 1 else 1
         min_chunks = max(1, BWD_SPLIT_MIN_STEPS // cfg.block_l)
-        T = min(T, BWD_SPLIT_MAX, _pow2_floor(max(1, n_chunks // min_chunks)))
+        T = _auto_segments(programs, BWD_SPLIT_PROGRAMS_PER_SM, device,
+                           min(BWD_SPLIT_MAX, _pow2_floor(max(1, n_chunks // min_chunks))))
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise ValueError(f"ScanConfig.bwd_split={T!r}: None (auto) or a whole number of segments >= 1")
     if T > 1 and cfg.bwd_variant != "v2":

@@ -106,7 +106,18 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
         sources = sorted({i.source for i in issues})
         raise SuiteError(issues, headline=f"{sources[0]} is not a valid suite file:" if len(sources) == 1
                          else "the suites are not valid:")
+    _warn_inert(planned, cell_overrides)
     return planned
+
+
+def _warn_inert(planned, overrides: Sequence[Tuple[str, Any]]) -> None:
+    """Print (stderr) the sweep axes and ``--set`` values that change no model (harness/inert_axes.py)."""
+    from harness.inert_axes import inert_axis_issues, inert_override_issues
+
+    warnings = [i for loaded, cells in planned for i in inert_axis_issues(loaded, cells)]
+    warnings += inert_override_issues([c for _, cells in planned for c in cells], overrides)
+    for issue in sorted(set(warnings)):
+        print(issue, file=sys.stderr)
 
 
 def _kind_fields(kind: str) -> Optional[set]:

@@ -284,3 +284,19 @@ def test_expect_over_seeds_says_how_many_meet_it_alone():
     (res,) = evaluate([{"where": {"model.arch": "mamba"}, "metric": "accuracy", "op": ">=", "value": 0.95,
                         "tolerance": 0.02, "source": "s"}], rows)
     assert res.verdict == "misses" and res.n == 8 and "5 of 8 cells meet it on their own" in res.note
+
+
+def test_series_labels_leave_out_model_keys_the_row_model_ignores():
+    from harness.report.axes import series_label
+    df = pd.DataFrame({"model.arch": ["mamba", "transformer", "transformer", "h3"],
+                       "model.mixer": ["s6", "attention", "attention", "hyena"],
+                       "model.pos": ["rope", "abs", "rope", "rope"],
+                       "model.max_len": [4096, 4096, 4096, 256]})
+    labels = series_label(df, ["model.arch", "model.mixer", "model.pos", "model.max_len"]).tolist()
+    assert labels == ["arch=mamba, mixer=s6",
+                      "arch=transformer, mixer=attention, pos=abs, max_len=4096",
+                      "arch=transformer, mixer=attention, pos=rope",
+                      "arch=h3, mixer=hyena, max_len=256"]
+    # rows that do not say which model they are keep every key
+    bare = pd.DataFrame({"impl": ["s6.triton"], "model.pos": ["rope"]})
+    assert series_label(bare, ["impl", "model.pos"]).tolist() == ["impl=s6.triton, pos=rope"]

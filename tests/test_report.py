@@ -300,3 +300,18 @@ def test_series_labels_leave_out_model_keys_the_row_model_ignores():
     # rows that do not say which model they are keep every key
     bare = pd.DataFrame({"impl": ["s6.triton"], "model.pos": ["rope"]})
     assert series_label(bare, ["impl", "model.pos"]).tolist() == ["impl=s6.triton, pos=rope"]
+
+
+def test_task_reports_say_which_accuracy_each_table_counts():
+    from harness.report.summary import task_summary
+    from harness.report.tables import metric_tables
+    rows = []
+    for arch in ("mamba", "h3"):
+        for metric, value in (("accuracy", 0.9), ("seq_accuracy", 0.5)):
+            rows.append({"cell_id": arch, "status": "ok", "metric": metric, "value": value, "unit": "fraction",
+                         "model.arch": arch, "model.mixer": "s6", "step": None})
+    df = pd.DataFrame(rows)
+    units = {t.metric: t.unit for t in metric_tables(df)}
+    assert units == {"accuracy": "fraction; per answer token",
+                     "seq_accuracy": "fraction; per sequence: every answer right"}
+    assert "per answer token" in task_summary(df)[0].metric

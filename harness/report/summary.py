@@ -115,7 +115,7 @@ def task_summary(df: pd.DataFrame) -> List[MetricTable]:
     cs = sorted({k[1] for k in cells})
     corner = f"{rows_key} \\ {col_keys[0]}" if len(col_keys) == 1 else rows_key
     frame = pd.DataFrame([[r] + [cells.get((r, c), "—") for c in cs] for r in rs], columns=[corner] + cs)
-    title = "final accuracy (at the training length; mean ± sd over seeds)"
+    title = "final accuracy per answer token (at the training length; mean ± sd over seeds)"
     return [MetricTable(title, "", "quality", list(frame.columns), frame)]
 
 
@@ -150,7 +150,8 @@ def task_milestones(df: pd.DataFrame, max_rows: int = 200) -> List[MetricTable]:
     cols = (keys + ["steps"] + [f"step at >= {round(100 * m)}%" for m in MILESTONES]
             + ["last val accuracy", f"last {LAST_K} val, mean (range)"])
     frame = pd.DataFrame(rows[:max_rows], columns=cols)
-    title = "when training got going (first evaluation at or above each validation accuracy, training length)"
+    title = ("when training got going (first evaluation at or above each validation accuracy per answer token, "
+             "training length)")
     return [MetricTable(title, "", "quality", cols, frame)]
 
 

@@ -64,6 +64,12 @@ def order_key(v: Any) -> tuple:
         return (1, 0.0, str(v))
 
 
+#: What a synthetic task's accuracies count, shown beside the unit so a reader knows which one a table holds.
+METRIC_MEANING = {"accuracy": "per answer token", "val_accuracy": "per answer token",
+                  "seq_accuracy": "per sequence: every answer right",
+                  "val_seq_accuracy": "per sequence: every answer right"}
+
+
 def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
     ok = df[(df["status"] == "ok") & (df["metric"] != "cell")]
     if "step" in ok.columns:
@@ -100,7 +106,8 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
         spread_name = "IQR" if info.family == "timing" else "sd"
         cols = keys + [centre_name, spread_name, "n"]
         frame = pd.DataFrame(rows[:max_rows], columns=cols)
-        tables.append(MetricTable(metric, unit, info.family, cols, frame))
+        shown_unit = "; ".join(x for x in (unit, METRIC_MEANING.get(metric, "")) if x)
+        tables.append(MetricTable(metric, shown_unit, info.family, cols, frame))
     return tables
 
 

@@ -1,7 +1,7 @@
 """Benchmark of the selective-scan backends against causal SDPA attention, on CUDA.
 
     python -m kernels.bench [--L 1024 4096 16384 65536] [--batch 4] [--dim 2048] [--out FILE] [--sweep]
-    python -m kernels.bench --variants v1 v2 [v2:bd=4 ...] --L 4096 8192    (backward A/B, see below)
+    python -m kernels.bench --variants v2:T=1 v2 [v2:bd=4 ...] --L 4096 8192    (backward A/B, see below)
 
 Shape as DESIGN.md's reference table: batch 4, dim 2048, N 16, bf16, delta_softplus, D skip, no z.
 Per L it checks triton against a float64 oracle (output and every gradient), times forward and
@@ -11,12 +11,13 @@ x 64) with ``triton.testing.do_bench`` (median, L2 flushed), measures peak memor
 the memory floor (bytes / copy bandwidth measured in this run) and exp floor (4.07e12 exp2/s).
 Does not import ``harness`` (the device machine has no pydantic).
 
-``--variants`` instead compares backward kernels side by side in one run: per L, causal SDPA first,
-then per variant a check against the float64 oracle (batch 1, bf16 inputs; "FAIL" past 2e-2 relative
-error) and fwd / fwd+bwd timings with DEFAULT_CONFIG changed as the variant says.  A variant is
-``NAME[:key=value,...]``: NAME a ScanConfig.bwd_variant (v1, v2), keys bd (bwd_block_d), ni
-(bwd_n_inner), bl (block_l), w (bwd_warps), fbd (block_d), u (unroll), T (bwd_split: segments of the
-time-parallel backward, v2 only; without T the variant picks T per shape, ``T=1`` is a single pass).
+``--variants`` instead compares settings of the backward kernel side by side in one run: per L, causal
+SDPA first, then per variant a check against the float64 oracle (batch 1, bf16 inputs; "FAIL" past 2e-2
+relative error) and fwd / fwd+bwd timings with DEFAULT_CONFIG changed as the variant says.  A variant is
+``v2[:key=value,...]`` (v2: the backward kernel, the only one since its predecessor v1 was deleted on
+2026-12-02), keys bd (bwd_block_d), ni (bwd_n_inner), bl (block_l), w (bwd_warps), fbd (block_d),
+u (unroll), T (bwd_split: segments of the time-parallel backward; without T the variant picks T per
+shape, ``T=1`` is a single pass).
 E.g. ``--variants v2:T=1 v2 v2:T=4 v2:T=16 --batch 1 --dim 1024 --L 2048 8192 32768``.
 
 ``--fwd-variants`` compares settings of the forward kernel (the time-parallel "split" kernel, the only
@@ -221,15 +222,16 @@ VARIANT_KEYS = {"bd": "bwd_block_d", "ni": "bwd_n_inner", "bl": "block_l", "w": 
 
 
 def variant_config(spec: str):
-    """'v2:bd=4,ni=8' -> DEFAULT_CONFIG with bwd_variant v2, bwd_block_d 4, bwd_n_inner 8."""
+    """'v2:bd=4,ni=8' -> DEFAULT_CONFIG with bwd_block_d 4, bwd_n_inner 8; 'v2' -> DEFAULT_CONFIG."""
     from dataclasses import replace
 
-    from kernels.selective_scan.triton_backend import BWD_KERNELS, DEFAULT_CONFIG
+    from kernels.selective_scan.triton_backend import DEFAULT_CONFIG
 
     name, _, rest = spec.partition(":")
-    if name not in BWD_KERNELS:
-        raise SystemExit(f"--variants: unknown variant {name!r} in {spec!r} (valid: {', '.join(BWD_KERNELS)})")
-    return replace(DEFAULT_CONFIG, bwd_variant=name, **_settings(spec, rest, VARIANT_KEYS, "--variants"))
+    if name != "v2":
+        hint = " (backward v1 was deleted on 2026-12-02)" if name == "v1" else ""
+        raise SystemExit(f"--variants: unknown variant {name!r} in {spec!r} (valid: v2[:key=value,...]){hint}")
+    return replace(DEFAULT_CONFIG, **_settings(spec, rest, VARIANT_KEYS, "--variants"))
 
 
 def _settings(spec: str, rest: str, keys: dict, flag: str, min_value: int = 0) -> dict:
@@ -378,7 +380,7 @@ def compare_variants(a, dev, stamp, bw) -> int:
             fb, f = r["fwdbwd_ms"], r["fwd_ms"]
             bwd = fb - f if (fb and f) else None
             c = r["cfg"]
-            cs = "-" if c is None else (f"{c.bwd_variant} bwd_bd={c.bwd_block_d} ni={c.bwd_n_inner} bl={c.block_l} "
+            cs = "-" if c is None else (f"bwd_bd={c.bwd_block_d} ni={c.bwd_n_inner} bl={c.block_l} "
                                         f"w={c.bwd_warps} fwd_bd={c.block_d} unroll={c.unroll}")
             err = "-" if r["err"] is None else f"{r['err']:.1e}"
             vs_first = fb / first if (fb and first and r["variant"] != "sdpa") else None
@@ -397,7 +399,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--sweep", action="store_true", help="first time a grid of tile configs at L=4096")
     p.add_argument("--impls", nargs="+", default=["triton", "chunked", "reference", "sdpa"])
     p.add_argument("--variants", nargs="+", default=None,
-                   help="compare backward variants instead (NAME[:bd=8,ni=8,...]; see the module doc)")
+                   help="compare backward settings instead (v2[:bd=8,ni=8,T=1,...]; see the module doc)")
     p.add_argument("--fwd-variants", nargs="+", default=None,
                    help="compare forward variants instead (split[:T=8,...]; split:T=1 is one pass; see the module doc)")
     p.add_argument("--shapes", nargs="+", default=FWD_SHAPES, help="--fwd-variants shapes, BATCHxDIMxL")

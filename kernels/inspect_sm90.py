@@ -1,6 +1,6 @@
 """Compile the selective-scan kernels for sm_90 on a machine without a GPU and count what matters.
 
-    python -m kernels.inspect_sm90 [--which bwd|fwd] [--variant v1 v2 v2:bd=4 ...] [--z] [--dim 2048] [--N 16]
+    python -m kernels.inspect_sm90 [--which bwd|fwd] [--variant v2 v2:bd=4 v2:T=4 ...] [--z] [--dim 2048] [--N 16]
                                    [--block-d BD] [--block-l BL] [--warps W] [--dump DIR]
     python -m kernels.inspect_sm90 --which fwd --variant split:T=1 split:T=8  (forward variants: one row per
                                    launch, pass 1 and pass 3 when T > 1; specs as kernels.bench --fwd-variants)
@@ -73,10 +73,9 @@ def capture_all(which: str, cfg, z: bool, dim: int, N: int, L: int = 4096):
 
     ins = _inputs(2, dim, L, N, z)
     fitted = tb._fit_config(cfg, dim, L, 1)
-    saved_fwd, saved_bwd = tb.selective_scan_fwd_split_kernel, dict(tb.BWD_KERNELS)
-    recs = [_Recorder(saved_fwd)] + [_Recorder(k) for k in saved_bwd.values()]
-    tb.selective_scan_fwd_split_kernel = recs[0]
-    tb.BWD_KERNELS.update(zip(saved_bwd, recs[1:]))
+    saved_fwd, saved_bwd = tb.selective_scan_fwd_split_kernel, tb.selective_scan_bwd_kernel_v2
+    recs = [_Recorder(saved_fwd), _Recorder(saved_bwd)]
+    tb.selective_scan_fwd_split_kernel, tb.selective_scan_bwd_kernel_v2 = recs
     old_empty = tb._empty
     tb._empty = torch.empty
     try:
@@ -90,8 +89,7 @@ def capture_all(which: str, cfg, z: bool, dim: int, N: int, L: int = 4096):
             tb._backward(dout, None, *args, states, True, fitted)
     finally:
         tb._empty = old_empty
-        tb.selective_scan_fwd_split_kernel = saved_fwd
-        tb.BWD_KERNELS.update(saved_bwd)
+        tb.selective_scan_fwd_split_kernel, tb.selective_scan_bwd_kernel_v2 = saved_fwd, saved_bwd
     return [(rcd.fn, a, kw) for rcd in recs for (grid, a, kw) in rcd.calls]
 
 
@@ -194,16 +192,16 @@ def layouts(ttgir: str) -> List[str]:
 
 
 def inspect_all(which: str, variant: str, z: bool, dim: int, N: int, cfg=None, dump: Optional[str] = None):
-    """One result dict per launch of the variant (the forward has two when T > 1: pass 1 and pass 3)."""
+    """One result dict per launch of the variant (two when T > 1: pass 1 and pass 3)."""
     from kernels.selective_scan.triton_backend import DEFAULT_CONFIG
 
     cfg = cfg or DEFAULT_CONFIG
-    if which == "bwd":   # a variant spec as kernels.bench takes it: NAME[:bd=8,ni=8,...]
+    if which == "bwd":   # a variant spec as kernels.bench --variants takes it: v2[:bd=8,ni=8,...]
         from kernels.bench import VARIANT_KEYS, variant_config
 
         spec = variant_config(variant)
-        cfg = replace(cfg, **{f: getattr(spec, f) for f in ["bwd_variant", *VARIANT_KEYS.values()]
-                              if getattr(spec, f) != getattr(DEFAULT_CONFIG, f) or f == "bwd_variant"})
+        cfg = replace(cfg, **{f: getattr(spec, f) for f in VARIANT_KEYS.values()
+                              if getattr(spec, f) != getattr(DEFAULT_CONFIG, f)})
     elif variant != "fwd":   # a forward spec as kernels.bench --fwd-variants takes it: split, split:T=8
         from kernels.bench import FWD_VARIANT_KEYS, fwd_variant_config
 
@@ -237,7 +235,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--which", choices=["fwd", "bwd"], default="bwd")
     p.add_argument("--variant", nargs="+", default=None,
-                   help="backward variants, NAME[:bd=8,ni=8,bl=8,w=1] as kernels.bench --variants (default: all); "
+                   help="backward variants, v2[:bd=8,ni=8,bl=8,w=1,T=4] as kernels.bench --variants (default: v2); "
                         "with --which fwd forward variants as kernels.bench --fwd-variants (split, split:T=1, "
                         "split:T=8; default: the default config, auto T)")
     p.add_argument("--z", action="store_true", help="with z (gated); default: both without and with")
@@ -252,7 +250,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     from kernels.selective_scan import triton_backend as tb
 
-    variants = a.variant or (list(tb.BWD_VARIANTS) if a.which == "bwd" else ["fwd"])
+    variants = a.variant or (["v2"] if a.which == "bwd" else ["fwd"])
     zs = [True] if a.z else [False] if a.no_z else [False, True]
     cfg = tb.DEFAULT_CONFIG
     if a.block_l:

@@ -146,3 +146,21 @@ def test_triton_kernels_in_the_interpreter():
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     summary = proc.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, proc.stdout[-2000:]
+
+
+def test_bench_backward_variant_specs():
+    """``python -m kernels.bench --variants v2:T=1 v2 v2:bd=4`` (the README's and reports' commands) parse to
+    configs of the one backward; the deleted v1 is refused with a hint."""
+    pytest.importorskip("triton")
+    from dataclasses import replace
+
+    from kernels.bench import variant_config
+    from kernels.selective_scan.triton_backend import DEFAULT_CONFIG
+
+    assert variant_config("v2") == DEFAULT_CONFIG
+    assert variant_config("v2:T=1") == replace(DEFAULT_CONFIG, bwd_split=1)
+    assert variant_config("v2:bd=4,ni=4") == replace(DEFAULT_CONFIG, bwd_block_d=4, bwd_n_inner=4)
+    with pytest.raises(SystemExit, match="v1 was deleted"):
+        variant_config("v1")
+    with pytest.raises(SystemExit, match="bad setting"):
+        variant_config("v2:x=1")

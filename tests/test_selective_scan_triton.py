@@ -1,5 +1,5 @@
 """The fused Triton kernels against the float64 reference: forward (every segmentation T of the
-time-parallel forward, T = 1 the single pass), backward (every variant), every option.
+time-parallel forward, T = 1 the single pass), backward (v2, with both of its state splits), every option.
 
 Runs on CUDA (gpu-marked tests too), or on the CPU when TRITON_INTERPRET=1 was set before triton was
 imported (tests/test_selective_scan.py starts this module that way in a subprocess).  Without either,
@@ -29,9 +29,8 @@ gpu = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs CUDA")]
 # small tiles in the interpreter: several chunks and channel blocks even at tiny sizes
 SMALL = ScanConfig(block_d=2, block_l=16, fwd_warps=4, bwd_warps=4)
 SPLIT = ScanConfig(block_d=4, block_l=16, fwd_warps=4, bwd_warps=4, bwd_block_d=1)
-# every backward variant (ScanConfig.bwd_variant); v2 also with a state split of 2 (tile [L, N/2, D, 2])
-VARIANTS = {"v1": {"bwd_variant": "v1"}, "v2": {"bwd_variant": "v2"},
-            "v2-ni2": {"bwd_variant": "v2", "bwd_n_inner": 2}}
+# the backward (v2, the only one) with its default state split and with a split of 2 (tile [L, N/2, D, 2])
+VARIANTS = {"v2": {}, "v2-ni2": {"bwd_n_inner": 2}}
 variants = pytest.mark.parametrize("variant", list(VARIANTS))
 
 
@@ -87,21 +86,13 @@ def test_triton_different_channel_blocks_forward_and_backward(variant):
     assert_fp32(seed, errs, ("bwd_block_d != block_d", variant))
 
 
-@pytest.mark.parametrize("variant", ["v1", "v2"])
-def test_triton_one_warp_default_tiles_several_chunks(variant):
+def test_triton_one_warp_default_tiles_several_chunks():
     """The benchmark's tiles (one warp, BLOCK_L 8, bwd BLOCK_D 8, N 16: v2's 8 x 4 lane split), with
     L not a multiple of BLOCK_L, a partial channel block and dlast."""
     from kernels.selective_scan.triton_backend import DEFAULT_CONFIG
 
-    seed, errs = run_case(1, 12, 29, 16, config=replace(DEFAULT_CONFIG, bwd_variant=variant))
-    assert_fp32(seed, errs, ("default tiles", variant))
-
-
-def test_triton_unknown_variant_is_an_error():
-    ins = random_inputs(1, 2, 8, 2, device=DEVICE)
-    with pytest.raises(ValueError, match="bwd_variant"):
-        selective_scan_triton(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"],
-                              config=ScanConfig(bwd_variant="v9"))
+    seed, errs = run_case(1, 12, 29, 16, config=DEFAULT_CONFIG)
+    assert_fp32(seed, errs, "default tiles")
 
 
 # ---- the forward's segments: ScanConfig(fwd_split=T), T = 1 one pass, None auto ---------------------------
@@ -276,7 +267,6 @@ def test_triton_backward_auto_segments():
     assert segs(4, 2048, 4096) == (1, 512)        # 1024 programs fill the GPU already
     assert segs(64, 128, 1024) == (1, 128)        # the quick task suites' shape
     assert segs(1, 1024, 8192, bwd_split=2) == (2, 512)             # an explicit T wins
-    assert segs(1, 1024, 8192, bwd_variant="v1") == (1, 1024)       # v1 has no split
 
 
 def test_triton_bad_bwd_split_is_an_error():
@@ -291,8 +281,8 @@ def test_triton_bad_bwd_split_is_an_error():
     for T in (0, -2, 2.0):
         with pytest.raises(ValueError, match="bwd_split"):
             backward(replace(SMALL, block_l=4, bwd_split=T))
-    with pytest.raises(ValueError, match="bwd_split=2 needs bwd_variant 'v2'"):
-        backward(replace(SMALL, block_l=4, bwd_split=2, bwd_variant="v1"))
+    with pytest.raises(TypeError, match="bwd_variant"):   # backward v1 and the switch to it are gone
+        ScanConfig(bwd_variant="v1")
 
 
 def test_triton_without_last_state_or_grads():
@@ -349,12 +339,11 @@ def test_triton_default_config_and_dispatch():
     (3, 40, 300, 16, None, True, False, False, True),
 ], ids=lambda c: "b{}d{}L{}N{}g{}".format(*c[:5]))
 @pytest.mark.parametrize("cfg", [None, ScanConfig(8, 32, 8, 8, bwd_block_d=2), ScanConfig(1, 64, 4, 4),
-                                 ScanConfig(bwd_variant="v2"), ScanConfig(bwd_variant="v2", bwd_block_d=16),
-                                 ScanConfig(8, 32, 8, 8, bwd_block_d=2, bwd_variant="v2", bwd_n_inner=4),
+                                 ScanConfig(bwd_block_d=16), ScanConfig(8, 32, 8, 8, bwd_block_d=2, bwd_n_inner=4),
                                  ScanConfig(fwd_split=1), ScanConfig(fwd_split=7), ScanConfig(fwd_split=1000),
                                  ScanConfig(8, 32, 8, 8, bwd_block_d=2, fwd_split=1),
                                  ScanConfig(1, 64, 4, 4, fwd_split=1)],
-                         ids=["default", "wide", "narrow", "v2", "v2-bd16", "v2-wide", "fwd-T1", "fwd-T7",
+                         ids=["default", "wide", "narrow", "bwd-bd16", "wide-ni4", "fwd-T1", "fwd-T7",
                               "fwd-T-max", "wide-T1", "narrow-T1"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
@@ -382,11 +371,11 @@ def test_triton_cuda_swept_tiles(tiles, T):
     assert_fp32(seed, errs, cfg)
 
 
-@pytest.mark.parametrize("variant", ["v1", "v2", "fwd-T1", "fwd-T8", "bwd-T8"])
+@pytest.mark.parametrize("variant", ["default", "fwd-T1", "fwd-T8", "bwd-T8"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_triton_cuda_bf16_mamba_shape(variant):
-    """v1 / v2 with the default forward (auto T, 16 segments here); the forward as one pass and with T 8;
+    """The default config (forward auto T, 16 segments here); the forward as one pass and with T 8;
     the time-parallel backward with 8 segments."""
     from kernels.selective_scan.triton_backend import default_config
 
@@ -395,8 +384,6 @@ def test_triton_cuda_bf16_mamba_shape(variant):
         cfg = split_cfg(cfg, int(variant[5:]))
     elif variant.startswith("bwd-T"):
         cfg = replace(cfg, bwd_split=int(variant[5:]))
-    else:
-        cfg = replace(cfg, bwd_variant=variant)
     seed, errs = run_case(2, 256, 2048, 16, dtype=torch.bfloat16, config=cfg)
     bad = {k: v for k, v in errs.items() if not v < 1e-2}
     assert not bad, f"seed={seed}: {errs}"
@@ -415,8 +402,8 @@ def deterministic_algorithms():
     torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
-@pytest.mark.parametrize("variant,case", [("v1", (2, 8, 40, 4, None)), ("v2", (1, 8, 37, 16, 2)),
-                                          ("v2-ni2", (2, 6, 33, 8, None))], ids=["v1", "v2-groups2", "v2-ni2"])
+@pytest.mark.parametrize("variant,case", [("v2", (1, 8, 37, 16, 2)), ("v2-ni2", (2, 6, 33, 8, None))],
+                         ids=["v2-groups2", "v2-ni2"])
 def test_triton_deterministic_backward_matches_float64(deterministic_algorithms, case, variant):
     """Several channel blocks per group (bwd BLOCK_D 1), so the per-block slices must be summed right."""
     batch, dim, L, N, groups = case

@@ -1,8 +1,8 @@
 """The ``triton`` backend: launches the fused kernels and wraps them in a ``torch.autograd.Function``.
 
 The forward is ``selective_scan_fwd_split_kernel``, time-parallel over T segments of the sequence
-(``ScanConfig.fwd_split``; None picks T per shape, T = 1 is a single pass over L); the backward is the
-kernel named by ``ScanConfig.bwd_variant``, time-parallel the same way (``ScanConfig.bwd_split``, v2).
+(``ScanConfig.fwd_split``; None picks T per shape, T = 1 is a single pass over L); the backward is
+``selective_scan_bwd_kernel_v2``, time-parallel the same way (``ScanConfig.bwd_split``).
 
 Runs on CUDA, and on the CPU under ``TRITON_INTERPRET=1`` (set before triton is imported) for tests.
 """
@@ -16,8 +16,7 @@ from typing import Optional, Tuple
 import torch
 import triton
 
-from kernels.selective_scan.triton_kernels import (selective_scan_bwd_kernel, selective_scan_bwd_kernel_v2,
-                                                   selective_scan_fwd_split_kernel)
+from kernels.selective_scan.triton_kernels import selective_scan_bwd_kernel_v2, selective_scan_fwd_split_kernel
 
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     from kernels.selective_scan.interpreter_compat import install as _install_interpreter_compat
@@ -39,18 +38,10 @@ class ScanConfig:
     bwd_warps: int = 1
     bwd_block_d: Optional[int] = 8      # channels per backward program; None: same as block_d
     unroll: int = 1                     # loop_unroll_factor of the chunk loops (ILP across chunks)
-    bwd_variant: str = "v2"             # backward kernel: a key of BWD_KERNELS (kernels/NOTES.md)
-    bwd_n_inner: int = 8                # v2 only: states per lane group (tile [L, N/n_inner, D, n_inner])
+    bwd_n_inner: int = 8                # backward: states per lane group (tile [L, N/n_inner, D, n_inner])
     fwd_split: Optional[int] = None     # forward segments T of L; None = auto (fwd_split_segments), 1 = one pass
-    bwd_split: Optional[int] = None     # backward segments T of L (v2); None = auto (bwd_split_segments), 1 = one pass
+    bwd_split: Optional[int] = None     # backward segments T of L; None = auto (bwd_split_segments), 1 = one pass
 
-
-# Backward kernels by ScanConfig.bwd_variant; same arguments, v2 takes N_INNER too.
-#   v1: tiles [L, N, D] (lanes 4 states x 8 channels), shifted second delta load + second exp2.
-#   v2: tiles [L, N/NI, D, NI] (lanes NI states x 32/NI channels), one exp2 per update, carries
-#       folded into the scans (see triton_kernels.py).
-BWD_KERNELS = {"v1": selective_scan_bwd_kernel, "v2": selective_scan_bwd_kernel_v2}
-BWD_VARIANTS = tuple(BWD_KERNELS)
 
 # The forward (kernels/NOTES.md, "Split forward"): selective_scan_fwd_split_kernel, grid (dim/BLOCK_D, batch, T):
 # pass 1 scans segments 0..T-2 from zero and writes their end states and sums of dt; pass 3 folds those into
@@ -69,7 +60,7 @@ BWD_SPLIT_MAX = 16
 
 
 # Tiles: fastest of the sweep on an H100 (batch 4, dim 2048, N 16, L 4096, bf16; kernels/NOTES.md, run 5).
-# Forward with auto T, backward v2; on one H200 (2026-12-02): batch 4 dim 2048 L 4096 (auto T = 1)
+# Forward and backward with auto T; on one H200 (2026-12-02): batch 4 dim 2048 L 4096 (auto T = 1)
 # forward 0.483 ms, forward+backward 1.924 ms; batch 1 dim 1024 L 8192 (auto T = 8) forward 0.308 ms.
 DEFAULT_CONFIG = ScanConfig()
 INFERENCE_CONFIG = ScanConfig(block_d=16, block_l=8, fwd_warps=1)
@@ -88,8 +79,6 @@ def _fit_config(cfg: ScanConfig, dim: int, L: int, groups: int) -> ScanConfig:
                 bd //= 2
         return bd
 
-    if cfg.bwd_variant not in BWD_KERNELS:
-        raise ValueError(f"ScanConfig.bwd_variant={cfg.bwd_variant!r}: valid {', '.join(BWD_KERNELS)}")
     if cfg.fwd_split is not None and (not isinstance(cfg.fwd_split, int) or cfg.fwd_split < 1):
         raise ValueError(f"ScanConfig.fwd_split={cfg.fwd_split!r}: None (auto) or an int >= 1")
     block_l = max(8, min(triton.next_power_of_2(cfg.block_l), triton.next_power_of_2(max(L, 1))))
@@ -131,25 +120,20 @@ def fwd_split_segments(cfg: ScanConfig, batch: int, dim: int, L: int, device="cu
 def bwd_split_segments(cfg: ScanConfig, batch: int, dim: int, n_chunks: int, device="cuda") -> Tuple[int, int]:
     """(T, chunks per segment) of the backward, for a *fitted* cfg.
 
-    T = cfg.bwd_split if given, else auto (v2 only; v1 has no split): programs = cdiv(dim, bwd_block_d) *
-    batch, and T is the power of two nearest (in log2) to BWD_SPLIT_PROGRAMS_PER_SM * SMs / programs, at
-    most BWD_SPLIT_MAX and at most L / BWD_SPLIT_MIN_STEPS.  Fewer segments when L has fewer chunks, never
-    an empty one.  Pass 1 (segments 1..T-1) computes each one's carry-out of the adjoint state from zero;
-    pass 3 folds the later segments' carries into its own and runs the backward.  Batch 1, dim 1024 on 132
-    SMs: T 1 at L 2048, 4 at 8192, 8 at 32768; batch 4, dim 2048: T = 1."""
+    T = cfg.bwd_split if given, else auto: programs = cdiv(dim, bwd_block_d) * batch, and T is the power
+    of two nearest (in log2) to BWD_SPLIT_PROGRAMS_PER_SM * SMs / programs, at most BWD_SPLIT_MAX and at
+    most L / BWD_SPLIT_MIN_STEPS.  Fewer segments when L has fewer chunks, never an empty one.  Pass 1
+    (segments 1..T-1) computes each one's carry-out of the adjoint state from zero; pass 3 folds the later
+    segments' carries into its own and runs the backward.  Batch 1, dim 1024 on 132 SMs: T 1 at L 2048,
+    4 at 8192, 8 at 32768; batch 4, dim 2048: T = 1."""
     T = cfg.bwd_split
     if T is None:
-        if cfg.bwd_variant != "v2":
-            return 1, n_chunks
         programs = triton.cdiv(dim, cfg.bwd_block_d) * batch
         min_chunks = max(1, BWD_SPLIT_MIN_STEPS // cfg.block_l)
         T = _auto_segments(programs, BWD_SPLIT_PROGRAMS_PER_SM, device,
                            min(BWD_SPLIT_MAX, _pow2_floor(max(1, n_chunks // min_chunks))))
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise ValueError(f"ScanConfig.bwd_split={T!r}: None (auto) or a whole number of segments >= 1")
-    if T > 1 and cfg.bwd_variant != "v2":
-        raise ValueError(f"ScanConfig.bwd_split={T} needs bwd_variant 'v2' (got {cfg.bwd_variant!r}); "
-                         f"set bwd_split=1 or bwd_variant='v2'")
     T = max(1, min(T, n_chunks))
     seg_chunks = max(1, triton.cdiv(n_chunks, T))
     return max(1, triton.cdiv(n_chunks, seg_chunks)), seg_chunks
@@ -230,17 +214,14 @@ def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus
     kw = dict(N=N, BLOCK_N=block_n, BLOCK_D=cfg.bwd_block_d, BLOCK_L=cfg.block_l,
               HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
               HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps)
-    if cfg.bwd_variant == "v2":
-        # segment summaries of segments 1 .. T-1 (fp32: carry-out (batch, T-1, dim, N), sum of dt (batch, T-1, dim))
-        seg_q = _empty((batch, max(T - 1, 1), dim, N), device=dev, dtype=torch.float32)
-        seg_dt = _empty((batch, max(T - 1, 1), dim), device=dev, dtype=torch.float32)
-        kw.update(N_INNER=min(cfg.bwd_n_inner, block_n), seg_q_ptr=seg_q, seg_dt_ptr=seg_dt,
-                  seg_chunks=seg_chunks, n_segs=T)
-        if T > 1:
-            selective_scan_bwd_kernel_v2[grid + (T - 1,)](*args, **kw, PASS=1)
-        selective_scan_bwd_kernel_v2[grid + (T,)](*args, **kw, PASS=3)
-    else:
-        BWD_KERNELS[cfg.bwd_variant][grid](*args, **kw)
+    # segment summaries of segments 1 .. T-1 (fp32: carry-out (batch, T-1, dim, N), sum of dt (batch, T-1, dim))
+    seg_q = _empty((batch, max(T - 1, 1), dim, N), device=dev, dtype=torch.float32)
+    seg_dt = _empty((batch, max(T - 1, 1), dim), device=dev, dtype=torch.float32)
+    kw.update(N_INNER=min(cfg.bwd_n_inner, block_n), seg_q_ptr=seg_q, seg_dt_ptr=seg_dt,
+              seg_chunks=seg_chunks, n_segs=T)
+    if T > 1:
+        selective_scan_bwd_kernel_v2[grid + (T - 1,)](*args, **kw, PASS=1)
+    selective_scan_bwd_kernel_v2[grid + (T,)](*args, **kw, PASS=3)
     dB = (dB.sum(0) if slices > 1 else dB[0]).to(B.dtype).reshape(B.shape)
     dC = (dC.sum(0) if slices > 1 else dC[0]).to(C.dtype).reshape(C.shape)
     dA = dA_part.sum((0, 1)).to(A.dtype)

@@ -11,15 +11,18 @@ each segment's end state (from zero) and its sum of dt, and the second folds tho
 start state before re-scanning it.  Only y (and, when a backward will follow, the state at each chunk
 start, (batch, dim, n_chunks, N) float32) is written, besides the (batch, T-1) segment summaries.
 
-Backward: chunks are visited last to first.  Each chunk recomputes its forward states from the saved
+Backward (``selective_scan_bwd_kernel_v2``): one program per (block of BLOCK_D channels, batch row,
+segment); chunks are visited last to first.  Each chunk recomputes its forward states from the saved
 chunk-start state (nothing of size (batch, dim, L, N) is stored), then runs a reverse scan for
-g_t = dL/dh_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1}; the decay of the *next* step comes from a second,
-shifted load of delta, so no in-register shift is needed.  a_t * h_{t-1} is formed as h_t - dt_t B_t u_t,
-again avoiding a shift.  dB and dC (summed over channels) are accumulated with float32 atomics, in an
+g_t = dL/dh_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1} with a combine that applies the next step's decay
+(``_shifted_combine``), so neither a shifted load nor an in-register shift is needed.  a_t * h_{t-1} is
+formed as h_t - dt_t B_t u_t, again avoiding a shift.  With T > 1 a first launch writes each later
+segment's carry-out of the adjoint state (from zero) and its sum of dt, and the second folds those into
+each segment's carry-in.  dB and dC (summed over channels) are accumulated with float32 atomics, in an
 order that varies from run to run; under ``torch.use_deterministic_algorithms(True)`` each channel block
 adds into a slice of its own instead (``dBC_slice`` elements apart: one add per address, exact) and the
-host sums the slices in a fixed order.  dA, dD and ddelta_bias are written as per-batch-row partial sums
-and reduced on the host.
+host sums the slices in a fixed order.  dA, dD and ddelta_bias are written as per-(segment, batch row)
+partial sums and reduced on the host.
 
 exp(dt*A) is computed as exp2(dt * A*log2(e)).
 """
@@ -195,185 +198,27 @@ def selective_scan_fwd_split_kernel(
         tl.store(seg_dt_ptr + row * dim + offs_d, tl.sum(dt_acc, axis=0), mask=mask_d)
 
 
-@triton.jit
-def selective_scan_bwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, states_ptr, dlast_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_part_ptr, dD_part_ptr, dbias_part_ptr,
-    dim, L, n_chunks, chans_per_group, groups, dBC_slice,
-    s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
-    s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Bl, s_Cb, s_Cg, s_Cn, s_Cl,
-    N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DLAST: tl.constexpr, UNROLL: tl.constexpr,
-):
-    pid_d = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_l = tl.arange(0, BLOCK_L)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
-    group = (pid_d * BLOCK_D) // chans_per_group
-    nd_mask = mask_n[:, None] & mask_d[None, :]
-
-    A = tl.load(A_ptr + offs_n[:, None] * s_An + offs_d[None, :] * s_Ad, mask=nd_mask, other=0.0).to(tl.float32)
-    A2 = A * LOG2E                                                   # [BN, BD]
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-
-    u_base = u_ptr + pid_b * s_ub + offs_d[None, :] * s_ud
-    d_base = delta_ptr + pid_b * s_db + offs_d[None, :] * s_dd
-    z_base = z_ptr + pid_b * s_zb + offs_d[None, :] * s_zd
-    o_base = dout_ptr + pid_b * s_ob + offs_d[None, :] * s_od
-    # gradients of (batch, dim, L) inputs are allocated contiguous
-    g_off = (pid_b * dim + offs_d[None, :]) * L
-    B_base = B_ptr + pid_b * s_Bb + group * s_Bg + offs_n[None, :] * s_Bn
-    C_base = C_ptr + pid_b * s_Cb + group * s_Cg + offs_n[None, :] * s_Cn
-    dBC_off = pid_d.to(tl.int64) * dBC_slice + ((pid_b * groups + group) * N + offs_n[None, :]) * L
-    st_base = states_ptr + ((pid_b * dim + offs_d[None, :]) * n_chunks) * N + offs_n[:, None]
-    is_first = (offs_l == 0)[:, None, None]
-
-    if HAS_DLAST:
-        g_carry = tl.load(dlast_ptr + (pid_b * dim + offs_d[None, :]) * N + offs_n[:, None],
-                          mask=nd_mask, other=0.0).to(tl.float32)
-    else:
-        g_carry = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-
-    # hand pipelining as in the forward: chunk c-1's loads are issued before chunk c is computed
-    t = (n_chunks - 1) * BLOCK_L + offs_l
-    m2 = (t < L)[:, None] & mask_d[None, :]
-    m2n = (t + 1 < L)[:, None] & mask_d[None, :]
-    mBC = (t < L)[:, None] & mask_n[None, :]
-    u_nx = tl.load(u_base + t[:, None] * s_ul, mask=m2, other=0.0)
-    x_nx = tl.load(d_base + t[:, None] * s_dl, mask=m2, other=0.0)
-    xn_nx = tl.load(d_base + (t + 1)[:, None] * s_dl, mask=m2n, other=0.0)
-    o_nx = tl.load(o_base + t[:, None] * s_ol, mask=m2, other=0.0)
-    B_nx = tl.load(B_base + t[:, None] * s_Bl, mask=mBC, other=0.0)
-    C_nx = tl.load(C_base + t[:, None] * s_Cl, mask=mBC, other=0.0)
-    h0_nx = tl.load(st_base + (n_chunks - 1) * N, mask=nd_mask, other=0.0)
-    z_nx = u_nx
-    if HAS_Z:
-        z_nx = tl.load(z_base + t[:, None] * s_zl, mask=m2, other=0.0)
-    for i in tl.range(0, n_chunks, loop_unroll_factor=UNROLL):
-        c = n_chunks - 1 - i
-        t = c * BLOCK_L + offs_l
-        mask_l = t < L
-        m2 = mask_l[:, None] & mask_d[None, :]
-        m2n = (t + 1 < L)[:, None] & mask_d[None, :]
-        mBC = mask_l[:, None] & mask_n[None, :]
-        u = u_nx.to(tl.float32)                                        # [BL, BD]
-        x = x_nx.to(tl.float32)
-        xn = xn_nx.to(tl.float32)
-        dout = o_nx.to(tl.float32)
-        Bt = B_nx.to(tl.float32)                                       # [BL, BN]
-        Ct = C_nx.to(tl.float32)
-        h0 = h0_nx                                                     # [BN, BD]
-        zz = z_nx.to(tl.float32)
-        tp = t - BLOCK_L                                               # previous chunk (c - 1)
-        okp = c > 0
-        m2p = okp & (tp >= 0)[:, None] & mask_d[None, :]
-        mBCp = okp & (tp >= 0)[:, None] & mask_n[None, :]
-        u_nx = tl.load(u_base + tp[:, None] * s_ul, mask=m2p, other=0.0)
-        x_nx = tl.load(d_base + tp[:, None] * s_dl, mask=m2p, other=0.0)
-        xn_nx = tl.load(d_base + (tp + 1)[:, None] * s_dl, mask=m2p, other=0.0)
-        o_nx = tl.load(o_base + tp[:, None] * s_ol, mask=m2p, other=0.0)
-        B_nx = tl.load(B_base + tp[:, None] * s_Bl, mask=mBCp, other=0.0)
-        C_nx = tl.load(C_base + tp[:, None] * s_Cl, mask=mBCp, other=0.0)
-        h0_nx = tl.load(st_base + (c - 1) * N, mask=okp & nd_mask, other=0.0)
-        if HAS_Z:
-            z_nx = tl.load(z_base + tp[:, None] * s_zl, mask=m2p, other=0.0)
-        if HAS_BIAS:
-            x = x + bias[None, :]
-            xn = xn + bias[None, :]
-        if SOFTPLUS:
-            dt = _softplus(x)
-            dtn = _softplus(xn)
-        else:
-            dt = x
-            dtn = xn
-        dt = tl.where(m2, dt, 0.0)
-        dtn = tl.where(m2n, dtn, 0.0)
-
-        # recompute the forward states of this chunk
-        a = tl.exp2(dt[:, None, :] * A2[None, :, :])                  # [BL, BN, BD]
-        dtu = dt * u
-        b = dtu[:, None, :] * Bt[:, :, None]
-        a_cum, h_loc = tl.associative_scan((a, b), axis=0, combine_fn=_linear_combine)
-        hs = h_loc + a_cum * h0[None, :, :]
-
-        if HAS_Z:
-            sig = _sigmoid(zz)
-            y = tl.sum(hs * Ct[:, :, None], axis=1)
-            if HAS_D:
-                y += Dv[None, :] * u
-            dz = dout * y * sig * (1.0 + zz * (1.0 - sig))
-            tl.store(dz_ptr + g_off + t[:, None], dz.to(dz_ptr.dtype.element_ty), mask=m2)
-            dy = dout * zz * sig
-        else:
-            dy = dout
-
-        # reverse scan: g_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1}
-        alpha = tl.exp2(dtn[:, None, :] * A2[None, :, :])
-        cy = Ct[:, :, None] * dy[:, None, :]
-        # a reverse scan as flip -> forward scan -> flip: with time in registers tl.flip is a register
-        # renaming, while reverse=True lowers to ~20 shuffles per element in triton 3.6 (NOTES.md)
-        a_rev, g_loc = tl.associative_scan((tl.flip(alpha, 0), tl.flip(cy, 0)), axis=0, combine_fn=_linear_combine)
-        a_rev = tl.flip(a_rev, 0)
-        g_loc = tl.flip(g_loc, 0)
-        gs = g_loc + a_rev * g_carry[None, :, :]
-        g_carry = tl.sum(tl.where(is_first, gs, 0.0), axis=0)
-        gs = tl.where(mask_l[:, None, None], gs, 0.0)   # padded steps carry dlast only; keep them out
-
-        gB = tl.sum(gs * Bt[:, :, None], axis=1)                       # [BL, BD]
-        gh = gs * (hs - b)                                             # g_t * a_t * h_{t-1}
-        ddt = u * gB + tl.sum(gh * A[None, :, :], axis=1)
-        dA_acc += tl.sum(gh * dt[:, None, :], axis=0)
-        du = dt * gB
-        if HAS_D:
-            du += Dv[None, :] * dy
-            dD_acc += tl.sum(dy * u, axis=0)
-        if SOFTPLUS:
-            ddt = ddt * _sigmoid(x)
-        ddt = tl.where(m2, ddt, 0.0)
-        if HAS_BIAS:
-            dbias_acc += tl.sum(ddt, axis=0)
-        tl.store(du_ptr + g_off + t[:, None], du.to(du_ptr.dtype.element_ty), mask=m2)
-        tl.store(ddelta_ptr + g_off + t[:, None], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
-
-        dB_blk = tl.sum(gs * dtu[:, None, :], axis=2)                  # [BL, BN], summed over channels
-        dC_blk = tl.sum(hs * dy[:, None, :], axis=2)
-        tl.atomic_add(dB_ptr + dBC_off + t[:, None], dB_blk, mask=mBC, sem="relaxed")
-        tl.atomic_add(dC_ptr + dBC_off + t[:, None], dC_blk, mask=mBC, sem="relaxed")
-
-    part = (pid_b * dim + offs_d)
-    tl.store(dA_part_ptr + part[None, :] * N + offs_n[:, None], dA_acc, mask=nd_mask)
-    if HAS_D:
-        tl.store(dD_part_ptr + part, dD_acc, mask=mask_d)
-    if HAS_BIAS:
-        tl.store(dbias_part_ptr + part, dbias_acc, mask=mask_d)
-
-
-# ---- backward, variant "v2" ----------------------------------------------------------------------
-# Same contract and launch arguments as selective_scan_bwd_kernel (plus N_INNER); differences:
+# ---- backward "v2": time-parallel over T segments (the only backward since v1 was deleted on 2026-12-02) ---
+# Grid (dim / BLOCK_D, batch, T); segment s covers chunks [s * seg_chunks, min((s+1) * seg_chunks, n_chunks)),
+# walked last to first (T from triton_backend.bwd_split_segments; T = 1: one program walks all of L).
 #  1. Tiles are 4-D [BLOCK_L, NH, BLOCK_D, NL] with the state axis split n = nh * NL + nl (NL = N_INNER).
 #     Triton's default layout fills lanes from the last axis, so a warp spreads over NL states x
-#     32/NL channels (8 x 4 for NL = 8, N = 16, BLOCK_D = 8) instead of 4 x 8: the channel
-#     reductions of dB and dC (the bulk of the shuffles) get one butterfly level less and twice the
-#     in-thread share, the state reductions one level more on half the values.
-#  2. No second exp2 and no shifted delta load: the reverse scan g_t = C_t dy_t + a_{t+1} g_{t+1}
+#     32/NL channels (8 x 4 for NL = 8, N = 16, BLOCK_D = 8): the channel reductions of dB and dC
+#     (the bulk of the shuffles) get few butterfly levels and a large in-thread share.
+#  2. One exp2 per update and no shifted delta load: the reverse scan g_t = C_t dy_t + a_{t+1} g_{t+1}
 #     runs over the *unshifted* decays with an associative combine that applies the decay of the
 #     previous element (_shifted_combine); in a thread's sequential fold it is one FMA per step.
 #  3. The chunk's carries are folded into the first scanned element (h0 into b_0, a_{next} g_{next}
 #     into the last cy), so neither scan needs its cumulative-decay output (dead code after
-#     lowering) and no `hs = h_loc + a_cum * h0` pass.  The carry between chunks is
-#     q = a_first * g_first of the later chunk, i.e. exactly the term the earlier chunk needs.
+#     lowering).  The carry between chunks is q = a_first * g_first of the later chunk, i.e. exactly
+#     the term the earlier chunk needs.
 #  4. sigmoid(x) for the softplus derivative reuses softplus's exp(-|x|); padded steps need no
 #     masking of g (their dt, dt*u and dy are zero; du and ddelta are store-masked).
+#  PASS 1 (segments 1 .. T-1): the reverse scan of g alone from q = 0 (reads delta, dout, z, C); writes the
+#         segment's carry-out seg_q (batch, T-1, dim, N) fp32 and its sum of dt seg_dt (batch, T-1, dim) fp32.
+#  PASS 3 (all segments): folds dlast and the later segments' summaries into the carry-in
+#         (q <- seg_q[j] + exp2(A2 seg_dt[j]) q), then runs the backward over the segment; dA, dD and
+#         ddelta_bias partials are per (segment, batch row).
 
 @triton.jit
 def _shifted_combine(p1, l1, g1, p2, l2, g2):

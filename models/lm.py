@@ -4,16 +4,21 @@ embedding (+ learned absolute positions when ``mixer: attention, pos: abs``) -> 
 (pre-norm RMSNorm + block, residual) -> RMSNorm -> head tied to the embedding
 (mixer_seq_simple: rms_norm, tied embeddings, N(0, 0.02) embedding init, out_proj rescaled by
 1/sqrt(number of residual branches), GPT-2 scheme).
+
+Decoding: ``init_state`` / ``step`` one token at a time.  ``init_state(..., capacity, static=True)`` builds a
+state with fixed shapes and no Python numbers that change (a static KV cache in every attention layer, the
+position a device tensor), which a CUDA graph can replay (harness/bench/static_step.py).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from models.attention import kv_cache_options
 from models.config import ModelConfig, as_config
 from models.registry import ARCHS
 
@@ -93,12 +98,14 @@ class LM(nn.Module):
                 with torch.no_grad():
                     p.div_(math.sqrt(n_branches))
 
-    def _positions(self, start: int, length: int, device) -> torch.Tensor:
-        end = start + length
+    def _check_max_len(self, end: int) -> None:
         if end > self.cfg.max_len:
             raise ValueError(f"sequence of length {end} exceeds model.max_len={self.cfg.max_len}, the size of the "
                              f"learned absolute-position table (pos: abs); raise model.max_len or use pos: rope/xpos")
-        return self.pos_embedding(torch.arange(start, end, device=device))
+
+    def _positions(self, start: int, length: int, device) -> torch.Tensor:
+        self._check_max_len(start + length)
+        return self.pos_embedding(torch.arange(start, start + length, device=device))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.hidden(tokens) @ self.embedding.weight.t()
@@ -114,16 +121,36 @@ class LM(nn.Module):
             x = layer(x)
         return self.norm_f(x)
 
-    def init_state(self, batch: int, device=None, dtype=None) -> Dict[str, Any]:
+    def init_state(self, batch: int, device=None, dtype=None, capacity: Optional[int] = None,
+                   static: bool = False) -> Dict[str, Any]:
+        """{"pos": tokens stepped so far, "layers": each layer's state}.
+
+        Default: growing KV caches (``capacity`` their first size) and ``pos`` a Python int.  ``static=True``:
+        every attention layer gets a static KV cache of ``capacity`` slots (models.attention) and ``pos`` is a
+        0-dim int64 tensor on ``device``, so nothing in the state changes shape or Python value from step to
+        step; at most ``capacity`` steps fit (with pos: abs, ``capacity`` must fit in model.max_len, checked
+        here since a step cannot read its position).  Other mixers' states are the same either way.
+        """
         dtype = dtype or self.embedding.weight.dtype
         device = device or self.embedding.weight.device
-        return {"pos": 0, "layers": [layer.init_state(batch, device, dtype) for layer in self.layers]}
+        if static and self.pos_embedding is not None and isinstance(capacity, int):
+            self._check_max_len(capacity)
+        with kv_cache_options(capacity, static):
+            layers = [layer.init_state(batch, device, dtype) for layer in self.layers]
+        pos = torch.zeros((), dtype=torch.long, device=device) if static else 0
+        return {"pos": pos, "layers": layers}
 
     def step(self, tokens_t: torch.Tensor, state: Dict[str, Any]):
         """tokens_t (B,) long -> (logits (B, vocab), new state)."""
         x = self.embedding(tokens_t)
         if self.pos_embedding is not None:
-            x = x + self._positions(state["pos"], 1, tokens_t.device)[0]
+            pos = state["pos"]
+            if not isinstance(pos, torch.Tensor):
+                x = x + self._positions(pos, 1, tokens_t.device)[0]
+            else:                          # a static state: the table row by a tensor index (bound checked at init)
+                if pos.device.type == "cpu":
+                    self._check_max_len(int(pos) + 1)       # free on the CPU, a host sync on CUDA
+                x = x + self.pos_embedding(pos)
         new = []
         for layer, s in zip(self.layers, state["layers"]):
             x, s = layer.step(x, s)

@@ -75,14 +75,24 @@ def test_run_meta_on_cuda():
     assert meta["gpu_start"]["name"]
 
 
-def test_decode_cuda_graph_replays_the_mamba_step_and_falls_back_for_a_kv_cache():
+def test_decode_cuda_graph_replays_mamba_and_static_kv_cache_steps_and_falls_back_for_hyena():
     base = dict(vocab=64, batch=4, prompt_len=16, gen_len=8, dtype="bf16", warmup=1, repeats=2, device="cuda",
                 cuda_graph=True)
     m = by_metric(execute_cell(cell("decode", model=TINY_MODEL, **base), cuda_ctx()))
     assert [r["value"] for r in m["cuda_graph"]] == [1], m["cuda_graph"]
-    attn = dict(arch="transformer", mixer="attention", n_layers=1, d_model=32, heads=2)
-    m = by_metric(execute_cell(cell("decode", model=attn, **base), cuda_ctx()))
-    assert m["cuda_graph"][0]["value"] == 0 and "KV-cache" in m["cuda_graph"][0]["message"]
+    for pos in ("rope", "xpos", "abs"):   # the Transformer gets a static KV cache of prompt_len + gen_len slots
+        attn = dict(arch="transformer", mixer="attention", n_layers=1, d_model=32, heads=2, pos=pos)
+        rows = execute_cell(cell("decode", model=attn, **base), cuda_ctx())
+        assert all(r["status"] == "ok" for r in rows), rows[-1]
+        m = by_metric(rows)
+        assert [r["value"] for r in m["cuda_graph"]] == [1], (pos, m["cuda_graph"])
+        kv_bytes = 2 * 4 * 2 * (16 + 8) * 16 * 2                    # k and v, (B, H, capacity, d_head), bf16
+        assert m["state_bytes"][0]["value"] == kv_bytes + 2 * 8      # + the layer's len and the LM's pos (int64)
+        eager = by_metric(execute_cell(cell("decode", model=attn, **{**base, "cuda_graph": False}), cuda_ctx()))
+        assert "cuda_graph" not in eager and eager["state_bytes"][0]["value"] != m["state_bytes"][0]["value"]
+    hyena = dict(arch="none", mixer="hyena", n_layers=1, d_model=32)
+    m = by_metric(execute_cell(cell("decode", model=hyena, **base), cuda_ctx()))
+    assert m["cuda_graph"][0]["value"] == 0 and "growing cache" in m["cuda_graph"][0]["message"]
 
 
 def test_graphed_step_gives_the_eager_steppers_logits():
@@ -101,3 +111,39 @@ def test_graphed_step_gives_the_eager_steppers_logits():
                 st = StaticStepper(lm, lambda: lm.init_state(3, "cuda", torch.float32), 3, "cuda", capture=capture)
                 outs.append(torch.stack(stepper_logits(st, prompt, 5)))
         assert torch.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5), (cfg, (outs[0] - outs[1]).abs().max())
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "naive"])
+@pytest.mark.parametrize("pos", ["rope", "xpos", "abs"])
+def test_graphed_static_kv_cache_gives_the_eager_logits(pos, backend):
+    """A Transformer with a static KV cache, captured and replayed: the eager static-buffer stepper's logits, and
+    (to float32 attention rounding) the growing cache's, through prefill, generation and a second round."""
+    import models
+    from harness.bench.static_step import StaticStepper, capture_problem
+
+    cfg = dict(arch="transformer", mixer="attention", n_layers=2, d_model=32, heads=2, pos=pos, attn_backend=backend,
+               mlp_ratio=2)
+    torch.manual_seed(0)
+    lm = models.build_lm(cfg, 64).to("cuda").eval()
+    prompt = torch.randint(0, 64, (3, 6), device="cuda")
+    with torch.inference_mode():
+        init = lambda: lm.init_state(3, "cuda", torch.float32, capacity=11, static=True)   # noqa: E731
+        before = init()
+        _, after = lm.step(torch.zeros(3, dtype=torch.long, device="cuda"), init())
+        assert capture_problem(lm, before, after) is None
+        outs = []
+        for capture in (False, True):
+            st = StaticStepper(lm, init, 3, "cuda", capture=capture)
+            assert (st.graph is not None) == capture
+            outs.append(torch.stack(stepper_logits(st, prompt, 5)))
+            again = torch.stack(stepper_logits(st, prompt, 5))            # after reset(): the same again
+            assert torch.equal(again, outs[-1])
+        state, plain = lm.init_state(3, "cuda", torch.float32), []
+        token = None
+        for t in range(11):
+            logits, state = lm.step(prompt[:, t] if t < 6 else token, state)
+            token = logits.argmax(-1)
+            plain.append(logits)
+        plain = torch.stack(plain)
+    assert torch.allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5), (outs[0] - outs[1]).abs().max()
+    assert torch.allclose(plain, outs[1], rtol=1e-4, atol=1e-5), (plain - outs[1]).abs().max()

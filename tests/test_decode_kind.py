@@ -3,7 +3,7 @@ import pytest
 
 from harness.execute import execute_cell
 from harness.kinds.decode import tensor_bytes
-from harness.bench.testing import by_metric, cell, ctx, stepper_logits
+from harness.bench.testing import by_metric, cell, ctx, greedy_logits, stepper_logits
 
 MODELS = {"mamba": dict(arch="mamba", mixer="s6", n_layers=1, d_model=16),
           "attention": dict(arch="transformer", mixer="attention", n_layers=1, d_model=16, heads=2)}
@@ -71,13 +71,7 @@ def test_static_stepper_decodes_exactly_as_the_plain_step(name):
     with torch.inference_mode():
         stepper = StaticStepper(lm, lambda: lm.init_state(2, "cpu", torch.float32), 2, "cpu", capture=False)
         for _ in range(2):                       # the second round after reset() must repeat the first
-            state, plain = lm.init_state(2, "cpu", torch.float32), []
-            for t in range(5):
-                logits, state = lm.step(prompt[:, t], state)
-                plain.append(logits)
-            for _ in range(4):
-                logits, state = lm.step(logits.argmax(-1), state)
-                plain.append(logits)
+            plain = greedy_logits(lm, lm.init_state(2, "cpu", torch.float32), prompt, 4)
             static = stepper_logits(stepper, prompt, 4)
             assert len(static) == 9 and all(torch.equal(a, b) for a, b in zip(plain, static))
             assert stepper.state["pos"] == 9

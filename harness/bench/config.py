@@ -127,7 +127,9 @@ class DecodeConfig(StrictModel):
     cuda_graph: bool = Field(
         False, description="on CUDA, replay each decoding step from one CUDA graph over static buffers "
                            "(harness/bench/static_step.py): eager decoding of a small model measures kernel-launch "
-                           "overhead; a state that grows (a KV cache) decodes eagerly, and a cuda_graph row says which")
+                           "overhead; attention then uses a static KV cache of prompt_len + gen_len slots (masked "
+                           "attention over the whole capacity); a state that still grows (Hyena's history) decodes "
+                           "eagerly, and a cuda_graph row says which")
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -6,11 +6,17 @@ quick-decode), which hides the paper's point that a recurrent state makes genera
 generation benchmark captures the step in a CUDA graph for this reason.
 
 A graph replays fixed addresses, so the token and every tensor of the state live in static buffers: the
-captured step reads them, writes the new state over them (``copy_`` inside the graph) and writes the next
+captured step reads them, writes the new state over them (``copy_`` inside the graph; a tensor the step
+updated in place, as a static KV cache's keys and values, is not copied onto itself) and writes the next
 token (the argmax) into the token buffer; prefill copies the prompt's next token over it before each replay.
-Only a state whose tensors keep their shapes and whose Python values do not change can be captured: the
-Transformer's KV cache grows and counts its length, and learned absolute positions need the step's position
-as a number.  For those :func:`capture_problem` says why, and the caller decodes eagerly.  Without
+Only a state whose tensors keep their shapes and whose Python values do not change can be captured.  Mamba's
+(and the other SSMs') state is fixed-size; the Transformer's is too when it is built static
+(``lm.init_state(..., capacity, static=True)``: KV caches of a fixed capacity whose length, like the LM's
+position, is a device tensor; models/attention.py), which is what the decode kind asks for under
+``cuda_graph``, with pos rope, xpos or abs alike.  The default growing KV cache (its length a Python int), a
+growing Hyena history, or learned absolute positions read at a Python position cannot: for those
+:func:`capture_problem` says why, and the caller decodes eagerly.  A Python-int ``pos`` of the LM state is
+not part of the graph: the stepper counts it outside (nothing in the graphed step reads it).  Without
 ``capture`` (the CPU) the stepper runs the same static-buffer logic eagerly, which is what the CPU tests check.
 """
 from __future__ import annotations
@@ -32,16 +38,24 @@ def leaves(obj: Any) -> List[Any]:
 
 
 def copy_state_(dst: Any, src: Any) -> None:
-    """Copy every tensor leaf of ``src`` into the same leaf of ``dst`` (same structure), in place."""
+    """Copy every tensor leaf of ``src`` into the same leaf of ``dst`` (same structure), in place; a leaf that
+    is already the same tensor (a step that wrote its buffer in place) is left alone."""
     for d, s in zip(leaves(dst), leaves(src)):
-        if isinstance(d, torch.Tensor):
+        if isinstance(d, torch.Tensor) and d is not s:
             d.copy_(s)
+
+
+def static_capacity(steps: int) -> int:
+    """KV-cache capacity for a static state that runs ``steps`` steps between resets and may be captured:
+    at least the :data:`WARMUP_STEPS` eager steps :meth:`StaticStepper.capture` runs from a reset state."""
+    return max(int(steps), WARMUP_STEPS)
 
 
 def capture_problem(lm: torch.nn.Module, before: Any, after: Any) -> Optional[str]:
     """Why a step from state ``before`` to ``after`` cannot be replayed from a graph, or None."""
-    if getattr(lm, "pos_embedding", None) is not None:
-        return "learned absolute positions (pos: abs) index a table by the step's position"
+    if getattr(lm, "pos_embedding", None) is not None and not _tensor_pos(before):
+        return ("learned absolute positions (pos: abs) index a table by the step's position (a Python int; "
+                "a static state, init_state(static=True), carries it as a tensor)")
     old, new = leaves(_without_pos(before)), leaves(_without_pos(after))
     if len(old) != len(new):
         return "the decoding state changes structure from step to step"
@@ -56,27 +70,47 @@ def capture_problem(lm: torch.nn.Module, before: Any, after: Any) -> Optional[st
     return None
 
 
+def _tensor_pos(state: Any) -> bool:
+    return isinstance(state, dict) and isinstance(state.get("pos"), torch.Tensor)
+
+
 def _without_pos(state: Any) -> Any:
-    """The LM's step position is tracked by the stepper, not replayed."""
-    return {k: v for k, v in state.items() if k != "pos"} if isinstance(state, dict) else state
+    """The LM's step position when it is a Python int: tracked by the stepper, not replayed (a tensor position,
+    a static state's, is a state buffer like any other)."""
+    if isinstance(state, dict) and "pos" in state and not isinstance(state["pos"], torch.Tensor):
+        return {k: v for k, v in state.items() if k != "pos"}
+    return state
 
 
 class StaticStepper:
     """``lm.step`` over static token/state buffers; with ``capture`` (CUDA) replayed from one graph.
 
     ``step(token)`` feeds ``token`` (or, with None, the argmax of the previous step's logits) and leaves the
-    logits in :attr:`logits`; ``reset()`` restores the fresh state in place.
+    logits in :attr:`logits`; ``reset()`` restores the fresh state in place, without allocating a second
+    state (a static KV cache is large): a tensor that ``init_state`` makes all zeros is zeroed, any other is
+    copied back from a snapshot taken at construction (S4's discretised matrices, say).
     """
 
     def __init__(self, lm: torch.nn.Module, init_state: Callable[[], Any], batch: int, device: str,
                  capture: bool):
         self.lm, self.init_state = lm, init_state
         self.state = init_state()
+        # what reset() restores: None for a tensor that starts all zeros (zeroed), else a copy of its start
+        self._fresh = [t.clone() if isinstance(t, torch.Tensor) and not bool((t == 0).all()) else None
+                       for t in leaves(_without_pos(self.state))]
         self.token = torch.zeros(batch, dtype=torch.long, device=device)
         self.logits: Optional[torch.Tensor] = None
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         if capture:
-            self._capture()
+            self.capture()
+
+    def problem(self) -> Optional[str]:
+        """:func:`capture_problem` for this stepper's state, from one probe step on its own buffers (then reset)."""
+        try:
+            _, after = self.lm.step(self.token, self.state)
+            return capture_problem(self.lm, self.state, after)
+        finally:
+            self.reset()
 
     def _step_in_place(self) -> torch.Tensor:
         logits, new = self.lm.step(self.token, self.state)
@@ -84,12 +118,19 @@ class StaticStepper:
         self.token.copy_(logits.argmax(-1))
         return logits
 
-    def _capture(self) -> None:
+    def warm_up(self) -> None:
+        """:data:`WARMUP_STEPS` eager steps from a reset state (a static cache needs that many slots), then reset."""
+        self.reset()
+        for _ in range(WARMUP_STEPS):
+            self._step_in_place()
+        self.reset()
+
+    def capture(self) -> None:
+        """Warm up on a side stream, capture one step into :attr:`graph` and reset (CUDA only)."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
-                self._step_in_place()
+            self.warm_up()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
@@ -97,8 +138,10 @@ class StaticStepper:
         self.reset()
 
     def reset(self) -> None:
-        copy_state_(_without_pos(self.state), _without_pos(self.init_state()))
-        if isinstance(self.state, dict) and "pos" in self.state:
+        for buf, fresh in zip(leaves(_without_pos(self.state)), self._fresh):
+            if isinstance(buf, torch.Tensor):
+                buf.zero_() if fresh is None else buf.copy_(fresh)
+        if isinstance(self.state, dict) and "pos" in self.state and not isinstance(self.state["pos"], torch.Tensor):
             self.state["pos"] = 0
         self.token.zero_()
 
@@ -109,5 +152,5 @@ class StaticStepper:
             self.graph.replay()
         else:
             self.logits = self._step_in_place()
-        if isinstance(self.state, dict) and "pos" in self.state:
+        if isinstance(self.state, dict) and "pos" in self.state and not isinstance(self.state["pos"], torch.Tensor):
             self.state["pos"] += 1

@@ -54,3 +54,16 @@ def stepper_logits(stepper: Any, prompt: Any, gen_len: int) -> List[Any]:
         stepper.step()
         out.append(stepper.logits.clone())
     return out
+
+
+def greedy_logits(lm: Any, state: Any, prompt: Any, gen_len: int) -> List[Any]:
+    """:func:`stepper_logits` without a stepper: ``prompt`` then ``gen_len`` greedy tokens through ``lm.step``
+    from ``state``; the logits of every step."""
+    out = []
+    for t in range(prompt.shape[1]):
+        logits, state = lm.step(prompt[:, t], state)
+        out.append(logits)
+    for _ in range(gen_len):
+        logits, state = lm.step(logits.argmax(-1), state)
+        out.append(logits)
+    return out

@@ -1,10 +1,18 @@
 """``kind: decode``: per-token latency and throughput of recurrent ``step`` decoding.
 
-Per repeat: a fresh state from ``lm.init_state(batch, device, dtype)``, a **prefill by step**
+Per repeat: a fresh state (``lm.init_state(batch, device, dtype)``; under a CUDA graph the stepper's static
+state, reset in place), a **prefill by step**
 (the ``prompt_len`` prompt tokens fed one at a time through ``lm.step``: the only path the models'
 API guarantees to leave a decoding state, so prefill is the recurrent form for every arch, not a
 parallel forward), then ``gen_len`` greedy tokens.  Mamba carries a constant-size state; the
 Transformer's ``step`` appends to a KV cache, so its per-token cost grows with the context.
+
+KV cache: eager cells (``cuda_graph`` false, or a graph refused) use the default growing cache, attending over
+the tokens so far.  ``cuda_graph: true`` builds every state static (``lm.init_state(..., capacity, static=True)``,
+capacity ``prompt_len + gen_len``, at least the stepper's warm-up steps): the Transformer's KV cache is then
+preallocated and each step attends over the whole capacity under a mask (HF transformers' StaticCache,
+gpt-fast), so it is replayed from a CUDA graph like Mamba's step.  Its early prefill steps therefore cost
+as much as the last ones, and ``state_bytes`` is the full preallocated cache.
 
 Rows: ``prefill_ms`` and ``decode_ms_per_token`` (one per repeat), then their medians and IQR,
 ``tokens_per_s`` (batch * gen_len / generation time), ``end_to_end_tokens_per_s`` (batch * gen_len /
@@ -14,14 +22,14 @@ decoding state after the last token), peak memory and ``n_params``.  The model i
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 
 from harness.bench.config import DecodeConfig, cell_device
 from harness.bench.device_info import gpu_meta, gpu_state_rows
 from harness.bench.skips import skip_reason
-from harness.bench.static_step import StaticStepper, capture_problem, leaves
+from harness.bench.static_step import StaticStepper, leaves, static_capacity
 from harness.bench.model_level import on_device
 from harness.bench.peak_memory import PeakMemory
 from harness.bench.timing import iqr, make_timer, median, synchronize
@@ -128,23 +136,29 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
     yield from gpu_state_rows(device)
 
 
+def static_init_state(lm: torch.nn.Module, cfg: DecodeConfig, device: str) -> Callable[[], Any]:
+    """A fresh static decoding state for this cell: KV caches of capacity ``prompt_len + gen_len`` (at least the
+    stepper's warm-up steps, which run from a reset state), the position a device tensor."""
+    capacity = static_capacity(cfg.prompt_len + cfg.gen_len)
+    return lambda: lm.init_state(cfg.batch, device, cfg.torch_dtype, capacity=capacity, static=True)
+
+
 def _stepper(lm: torch.nn.Module, cfg: DecodeConfig, device: str):
-    """(a capturing StaticStepper, None) when ``cuda_graph`` is asked for and possible, else (None, why not)."""
+    """(a capturing StaticStepper, None) when ``cuda_graph`` is asked for and possible, else (None, why not).
+
+    The stepper's state is static (see the module docstring): fixed-capacity KV caches for attention, with room
+    for the prefill, the generation and the warm-up steps run before capture."""
     if not cfg.cuda_graph:
         return None, None
     if torch.device(device).type != "cuda":
         return None, "cuda_graph is ignored on the CPU"
-
-    def init_state():
-        return lm.init_state(cfg.batch, device, cfg.torch_dtype)
-
-    before = init_state()
-    _, after = lm.step(torch.zeros(cfg.batch, dtype=torch.long, device=device), init_state())
-    problem = capture_problem(lm, before, after)
+    stepper = StaticStepper(lm, static_init_state(lm, cfg, device), cfg.batch, device, capture=False)
+    problem = stepper.problem()
     if problem is not None:
         return None, f"eager: {problem}"
     try:
-        return StaticStepper(lm, init_state, cfg.batch, device, capture=True), None
+        stepper.capture()
+        return stepper, None
     except RuntimeError as e:   # a capture the driver refuses: decode eagerly, say why
         return None, f"eager: capture failed ({str(e).splitlines()[0][:200]})"
 

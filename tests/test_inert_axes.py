@@ -30,7 +30,8 @@ seeds: [0, 1]
     res = cli("validate", path, "--quiet")
     assert res.code == 0, res.err                       # a warning, not an error: the cells are valid
     assert "16 cells, valid" in res.out
-    warning = f"{path}:{_line_of(text, 'model.pos:')}: warning: sweep axis 'model.pos' does not change the model of 8 cells"
+    line = _line_of(text, "model.pos:")
+    warning = f"{path}:{line}: warning: sweep axis 'model.pos' does not change the model of 8 cells"
     assert warning in res.err, res.err
     assert "arch mamba, mixer s6; arch transformer, mixer s6" in res.err
     assert "pos matters only with mixer: attention" in res.err and "4 distinct models, not 8" in res.err

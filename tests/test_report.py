@@ -315,3 +315,14 @@ def test_task_reports_say_which_accuracy_each_table_counts():
     assert units == {"accuracy": "fraction; per answer token",
                      "seq_accuracy": "fraction; per sequence: every answer right"}
     assert "per answer token" in task_summary(df)[0].metric
+
+
+def test_result_tables_show_a_dash_for_model_keys_the_row_model_ignores():
+    from harness.report.tables import metric_tables
+    rows = [{"cell_id": arch + pos, "run_id": "r", "repeat": 0, "status": "ok", "metric": "accuracy", "value": v,
+             "unit": "fraction", "model.arch": arch, "model.mixer": mixer, "model.pos": pos, "step": None}
+            for arch, mixer, pos, v in (("mamba", "s6", "rope", 1.0), ("transformer", "attention", "abs", 0.1),
+                                        ("transformer", "attention", "rope", 0.2))]
+    frame = metric_tables(pd.DataFrame(rows))[0].frame
+    assert dict(zip(frame["model.arch"] + "/" + frame["model.pos"], frame["mean"])) == {
+        "mamba/—": "1", "transformer/abs": "0.1", "transformer/rope": "0.2"}

@@ -12,8 +12,7 @@ from typing import List, Optional, Sequence
 import pandas as pd
 
 from harness.report.runs import varying_params
-from harness.report.tables import fmt_param
-from models.applicability import applies
+from harness.report.tables import fmt_param, model_key_applies
 
 #: Per kind: the headline metrics (first present wins) -- what the summary table and main figure show.
 HEADLINE_METRICS = {
@@ -67,16 +66,6 @@ def series_columns(df: pd.DataFrame, x: Optional[str], facet: Optional[str]) -> 
     return primary + [c for c in cols if c not in primary]
 
 
-def _model_key_applies(col: str, row: pd.Series) -> bool:
-    """False for a ``model.*`` column the row's model ignores (models/applicability.py): a Mamba row of a
-    sweep that also varies attention's ``model.pos`` is not labelled "pos=rope".  True when the row does not
-    say which block and mixer it is."""
-    if not col.startswith("model.") or pd.isna(row.get("model.arch")) or pd.isna(row.get("model.mixer")):
-        return True
-    model = {k: row.get(f"model.{k}") for k in ("arch", "mixer", "pos") if not pd.isna(row.get(f"model.{k}"))}
-    return applies(col[len("model."):], model)
-
-
 def series_label(df: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
     """"s6.chunked" for the impl alone, else "arch=mamba, mixer=s6" (model keys the row's model ignores
     left out)."""
@@ -86,7 +75,7 @@ def series_label(df: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
                                                 if c in df.columns]))]
     return frame.apply(lambda r: ", ".join(
         (f"{c.rsplit('.', 1)[-1]}={fmt_param(r[c])}" if len(cols) > 1 or c not in ("impl", "model")
-         else fmt_param(r[c])) for c in cols if _model_key_applies(c, r)), axis=1)
+         else fmt_param(r[c])) for c in cols if model_key_applies(c, r)), axis=1)
 
 
 def train_len_column(df: pd.DataFrame) -> Optional[str]:

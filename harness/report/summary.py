@@ -18,7 +18,8 @@ import pandas as pd
 from harness.report.axes import (HEADLINE_METRICS, at_training_length, facet_column, final_accuracy, numeric,
                                  series_columns, series_label, x_column)
 from harness.report.runs import varying_params
-from harness.report.tables import MetricTable, fmt, fmt_param, order_key, seed_column
+from harness.report.tables import (NOT_APPLICABLE, MetricTable, fmt, fmt_param, model_key_applies, order_key,
+                                   seed_column)
 
 #: validation accuracies whose first crossing the milestones table reports
 MILESTONES = (0.5, 0.9)
@@ -137,7 +138,7 @@ def task_milestones(df: pd.DataFrame, max_rows: int = 200) -> List[MetricTable]:
     for cell_id, g in curve.groupby("cell_id", sort=False):
         g = g.assign(_step=numeric(g["step"]), _v=numeric(g["value"])).sort_values("_step")
         first = g.iloc[0]
-        row = [fmt_param(first[k]) for k in keys]
+        row = [fmt_param(first[k]) if model_key_applies(k, first) else NOT_APPLICABLE for k in keys]
         row.append(fmt(steps_taken.get(cell_id, g["_step"].max())))
         for m in MILESTONES:
             hit = g[g["_v"] >= m]

@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness.report.metrics import classify, is_summary_of
 from harness.report.runs import row_key_columns, varying_params
+from models.applicability import applies
 
 SEED_COLUMNS = ("seed",)
 
@@ -64,6 +65,19 @@ def order_key(v: Any) -> tuple:
         return (1, 0.0, str(v))
 
 
+NOT_APPLICABLE = "—"
+
+
+def model_key_applies(col: str, row: pd.Series) -> bool:
+    """False for a ``model.*`` column the row's model ignores (models/applicability.py): a Mamba row of a
+    sweep that also varies attention's ``model.pos`` is not labelled "pos=rope".  True when the row does not
+    say which block and mixer it is."""
+    if not col.startswith("model.") or pd.isna(row.get("model.arch")) or pd.isna(row.get("model.mixer")):
+        return True
+    model = {k: row.get(f"model.{k}") for k in ("arch", "mixer", "pos") if not pd.isna(row.get(f"model.{k}"))}
+    return applies(col[len("model."):], model)
+
+
 #: What a synthetic task's accuracies count, shown beside the unit so a reader knows which one a table holds.
 METRIC_MEANING = {"accuracy": "per answer token", "val_accuracy": "per answer token",
                   "seq_accuracy": "per sequence: every answer right",
@@ -87,8 +101,11 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
         info = classify(metric, unit)
         keys = params + [k for k in extras if g[k].notna().any()]
         g = g.copy()
+        inert = {k: ~g.apply(lambda r: model_key_applies(k, r), axis=1) for k in keys if k.startswith("model.")}
         for k in keys:  # group on text (mixed types), order numerically where the axis is numeric
             g[k] = g[k].map(fmt_param)
+        for k, mask in inert.items():   # a key the row's model ignores: "—", not its unused default
+            g.loc[mask, k] = NOT_APPLICABLE
         rows = []
         grouped = list(g.groupby(keys, sort=False, dropna=False)) if keys else [((), g)]
         grouped.sort(key=lambda kv: tuple(order_key(v) for v in (kv[0] if isinstance(kv[0], tuple) else (kv[0],))))

@@ -234,7 +234,7 @@ def variant_config(spec: str):
     return replace(DEFAULT_CONFIG, **_settings(spec, rest, VARIANT_KEYS, "--variants"))
 
 
-def _settings(spec: str, rest: str, keys: dict, flag: str, min_value: int = 0) -> dict:
+def _settings(spec: str, rest: str, keys: dict, flag: str, min_value: int = 1) -> dict:
     """'bd=4,ni=8' -> {ScanConfig field: int} through ``keys``; a bad item exits naming ``flag``."""
     kw = {}
     for item in filter(None, rest.split(",")):

@@ -8,7 +8,9 @@ the suite planner warns about such sweep axes and the report leaves such keys ou
 
 The table is checked against the models themselves (tests/test_applicability.py): for every built-in
 block and mixer, changing a key the table calls inert changes no parameter and no output.  A block or
-mixer registered by a plugin is unknown here, so every key counts as applying to it.
+mixer registered by a plugin is unknown here, so every key counts as applying to it.  Conditions on other
+keys are not modelled (``dt_rank`` with ``selective.delta: false``, say): the table then calls a key
+applying where it is not, so a warning is missed, never given falsely.
 """
 from __future__ import annotations
 

@@ -211,6 +211,11 @@ _CACHE_OPTIONS: "contextvars.ContextVar[dict]" = contextvars.ContextVar(
     "kv_cache_options", default={"capacity": None, "static": False})
 
 
+def current_kv_cache_options() -> dict:
+    """{"capacity", "static"} of the innermost :func:`kv_cache_options` (defaults outside any)."""
+    return dict(_CACHE_OPTIONS.get())
+
+
 @contextlib.contextmanager
 def kv_cache_options(capacity: Optional[int] = None, static: bool = False) -> Iterator[None]:
     """Inside: ``MultiHeadAttention.init_state`` calls that leave ``capacity`` / ``static`` out use these, so an

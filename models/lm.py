@@ -18,7 +18,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from models.attention import kv_cache_options
+from models.attention import current_kv_cache_options, kv_cache_options
 from models.config import ModelConfig, as_config
 from models.registry import ARCHS
 
@@ -122,17 +122,21 @@ class LM(nn.Module):
         return self.norm_f(x)
 
     def init_state(self, batch: int, device=None, dtype=None, capacity: Optional[int] = None,
-                   static: bool = False) -> Dict[str, Any]:
+                   static: Optional[bool] = None) -> Dict[str, Any]:
         """{"pos": tokens stepped so far, "layers": each layer's state}.
 
         Default: growing KV caches (``capacity`` their first size) and ``pos`` a Python int.  ``static=True``:
         every attention layer gets a static KV cache of ``capacity`` slots (models.attention) and ``pos`` is a
         0-dim int64 tensor on ``device``, so nothing in the state changes shape or Python value from step to
         step; at most ``capacity`` steps fit (with pos: abs, ``capacity`` must fit in model.max_len, checked
-        here since a step cannot read its position).  Other mixers' states are the same either way.
+        here since a step cannot read its position).  Other mixers' states are the same either way.  Left None,
+        ``capacity`` and ``static`` come from an enclosing :func:`models.attention.kv_cache_options`.
         """
         dtype = dtype or self.embedding.weight.dtype
         device = device or self.embedding.weight.device
+        outer = current_kv_cache_options()          # what an enclosing kv_cache_options asked for, if any
+        capacity = outer["capacity"] if capacity is None else capacity
+        static = outer["static"] if static is None else static
         if static and self.pos_embedding is not None and isinstance(capacity, int):
             self._check_max_len(capacity)
         with kv_cache_options(capacity, static):

@@ -24,7 +24,8 @@ OTHER = {
 # keys that pick an implementation, not a model: applying, they change speed (and rounding) only
 IMPLEMENTATION = {"attn_backend", "backend"}
 
-COMBOS = [(a, m) for a, m in itertools.product(BUILTIN_ARCHS, BUILTIN_MIXERS) if (a, m) != ("h3", "attention")]
+COMBOS = [(a, m, p) for a, m in itertools.product(BUILTIN_ARCHS, BUILTIN_MIXERS) if (a, m) != ("h3", "attention")
+          for p in (("rope", "abs") if m == "attention" else ("rope",))]
 
 
 def _outputs(cfg: dict, seed: int):
@@ -36,8 +37,10 @@ def _outputs(cfg: dict, seed: int):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, logits
 
 
-def _config(arch: str, mixer: str, key: str, value) -> dict:
-    cfg = {**BASE, "arch": arch, "mixer": mixer, key: value}
+def _config(arch: str, mixer: str, pos: str, key: str, value) -> dict:
+    if key == "pos" and value == pos:
+        value = "rope" if pos == "abs" else "abs"
+    cfg = {**BASE, "arch": arch, "mixer": mixer, "pos": pos, key: value}
     if key == "s4_mode" and value == "dplr":
         cfg["a_init"] = "legs" if mixer == "s4" else None
     return cfg
@@ -55,26 +58,26 @@ def _same(a, b) -> bool:
     return pa.keys() == pb.keys() and all(torch.equal(pa[n], pb[n]) for n in pa) and torch.equal(la, lb)
 
 
-@pytest.mark.parametrize("arch,mixer", COMBOS)
-def test_inert_keys_change_no_parameter_and_no_output(arch, mixer):
-    model = {"arch": arch, "mixer": mixer, "pos": "rope"}
+@pytest.mark.parametrize("arch,mixer,pos", COMBOS)
+def test_inert_keys_change_no_parameter_and_no_output(arch, mixer, pos):
+    model = {"arch": arch, "mixer": mixer, "pos": pos}
     inert = inert_keys(model, list(RULES))
     assert inert, f"every key applies to {arch}/{mixer}?"
-    base = _outputs({**BASE, "arch": arch, "mixer": mixer}, SEED)
-    changed = {**BASE, "arch": arch, "mixer": mixer, **{k: OTHER[k] for k in inert}}
+    base = _outputs({**BASE, "arch": arch, "mixer": mixer, "pos": pos}, SEED)
+    changed = {**BASE, "arch": arch, "mixer": mixer, "pos": pos, **{k: OTHER[k] for k in inert}}
     if not _same(_outputs(changed, SEED), base):   # all at once (fast); on a failure, find the key
-        culprits = [k for k in inert if not _same(_outputs(_config(arch, mixer, k, OTHER[k]), SEED), base)]
+        culprits = [k for k in inert if not _same(_outputs(_config(arch, mixer, pos, k, OTHER[k]), SEED), base)]
         pytest.fail(f"called inert for {arch}/{mixer} but change the model: {culprits or inert}")
 
 
-@pytest.mark.parametrize("arch,mixer", COMBOS)
-def test_applying_structural_keys_change_the_model(arch, mixer):
-    model = {"arch": arch, "mixer": mixer, "pos": "rope"}
-    base_params, base_logits = _outputs({**BASE, "arch": arch, "mixer": mixer}, SEED + 1)
+@pytest.mark.parametrize("arch,mixer,pos", COMBOS)
+def test_applying_structural_keys_change_the_model(arch, mixer, pos):
+    model = {"arch": arch, "mixer": mixer, "pos": pos}
+    base_params, base_logits = _outputs({**BASE, "arch": arch, "mixer": mixer, "pos": pos}, SEED + 1)
     for key in RULES:
         if key in IMPLEMENTATION or not applies(key, model):
             continue
-        params, logits = _outputs(_config(arch, mixer, key, OTHER[key]), SEED + 1)
+        params, logits = _outputs(_config(arch, mixer, pos, key, OTHER[key]), SEED + 1)
         same_params = params.keys() == base_params.keys() and all(
             params[n].shape == base_params[n].shape and torch.equal(params[n], base_params[n]) for n in params)
         assert not (same_params and torch.allclose(logits, base_logits)), \

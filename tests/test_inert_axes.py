@@ -71,3 +71,21 @@ def test_no_shipped_suite_sweeps_a_key_its_models_ignore(cli):
     res = cli("validate", REPO / "suites", "--quiet")
     assert res.code == 0, res.err
     assert "warning: sweep axis" not in res.err, res.err
+
+
+def test_keys_ignored_together_are_grouped_and_zip_axes_are_named(cli, write_suite):
+    text = HEAD + """
+zip:
+  - model.heads: [2, 4]
+    model.max_len: [64, 128]
+"""
+    res = cli("validate", write_suite(text, "z.yaml"), "--quiet")
+    assert res.code == 0, res.err
+    assert "warning: zip axis 'model.heads' and zip axis 'model.max_len' do not change the model of 2 cells" in res.err
+    assert "so they train 1 distinct model, not 2" in res.err
+
+
+def test_set_on_operator_benchmarks_says_no_cell_builds_a_model(cli):
+    res = cli("validate", REPO / "suites" / "quick" / "scan_scaling.yaml", "--quiet", "--set", "model.heads=4")
+    assert res.code == 0, res.err
+    assert "--set model.heads=4 changes no model here: no cell builds a model" in res.err

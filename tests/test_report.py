@@ -325,4 +325,20 @@ def test_result_tables_show_a_dash_for_model_keys_the_row_model_ignores():
                                         ("transformer", "attention", "rope", 0.2))]
     frame = metric_tables(pd.DataFrame(rows))[0].frame
     assert dict(zip(frame["model.arch"] + "/" + frame["model.pos"], frame["mean"])) == {
-        "mamba/—": "1", "transformer/abs": "0.1", "transformer/rope": "0.2"}
+        "mamba/n/a": "1", "transformer/abs": "0.1", "transformer/rope": "0.2"}
+
+
+def test_labels_never_go_empty_and_a_single_column_axis_says_n_a():
+    from harness.report.axes import series_label
+    from harness.report.summary import task_summary
+    mamba_only = pd.DataFrame({"model.arch": ["mamba", "mamba"], "model.mixer": ["s6", "s6"],
+                               "model.pos": ["rope", "abs"]})
+    assert series_label(mamba_only, ["model.pos"]).tolist() == ["pos=rope", "pos=abs"]   # nothing else to show
+    rows = [{"cell_id": mixer + pos, "run_id": "r", "repeat": 0, "status": "ok", "metric": "accuracy", "value": v,
+             "unit": "fraction", "model.arch": "mamba", "model.mixer": mixer, "model.pos": pos, "step": None}
+            for mixer, pos, v in (("s6", "rope", 1.0), ("s6", "abs", 1.0), ("attention", "rope", 0.5),
+                                  ("attention", "abs", 0.25))]
+    frame = task_summary(pd.DataFrame(rows))[0].frame
+    assert list(frame.columns) == ["model.mixer \\ model.pos", "abs", "n/a", "rope"]
+    s6 = frame[frame["model.mixer \\ model.pos"] == "s6"].iloc[0]
+    assert (s6["n/a"], s6["abs"], s6["rope"]) == ("100.0% ± 0.0", "—", "—")

@@ -162,5 +162,7 @@ def test_bench_backward_variant_specs():
     assert variant_config("v2:bd=4,ni=4") == replace(DEFAULT_CONFIG, bwd_block_d=4, bwd_n_inner=4)
     with pytest.raises(SystemExit, match="v1 was deleted"):
         variant_config("v1")
+    with pytest.raises(SystemExit, match="bad setting 'T=0'"):
+        variant_config("v2:T=0")
     with pytest.raises(SystemExit, match="bad setting"):
         variant_config("v2:x=1")

@@ -265,3 +265,14 @@ def test_decode_cell_over_a_static_stepper(monkeypatch, pos):
     assert [r["value"] for r in m["cuda_graph"]] == [1]
     assert m["state_bytes"][0]["value"] == 2 * 2 * 2 * 8 * 8 * 4 + 2 * 8   # k, v (B, H, 5 + 3, d_head) fp32; len, pos
     assert m["decode_ms_per_token_median"][0]["value"] > 0
+
+
+def test_lm_init_state_inherits_an_enclosing_kv_cache_options():
+    from models.attention import kv_cache_options
+    lm = attention_lm("rope", "sdpa", 0)
+    with kv_cache_options(capacity=8, static=True):
+        state = lm.init_state(1)
+        explicit = lm.init_state(1, static=False)
+    assert isinstance(state["pos"], torch.Tensor) and state["layers"][0][0]["k"].shape[2] == 8
+    assert explicit["pos"] == 0 and isinstance(explicit["layers"][0][0]["len"], int)
+    assert lm.init_state(1)["pos"] == 0        # outside: the growing default

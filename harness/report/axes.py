@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import pandas as pd
 
 from harness.report.runs import varying_params
-from harness.report.tables import fmt_param, model_key_applies
+from harness.report.tables import applicable, fmt_param
 
 #: Per kind: the headline metrics (first present wins) -- what the summary table and main figure show.
 HEADLINE_METRICS = {
@@ -68,14 +68,18 @@ def series_columns(df: pd.DataFrame, x: Optional[str], facet: Optional[str]) -> 
 
 def series_label(df: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
     """"s6.chunked" for the impl alone, else "arch=mamba, mixer=s6" (model keys the row's model ignores
-    left out)."""
+    left out, unless that would leave nothing)."""
     if not cols:
         return pd.Series(["all"] * len(df), index=df.index, dtype=object)
-    frame = df[list(dict.fromkeys(list(cols) + [c for c in ("model.arch", "model.mixer", "model.pos")
-                                                if c in df.columns]))]
-    return frame.apply(lambda r: ", ".join(
-        (f"{c.rsplit('.', 1)[-1]}={fmt_param(r[c])}" if len(cols) > 1 or c not in ("impl", "model")
-         else fmt_param(r[c])) for c in cols if model_key_applies(c, r)), axis=1)
+    named = len(cols) > 1
+    parts = {c: [(f"{c.rsplit('.', 1)[-1]}={fmt_param(v)}" if named or c not in ("impl", "model") else fmt_param(v))
+                 for v in df[c]] for c in cols}
+    keep = {c: applicable(df, c).tolist() for c in cols}
+    labels = []
+    for i in range(len(df)):
+        shown = [parts[c][i] for c in cols if keep[c][i]] or [parts[c][i] for c in cols]
+        labels.append(", ".join(shown))
+    return pd.Series(labels, index=df.index, dtype=object)
 
 
 def train_len_column(df: pd.DataFrame) -> Optional[str]:

@@ -30,7 +30,7 @@ from harness.report.axes import (HEADLINE_METRICS, facet_column, final_accuracy,
                                  first_col, numeric, series_columns, series_label, train_len_column,
                                  x_column)
 from harness.report.runs import varying_params  # noqa: E402
-from harness.report.tables import fmt_param  # noqa: E402
+from harness.report.tables import shown_param  # noqa: E402
 
 _first_col, _label, _numeric, _series_cols, _facet_col, _train_len_col = (
     first_col, series_label, numeric, series_columns, facet_column, train_len_column)
@@ -345,8 +345,8 @@ def heatmap_figure(df: pd.DataFrame) -> Optional[Figure]:
     acc = acc.copy()
     acc["value"] = _numeric(acc["value"])
     rows_key, cols_keys = axes_[0], axes_[1:]
-    acc["_row"] = acc[rows_key].map(fmt_param)
-    acc["_col"] = acc[cols_keys[0]].map(fmt_param) if len(cols_keys) == 1 else _label(acc, cols_keys)
+    acc["_row"] = shown_param(acc, rows_key)
+    acc["_col"] = shown_param(acc, cols_keys[0]) if len(cols_keys) == 1 else _label(acc, cols_keys)
     grid = acc.groupby(["_row", "_col"])["value"].mean().unstack("_col")
     if grid.shape[0] < 1 or grid.shape[1] < 1 or grid.size < 2:
         return None

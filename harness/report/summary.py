@@ -19,7 +19,7 @@ from harness.report.axes import (HEADLINE_METRICS, at_training_length, facet_col
                                  series_columns, series_label, x_column)
 from harness.report.runs import varying_params
 from harness.report.tables import (NOT_APPLICABLE, MetricTable, fmt, fmt_param, model_key_applies, order_key,
-                                   seed_column)
+                                   seed_column, shown_param)
 
 #: validation accuracies whose first crossing the milestones table reports
 MILESTONES = (0.5, 0.9)
@@ -94,10 +94,10 @@ def task_summary(df: pd.DataFrame) -> List[MetricTable]:
 
     def col_label(frame: pd.DataFrame) -> pd.Series:
         if len(col_keys) == 1:  # the axis name goes in the corner: "model.arch \ model.mixer"
-            return frame[col_keys[0]].map(fmt_param)
+            return shown_param(frame, col_keys[0])
         return series_label(frame, col_keys) if col_keys else pd.Series("accuracy", index=frame.index)
 
-    acc = acc.assign(_r=acc[rows_key].map(fmt_param), _c=col_label(acc), _v=numeric(acc["value"]))
+    acc = acc.assign(_r=shown_param(acc, rows_key), _c=col_label(acc), _v=numeric(acc["value"]))
     cells = {}
     for (r, c), g in acc.groupby(["_r", "_c"], sort=False):
         vals = g["_v"].dropna().to_numpy(float)
@@ -109,7 +109,7 @@ def task_summary(df: pd.DataFrame) -> List[MetricTable]:
         cells[(r, c)] = text
     failed = df[df["status"] != "ok"].drop_duplicates("cell_id")
     if len(failed):
-        failed = failed.assign(_r=failed[rows_key].map(fmt_param), _c=col_label(failed))
+        failed = failed.assign(_r=shown_param(failed, rows_key), _c=col_label(failed))
         for _, f in failed.iterrows():
             cells.setdefault((f["_r"], f["_c"]), str(f["status"]))
     rs = sorted({k[0] for k in cells})

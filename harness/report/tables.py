@@ -7,6 +7,7 @@ mean and standard deviation -- the same centre the diff uses.  Learning-curve po
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, List, Optional
 
 import numpy as np
@@ -65,17 +66,43 @@ def order_key(v: Any) -> tuple:
         return (1, 0.0, str(v))
 
 
-NOT_APPLICABLE = "—"
+#: Shown for a ``model.*`` value that the row's model ignores (a Mamba row's ``model.pos``); distinct from the
+#: "—" of a missing value.  Rows that differ only in such a key are the same model and are grouped together.
+NOT_APPLICABLE = "n/a"
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+@lru_cache(maxsize=None)
+def _applies(key: str, arch: Any, mixer: Any, pos: Any) -> bool:
+    return applies(key, {"arch": arch, "mixer": mixer} if _missing(pos) else {"arch": arch, "mixer": mixer, "pos": pos})
 
 
 def model_key_applies(col: str, row: pd.Series) -> bool:
-    """False for a ``model.*`` column the row's model ignores (models/applicability.py): a Mamba row of a
-    sweep that also varies attention's ``model.pos`` is not labelled "pos=rope".  True when the row does not
-    say which block and mixer it is."""
-    if not col.startswith("model.") or pd.isna(row.get("model.arch")) or pd.isna(row.get("model.mixer")):
+    """False for a ``model.*`` column the row's model ignores (models/applicability.py); True for other
+    columns and for rows that do not say which block and mixer they are."""
+    arch, mixer = row.get("model.arch"), row.get("model.mixer")
+    if not col.startswith("model.") or _missing(arch) or _missing(mixer):
         return True
-    model = {k: row.get(f"model.{k}") for k in ("arch", "mixer", "pos") if not pd.isna(row.get(f"model.{k}"))}
-    return applies(col[len("model."):], model)
+    return _applies(col[len("model."):], arch, mixer, row.get("model.pos"))
+
+
+def applicable(df: pd.DataFrame, col: str) -> pd.Series:
+    """Per row of ``df``: :func:`model_key_applies` (one look-up per distinct block/mixer/pos, not per row)."""
+    if not col.startswith("model.") or "model.arch" not in df.columns or "model.mixer" not in df.columns:
+        return pd.Series(True, index=df.index)
+    key = col[len("model."):]
+    pos = df["model.pos"] if "model.pos" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    return pd.Series([True if _missing(a) or _missing(m) else _applies(key, a, m, p)
+                      for a, m, p in zip(df["model.arch"], df["model.mixer"], pos)], index=df.index, dtype=bool)
+
+
+def shown_param(df: pd.DataFrame, col: str) -> pd.Series:
+    """``df[col]`` formatted for a table, :data:`NOT_APPLICABLE` where the row's model ignores it."""
+    shown = df[col].map(fmt_param)
+    return shown.where(applicable(df, col), NOT_APPLICABLE)
 
 
 #: What a synthetic task's accuracies count, shown beside the unit so a reader knows which one a table holds.
@@ -101,11 +128,9 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
         info = classify(metric, unit)
         keys = params + [k for k in extras if g[k].notna().any()]
         g = g.copy()
-        inert = {k: ~g.apply(lambda r: model_key_applies(k, r), axis=1) for k in keys if k.startswith("model.")}
+        shown = {k: shown_param(g, k) for k in keys}   # before overwriting: needs the raw model columns
         for k in keys:  # group on text (mixed types), order numerically where the axis is numeric
-            g[k] = g[k].map(fmt_param)
-        for k, mask in inert.items():   # a key the row's model ignores: "—", not its unused default
-            g.loc[mask, k] = NOT_APPLICABLE
+            g[k] = shown[k]
         rows = []
         grouped = list(g.groupby(keys, sort=False, dropna=False)) if keys else [((), g)]
         grouped.sort(key=lambda kv: tuple(order_key(v) for v in (kv[0] if isinstance(kv[0], tuple) else (kv[0],))))

@@ -116,3 +116,14 @@ def test_the_task_report_shows_the_table(tmp_path):
     md = (build_report([run], tmp_path / "out") / "report.md").read_text()
     assert "expectations along the training curve" in md and "most met: 2 of 2, at 2000" in md
     assert "| 1000 | 1 of 2 | s6 50.0% | — |" in md
+
+
+def test_an_entry_at_another_length_is_judged_on_the_curve_at_that_length():
+    rows = cell_rows("s6", {1000: 0.95, 2000: 0.97})          # its 4x curve (length 256) is 0.0 throughout
+    final_4x = dict(rows[-1], eval_seq_len=256, value=0.96)   # ... but it ends at 96% there
+    entries = [{"where": {"model.mixer": "s6", "eval_seq_len": 256}, "metric": "accuracy", "op": ">=", "value": 0.9}]
+    t = table(rows + [final_4x], entries)
+    f = t.frame.set_index("steps")
+    assert list(f["entries met"]) == ["0 of 1", "1 of 1"]   # 2000: the final evaluation, at the cell's last step
+    assert f.loc["1000", "missed (value)"] == "s6/256 0.0%"
+    assert "at an entry's eval_seq_len" in t.metric

@@ -1,7 +1,8 @@
 """Would any number of training steps have met a task suite's expectations?
 
 The ``expect`` entries on final accuracy, judged again along the learning curve: after each evaluated
-step, every entry against the validation accuracy of its cells at the training length.
+step, every entry against the validation accuracy of its cells at the training length (or at the entry's
+evaluation length, where the curve tracks it).
 
 Why: a time budget fixes how many steps each cell gets, and the synthetic tasks' verdicts depend on it.
 On the H200 (2026-12-02, quick selective copying at L 1024 under MPS) the LTI rows passed 70% at 9K steps
@@ -13,8 +14,9 @@ measured); at a budget a cell counts with its latest evaluation at or before it.
 earlier because it reached ``train.target_accuracy`` keeps its last value (at that budget it would have
 stopped too); a cell that stopped for its time budget or step cap has no value past its last step, and an
 entry over it is "not reached" at later budgets.
-Entries on other metrics, or on another evaluation length than the training one, are left out: the
-curve is measured at the training length only.  Over several seeds an entry is judged on their mean,
+An entry on another evaluation length (``eval_seq_len`` in its ``where``, Table 11's 16x) is judged on the
+curve at that length when the cells track it (``train.curve_seq_lens``), else left out; so are entries on
+other metrics.  Over several seeds an entry is judged on their mean,
 as in the final table.  When the matching cells differ in a parameter besides the seed (two runs at two
 lrs), one table per setting.
 """
@@ -33,17 +35,29 @@ CURVE_METRIC = {"accuracy": "val_accuracy", "seq_accuracy": "val_seq_accuracy"}
 REACHED_TARGET = "reached train.target_accuracy"
 
 
-def _curves(rows: pd.DataFrame, metric: str) -> Dict[str, pd.Series]:
-    """cell_id -> its curve (value indexed by step, ascending) of final ``metric`` at the training length:
-    the validation curve, ending with the final evaluation at the number of steps the cell took."""
+def _at_length(rows: pd.DataFrame, eval_len: Optional[float]) -> pd.Series:
+    """Mask of the rows at the training length (``eval_len`` None or equal to it), else at ``eval_len``."""
+    train = numeric(rows["task.seq_len"]) if "task.seq_len" in rows.columns else pd.Series(float("nan"), rows.index)
+    if eval_len is None or (train == eval_len).all():
+        return at_training_length(rows)
+    return numeric(rows["eval_seq_len"]) == eval_len if "eval_seq_len" in rows.columns else rows["cell_id"].isna()
+
+
+def _curves(rows: pd.DataFrame, metric: str, eval_len: Optional[float] = None) -> Dict[str, pd.Series]:
+    """cell_id -> its curve (value indexed by step, ascending) of final ``metric`` at the training length (or
+    at ``eval_len``): the validation curve, ending with the final evaluation at the number of steps the cell
+    took.  Cells with no curve point at that length are left out (a final value alone is no curve)."""
     if "step" not in rows.columns:
         return {}
-    ok = (rows["status"] == "ok") & at_training_length(rows)
+    ok = (rows["status"] == "ok") & _at_length(rows, eval_len)
     curve = rows[ok & (rows["metric"] == CURVE_METRIC[metric]) & rows["step"].notna()]
+    if not len(curve):
+        return {}
     final = rows[ok & (rows["metric"] == metric) & rows["step"].isna()].drop_duplicates("cell_id")
     steps = rows[(rows["metric"] == "steps") & (rows["status"] == "ok")].drop_duplicates("cell_id")
     final = final.assign(step=final["cell_id"].map(steps.set_index("cell_id")["value"])).dropna(subset=["step"])
     out = {}
+    final = final[final["cell_id"].isin(set(curve["cell_id"]))]
     for cid, g in pd.concat([curve, final]).groupby("cell_id", sort=False):
         c = pd.Series(numeric(g["value"]).to_numpy(float), index=numeric(g["step"]).to_numpy(float))
         out[cid] = c[~c.index.duplicated(keep="last")].sort_index()
@@ -78,7 +92,7 @@ def _entry_groups(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame) -> Dict
     for entry in entries or []:
         if not isinstance(entry, dict) or str(entry.get("metric")) not in CURVE_METRIC:
             continue
-        if "eval_seq_len" in (entry.get("where") or {}) or "step" in (entry.get("where") or {}):
+        if "step" in (entry.get("where") or {}):
             continue
         base = dict(entry.get("where") or {})
         for res in expect_mod.evaluate_split(entry, rows):
@@ -102,7 +116,9 @@ def curve_expectations(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame,
             sel, missing = expect_mod.matching_rows(rows, metric, e["where"])
             if missing is not None or sel is None or not len(sel):
                 continue
-            curves = _curves(rows[rows["cell_id"].isin(set(sel["cell_id"]))], metric)
+            eval_len = e["where"].get("eval_seq_len")
+            curves = _curves(rows[rows["cell_id"].isin(set(sel["cell_id"]))], metric,
+                             None if eval_len is None else float(eval_len))
             if not curves:
                 continue
             expected = float(e["value"])
@@ -136,7 +152,8 @@ def curve_expectations(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame,
         cols = ["steps", "entries met", "missed (value)", "not reached (training ended before)"]
         where = f" ({', '.join(f'{k}={fmt_param(v)}' for k, v in setting)})" if setting else ""
         shown = ", ".join(best[1][:6]) + (", …" if len(best[1]) > 6 else "")
-        title = (f"expectations along the training curve{where}: validation accuracy at the training length had "
-                 f"training stopped after each number of steps; most met: {best[0]} of {len(judged)}, at {shown}")
+        title = (f"expectations along the training curve{where}: validation accuracy (at the training length, or at "
+                 f"an entry's eval_seq_len) had training stopped after each number of steps; most met: {best[0]} of "
+                 f"{len(judged)}, at {shown}")
         tables.append(MetricTable(title, "", "quality", cols, pd.DataFrame(out, columns=cols)))
     return tables

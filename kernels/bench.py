@@ -234,12 +234,12 @@ def variant_config(spec: str):
     return replace(DEFAULT_CONFIG, **_settings(spec, rest, VARIANT_KEYS, "--variants"))
 
 
-def _settings(spec: str, rest: str, keys: dict, flag: str, min_value: int = 1) -> dict:
+def _settings(spec: str, rest: str, keys: dict, flag: str) -> dict:
     """'bd=4,ni=8' -> {ScanConfig field: int} through ``keys``; a bad item exits naming ``flag``."""
     kw = {}
     for item in filter(None, rest.split(",")):
         k, _, v = item.partition("=")
-        if k not in keys or not v.isdigit() or int(v) < min_value:
+        if k not in keys or not v.isdigit() or int(v) < 1:
             raise SystemExit(f"{flag}: bad setting {item!r} in {spec!r} (keys: {', '.join(keys)})")
         kw[keys[k]] = int(v)
     return kw
@@ -259,7 +259,7 @@ def fwd_variant_config(spec: str):
     if name != "split":
         hint = " ('fused' was deleted: split:T=1 is its single pass)" if name == "fused" else ""
         raise SystemExit(f"--fwd-variants: unknown variant {name!r} in {spec!r} (valid: split[:T=...]){hint}")
-    kw = {"fwd_split": None, **_settings(spec, rest, FWD_VARIANT_KEYS, "--fwd-variants", min_value=1)}
+    kw = {"fwd_split": None, **_settings(spec, rest, FWD_VARIANT_KEYS, "--fwd-variants")}
     return replace(DEFAULT_CONFIG, **kw)
 
 

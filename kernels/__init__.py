@@ -1,4 +1,5 @@
-"""Kernels: the selective scan with reference / chunked / triton backends (contract in DESIGN.md)."""
+"""Kernels: the selective scan with reference / chunked / triton backends (contract in DESIGN.md), and its
+one-step (decoding) form, ``selective_state_update``."""
 from __future__ import annotations
 
 import torch
@@ -6,10 +7,11 @@ import torch
 from kernels.roofline import selective_scan_bytes, selective_scan_exps
 from kernels.selective_scan.chunked import selective_scan_chunked
 from kernels.selective_scan.reference import selective_scan_reference
+from kernels.selective_scan.state_update import selective_state_update
 from kernels.selective_scan.validate import BACKENDS, check_backend, check_inputs
 
 __all__ = ["selective_scan", "BACKENDS", "resolve_backend", "selective_scan_bytes", "selective_scan_exps",
-           "selective_scan_reference", "selective_scan_chunked"]
+           "selective_scan_reference", "selective_scan_chunked", "selective_state_update"]
 
 
 def resolve_backend(backend: str, device) -> str:

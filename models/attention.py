@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ModelConfig
+from models.prefill import prefill_by_step
 
 ATTN_BACKENDS = ("sdpa", "naive")
 ROPE_BASE = 10000.0
@@ -185,6 +186,33 @@ class MultiHeadAttention(nn.Module):
         K[:, :, n], V[:, :, n] = k[:, :, 0].to(K.dtype), v[:, :, 0].to(V.dtype)
         y = causal_attention(q, K[:, :, : n + 1].to(q.dtype), V[:, :, : n + 1].to(q.dtype), self.backend)
         return self.out_proj(y.reshape(x_t.shape)), {"k": K, "v": V, "len": n + 1}
+
+    def prefill(self, x: torch.Tensor, state: Dict[str, torch.Tensor]):
+        """A prompt x (B, L, d) into an empty KV cache (growing or static): causal attention over the prompt in
+        one call, its keys and values written to slots 0..L-1.  A cache that already holds tokens is filled
+        step by step instead (exact, slower).  Reads a static cache's length on the host: once per prompt."""
+        n = state["len"]
+        if int(n) != 0:
+            return prefill_by_step(self, x, state)
+        L = x.shape[1]
+        q, k, v = self._heads(x)
+        if self.rotary is not None:
+            q, k = self.rotary(q, k, 0, 0)
+        y = causal_attention(q, k, v, self.backend)
+        K, V = state["k"], state["v"]
+        if L > K.shape[2]:
+            if isinstance(n, torch.Tensor):
+                raise RuntimeError(f"static KV cache overflow: a prompt of {L} tokens does not fit its {K.shape[2]} "
+                                   f"slots (init_state(capacity=...)); make it at least prompt + generated tokens")
+            capacity = K.shape[2]
+            while capacity < L:                                        # grow as the step does: doubling
+                capacity *= 2
+            K = torch.cat([K, K.new_zeros(K.shape[:2] + (capacity - K.shape[2],) + K.shape[3:])], 2)
+            V = torch.cat([V, V.new_zeros(V.shape[:2] + (capacity - V.shape[2],) + V.shape[3:])], 2)
+        elif torch.is_grad_enabled():                                   # autograd needs the old cache intact
+            K, V = K.clone(), V.clone()
+        K[:, :, :L], V[:, :, :L] = k.to(K.dtype), v.to(V.dtype)
+        return self.out_proj(y.transpose(1, 2).reshape(x.shape)), {"k": K, "v": V, "len": n + L}
 
     def _step_static(self, x_t: torch.Tensor, state: Dict[str, torch.Tensor]):
         """The static cache's step: fixed shapes, the position only as a tensor (no host read on CUDA)."""

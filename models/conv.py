@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -21,6 +22,14 @@ class CausalDepthwiseConv(nn.Module):
         """The last kernel_size inputs, oldest first: (B, d, kernel_size)."""
         w = self.conv.weight
         return torch.zeros(batch, self.conv.in_channels, self.kernel_size, device=device or w.device, dtype=dtype or w.dtype)
+
+    def prefill(self, x: torch.Tensor, state: torch.Tensor):
+        """x (B, L, d) after ``state`` -> (y (B, L, d), state): the convolution over the state's last
+        kernel_size - 1 inputs followed by x, in one call; exactly what L calls of ``step`` give."""
+        k = self.kernel_size
+        history = torch.cat([state[..., 1:], x.transpose(1, 2).to(state.dtype)], dim=-1)   # (B, d, k - 1 + L)
+        y = F.conv1d(history.to(self.conv.weight.dtype), self.conv.weight, self.conv.bias, groups=history.shape[1])
+        return y.transpose(1, 2).to(x.dtype), history[..., -k:].contiguous()
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor):
         state = torch.cat([state[..., 1:], x_t.unsqueeze(-1).to(state.dtype)], dim=-1)

@@ -5,7 +5,8 @@ embedding (+ learned absolute positions when ``mixer: attention, pos: abs``) -> 
 (mixer_seq_simple: rms_norm, tied embeddings, N(0, 0.02) embedding init, out_proj rescaled by
 1/sqrt(number of residual branches), GPT-2 scheme).
 
-Decoding: ``init_state`` / ``step`` one token at a time.  ``init_state(..., capacity, static=True)`` builds a
+Decoding: ``init_state`` / ``step`` one token at a time; ``prefill`` a whole prompt (the parallel form where a
+block has one, :mod:`models.prefill`).  ``init_state(..., capacity, static=True)`` builds a
 state with fixed shapes and no Python numbers that change (a static KV cache in every attention layer, the
 position a device tensor), which a CUDA graph can replay (harness/bench/static_step.py).
 """
@@ -20,6 +21,7 @@ from torch import nn
 
 from models.attention import current_kv_cache_options, kv_cache_options
 from models.config import ModelConfig, as_config
+from models.prefill import prefill
 from models.registry import ARCHS
 
 
@@ -48,6 +50,10 @@ class Residual(nn.Module):
         y, state = self.block.step(self.norm(x_t), state)
         return x_t + y, state
 
+    def prefill(self, x, state):
+        y, state = prefill(self.block, self.norm(x), state)
+        return x + y, state
+
 
 class Layer(nn.Module):
     """One backbone layer: the arch's sub-blocks, each in pre-norm + residual.  (B, L, d) -> (B, L, d)."""
@@ -71,6 +77,13 @@ class Layer(nn.Module):
             x_t, s = sub.step(x_t, s)
             new.append(s)
         return x_t, new
+
+    def prefill(self, x, state):
+        new = []
+        for sub, s in zip(self.sublayers, state):
+            x, s = sub.prefill(x, s)
+            new.append(s)
+        return x, new
 
 
 class LM(nn.Module):
@@ -160,6 +173,23 @@ class LM(nn.Module):
             x, s = layer.step(x, s)
             new.append(s)
         return self.norm_f(x) @ self.embedding.weight.t(), {"pos": state["pos"] + 1, "layers": new}
+
+
+    def prefill(self, tokens: torch.Tensor, state: Dict[str, Any]):
+        """A prompt tokens (B, L) long, L >= 1, through the parallel form where a block has one
+        (:mod:`models.prefill`) -> (logits of its last position (B, vocab), the state after it): what L calls of
+        ``step`` give, in one pass over the prompt."""
+        if tokens.dim() != 2 or tokens.shape[1] == 0:
+            raise ValueError(f"prefill takes a (batch, length >= 1) prompt, got shape {tuple(tokens.shape)}")
+        x = self.embedding(tokens)
+        if self.pos_embedding is not None:
+            x = x + self._positions(int(state["pos"]), tokens.shape[1], tokens.device)
+        new = []
+        for layer, s in zip(self.layers, state["layers"]):
+            x, s = layer.prefill(x, s)
+            new.append(s)
+        logits = self.norm_f(x[:, -1]) @ self.embedding.weight.t()
+        return logits, {"pos": state["pos"] + tokens.shape[1], "layers": new}
 
 
 def build_lm(model_cfg: "dict | ModelConfig", vocab_size: int) -> LM:

@@ -11,6 +11,7 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.conv import CausalDepthwiseConv
+from models.prefill import prefill
 from models.registry import MIXERS
 
 
@@ -32,6 +33,13 @@ class MambaBlock(nn.Module):
 
     def init_state(self, batch, device=None, dtype=None):
         return {"conv": self.conv.init_state(batch, device, dtype), "mixer": self.mixer.init_state(batch, device, dtype)}
+
+    def prefill(self, x, state):
+        """A prompt (B, L, d_model) in parallel: the conv and the mixer each continue from their state."""
+        u, z = self.in_proj(x).chunk(2, dim=-1)
+        u, conv_state = self.conv.prefill(u, state["conv"])
+        y, mixer_state = prefill(self.mixer, F.silu(u), state["mixer"])
+        return self.out_proj(y * F.silu(z)), {"conv": conv_state, "mixer": mixer_state}
 
     def step(self, x_t, state):
         u, z = self.in_proj(x_t).chunk(2, dim=-1)

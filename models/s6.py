@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import selective_scan
+from kernels import selective_scan, selective_state_update
+from kernels.selective_scan.state_update import selective_state_update_reference
 from models.complex_scan import complex_linear_scan
 from models.config import ModelConfig
 from models.hippo import diag_init, inverse_softplus, log_uniform_dt
+from models.prefill import prefill_by_step
 
 
 class S6(nn.Module):
@@ -96,13 +98,31 @@ class S6(nn.Module):
         delta, delta_bias, B, C = self._ssm_params(x)
         if self.is_complex:
             return self._forward_complex(x, delta, delta_bias, B, C)
+        return self._scan(x, delta, delta_bias, B, C, return_last_state=False)
+
+    def _scan(self, x, delta, delta_bias, B, C, return_last_state: bool):
+        """The real-A scan through ``kernels.selective_scan``: y (B, L, d), and with ``return_last_state`` the
+        state after the last position (B, d, N) float32, as ``step`` keeps it."""
         # kernel layout: u, delta (batch, dim, L); B, C (batch, N, L) or (batch, dim, N, L)
         u = x.transpose(1, 2)
         Bk = B[..., 0, :].transpose(1, 2) if self.sel.B else B.permute(0, 2, 3, 1)
         Ck = C[..., 0, :].transpose(1, 2) if self.sel.C else C.permute(0, 2, 3, 1)
-        y = selective_scan(u, delta.transpose(1, 2), self._A(), Bk, Ck, self.D.float(),
-                           delta_bias=delta_bias.float(), delta_softplus=True, backend=self.backend)
-        return y.transpose(1, 2)
+        out = selective_scan(u, delta.transpose(1, 2), self._A(), Bk, Ck, self.D.float(),
+                             delta_bias=delta_bias.float(), delta_softplus=True,
+                             return_last_state=return_last_state, backend=self.backend)
+        if return_last_state:
+            return out[0].transpose(1, 2), out[1]
+        return out.transpose(1, 2)
+
+    def prefill(self, x: torch.Tensor, state: torch.Tensor):
+        """A prompt x (B, L, d) from a fresh state (all zeros, as ``init_state`` makes it) through the scan:
+        (y, the state after it), what L calls of ``step`` give.  The scan starts from zero, so a state that
+        already holds tokens, and the complex-A path, step instead (exact, slower).  One host read per call."""
+        if self.is_complex or bool(state.any()):
+            return prefill_by_step(self, x, state)
+        delta, delta_bias, B, C = self._ssm_params(x)
+        y, last = self._scan(x, delta, delta_bias, B, C, return_last_state=True)
+        return y, last.to(state.dtype)
 
     def _forward_complex(self, x, delta, delta_bias, B, C):
         dt = F.softplus(delta.float() + delta_bias.float())             # (b, L, d)
@@ -123,17 +143,28 @@ class S6(nn.Module):
         return torch.zeros(batch, self.d, self.N, device=device, dtype=torch.float32)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor):
-        """One token: x_t (B, d) -> (y_t (B, d), state)."""
+        """One token: x_t (B, d) -> (y_t (B, d), state).
+
+        Real A: ``kernels.selective_state_update`` (one fused kernel on CUDA), which updates ``state`` in
+        place and returns it, so a CUDA-graph stepper copies nothing back.  While autograd records the step
+        (grad mode on and a parameter or the state requires grad) it returns a new state instead and leaves
+        ``state`` alone: an in-place update would break the backward through earlier steps.
+        """
         delta, delta_bias, B, C = self._ssm_params(x_t)
-        dt = F.softplus(delta.float() + delta_bias.float()).unsqueeze(-1)   # (b, d, 1)
-        A = self._A()
         if self.is_complex:
-            B, C = self._as_complex(B), self._as_complex(C)
-        else:
-            B, C = B.float(), C.float()
-        state = torch.exp(dt * A) * state + dt * B * x_t.float().unsqueeze(-1)
-        y = (state * C).sum(-1)
-        y = 2 * y.real if self.is_complex else y
+            return self._step_complex(x_t, state, delta, delta_bias, B, C)
+        B = B[..., 0, :] if self.sel.B else B                   # (b, N) shared by all channels, or (b, d, N)
+        C = C[..., 0, :] if self.sel.C else C
+        args = (state, x_t, delta, delta_bias, self._A(), B, C, self.D)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+            return selective_state_update_reference(*args, delta_softplus=True)
+        return selective_state_update(*args, delta_softplus=True, backend=self.backend)
+
+    def _step_complex(self, x_t, state, delta, delta_bias, B, C):
+        dt = F.softplus(delta.float() + delta_bias.float()).unsqueeze(-1)   # (b, d, 1)
+        B, C = self._as_complex(B), self._as_complex(C)
+        state = torch.exp(dt * self._A()) * state + dt * B * x_t.float().unsqueeze(-1)
+        y = 2 * (state * C).sum(-1).real
         return (y + self.D.float() * x_t.float()).to(x_t.dtype), state
 
     def extra_repr(self) -> str:

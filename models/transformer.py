@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import ModelConfig
+from models.prefill import prefill
 from models.registry import MIXERS
 
 
@@ -29,6 +30,9 @@ class MLP(nn.Module):
     def step(self, x_t, state):
         return self.forward(x_t), state
 
+    def prefill(self, x, state):
+        return self.forward(x), state
+
 
 class MixerSublayer(nn.Module):
     """A bare mixer on d_model channels (attention brings its own projections)."""
@@ -45,6 +49,9 @@ class MixerSublayer(nn.Module):
 
     def step(self, x_t, state):
         return self.mixer.step(x_t, state)
+
+    def prefill(self, x, state):
+        return prefill(self.mixer, x, state)
 
 
 def transformer_layer(cfg: ModelConfig) -> list:

@@ -99,3 +99,43 @@ def test_cuda_graph_is_ignored_on_the_cpu_and_says_so():
     m = decode("mamba", prompt_len=3, cuda_graph=True)
     assert [(r["value"], r["message"]) for r in m["cuda_graph"]] == [(0, "cuda_graph is ignored on the CPU")]
     assert "cuda_graph" not in decode("mamba", prompt_len=3)
+
+
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("model", ["mamba", "attention"])
+def test_parallel_prefill_decodes_as_the_stepped_prompt(model, static):
+    """``prefill: parallel`` (LM.prefill, loaded into the static stepper's buffers when there is one) leaves the
+    logits and the state that ``prefill: step`` does, and the greedy generation after it goes the same way."""
+    import torch
+
+    import models
+    from harness.bench.config import DecodeConfig
+    from harness.bench.static_step import StaticStepper, leaves
+    from harness.kinds.decode import Decoder, static_init_state
+
+    torch.manual_seed(1)
+    lm = models.build_lm(MODELS[model], 32).eval()
+    out = {}
+    for mode in ("step", "parallel"):
+        cfg = DecodeConfig.model_validate(dict(model=MODELS[model], vocab=32, batch=2, prompt_len=6, gen_len=4,
+                                               dtype="fp32", device="cpu", prefill=mode))
+        stepper = (StaticStepper(lm, static_init_state(lm, cfg, "cpu"), cfg.batch, "cpu", capture=False)
+                   if static else None)
+        with torch.inference_mode():
+            dec = Decoder(lm, cfg, "cpu", ctx(), stepper)
+            dec.prefill()
+            prefilled = dec.logits.clone()
+            dec.generate()
+            state = stepper.state if static else dec.state
+            out[mode] = (prefilled, dec.logits.clone(), [t.clone() if isinstance(t, torch.Tensor) else t
+                                                         for t in leaves(state)])
+    (p_step, g_step, s_step), (p_par, g_par, s_par) = out["step"], out["parallel"]
+    # float32: the scan and the step sum in different orders (~1e-7 relative)
+    torch.testing.assert_close(p_par, p_step, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g_par, g_step, rtol=1e-4, atol=1e-5)
+    assert len(s_par) == len(s_step)
+    for a, b in zip(s_par, s_step):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        else:
+            assert a == b

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import kernels
-from kernels.selective_scan.testing import compare, random_inputs
+from kernels.selective_scan.testing import compare, random_inputs, run_tests_in_triton_interpreter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,14 +136,7 @@ def test_triton_backend_on_cpu_without_interpreter_says_what_to_do():
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"), reason="already interpreting")
 def test_triton_kernels_in_the_interpreter():
     """Run tests/test_selective_scan_triton.py on the CPU with TRITON_INTERPRET=1 (set before import)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(ROOT / "tests" / "test_selective_scan_triton.py")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    summary = proc.stdout.strip().splitlines()[-1]
-    assert " passed" in summary and "failed" not in summary and "error" not in summary, proc.stdout[-2000:]
+    run_tests_in_triton_interpreter(ROOT / "tests" / "test_selective_scan_triton.py")
 
 
 def test_bench_backward_variant_specs():

@@ -124,6 +124,11 @@ class DecodeConfig(StrictModel):
     timeout_s: PositiveFloat = 300.0
     device: str = "cpu"
     seed: NonNegativeInt = 0
+    prefill: Literal["parallel", "step"] = Field(
+        "parallel", description="how the prompt is read: 'parallel' through LM.prefill (the parallel form where a "
+                                "block has one: Mamba's conv and scan, attention filling its KV cache; the other "
+                                "blocks step; as the paper's throughput and Hugging Face's generate do), or 'step', "
+                                "one recurrent step per prompt token (exact for every block, launch-bound)")
     cuda_graph: bool = Field(
         False, description="on CUDA, replay each decoding step from one CUDA graph over static buffers "
                            "(harness/bench/static_step.py): eager decoding of a small model measures kernel-launch "

@@ -145,6 +145,14 @@ class StaticStepper:
             self.state["pos"] = 0
         self.token.zero_()
 
+    def load(self, state: Any, logits: torch.Tensor) -> None:
+        """Go on from ``state`` (a prefill's, same structure as this stepper's): copied into the static buffers,
+        the next token the argmax of ``logits``."""
+        copy_state_(_without_pos(self.state), _without_pos(state))
+        if isinstance(self.state, dict) and "pos" in self.state and not isinstance(self.state["pos"], torch.Tensor):
+            self.state["pos"] = int(state["pos"])
+        self.token.copy_(logits.argmax(-1))
+
     def step(self, token: Optional[torch.Tensor] = None) -> None:
         if token is not None:
             self.token.copy_(token)

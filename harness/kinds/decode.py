@@ -1,18 +1,21 @@
 """``kind: decode``: per-token latency and throughput of recurrent ``step`` decoding.
 
 Per repeat: a fresh state (``lm.init_state(batch, device, dtype)``; under a CUDA graph the stepper's static
-state, reset in place), a **prefill by step**
-(the ``prompt_len`` prompt tokens fed one at a time through ``lm.step``: the only path the models'
-API guarantees to leave a decoding state, so prefill is the recurrent form for every arch, not a
-parallel forward), then ``gen_len`` greedy tokens.  Mamba carries a constant-size state; the
+state, reset in place), the prefill of the ``prompt_len`` prompt tokens, then ``gen_len`` greedy tokens.
+``prefill: parallel`` (the default) reads the prompt through ``lm.prefill`` (models/prefill.py): Mamba's conv and
+scan and attention's KV-cache fill run once over the whole prompt, as in the paper's throughput and Hugging
+Face's ``generate``; blocks with no parallel prefill (H3, S4, Hyena) step through it.  ``prefill: step`` feeds
+the prompt one token at a time through ``lm.step`` for every block (every decode row
+committed up to 2026-12-02 was measured so).  Either way the generation is the same, up to rounding.  Mamba carries a constant-size state; the
 Transformer's ``step`` appends to a KV cache, so its per-token cost grows with the context.
 
 KV cache: eager cells (``cuda_graph`` false, or a graph refused) use the default growing cache, attending over
 the tokens so far.  ``cuda_graph: true`` builds every state static (``lm.init_state(..., capacity, static=True)``,
 capacity ``prompt_len + gen_len``, at least the stepper's warm-up steps): the Transformer's KV cache is then
 preallocated and each step attends over the whole capacity under a mask (HF transformers' StaticCache,
-gpt-fast), so it is replayed from a CUDA graph like Mamba's step.  Its early prefill steps therefore cost
-as much as the last ones, and ``state_bytes`` is the full preallocated cache.
+gpt-fast), so it is replayed from a CUDA graph like Mamba's step.  A parallel prefill runs eagerly and is loaded
+into the stepper's buffers; a stepped one's early steps cost as much as the last ones (masked attention over the
+whole capacity).  ``state_bytes`` is then the full preallocated cache.
 
 Rows: ``prefill_ms`` and ``decode_ms_per_token`` (one per repeat), then their medians and IQR,
 ``tokens_per_s`` (batch * gen_len / generation time), ``end_to_end_tokens_per_s`` (batch * gen_len /
@@ -75,6 +78,17 @@ class Decoder:
         self.logits = None
 
     def prefill(self) -> None:
+        if self.cfg.prompt_len == 0:
+            return
+        if self.cfg.prefill == "parallel":
+            self.ctx.check_deadline()
+            logits, state = self.lm.prefill(self.prompt[:, : self.cfg.prompt_len], self.state)
+            if self.stepper is not None:
+                self.stepper.load(state, logits)
+            else:
+                self.state = state
+            self.logits = logits
+            return
         for t in range(self.cfg.prompt_len):
             self.ctx.check_deadline()
             if self.stepper is not None:

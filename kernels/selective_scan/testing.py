@@ -97,3 +97,21 @@ def poisoned_outputs():
         yield
     finally:
         triton_backend._empty = old
+
+
+def run_tests_in_triton_interpreter(test_file) -> None:
+    """Run a pytest file of Triton tests in a subprocess with TRITON_INTERPRET=1 (it must be set before triton is
+    imported, so not in this process) and no visible GPU; assert that it passed.  How CI tests the kernels."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, proc.stdout[-2000:]

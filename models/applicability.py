@@ -8,9 +8,10 @@ the suite planner warns about such sweep axes and the report leaves such keys ou
 
 The table is checked against the models themselves (tests/test_applicability.py): for every built-in
 block and mixer, changing a key the table calls inert changes no parameter and no output.  A block or
-mixer registered by a plugin is unknown here, so every key counts as applying to it.  Conditions on other
-keys are not modelled (``dt_rank`` with ``selective.delta: false``, say): the table then calls a key
-applying where it is not, so a warning is missed, never given falsely.
+mixer registered by a plugin is unknown here, so every key counts as applying to it.  Of the conditions on
+other keys one is modelled: ``dt_rank`` sizes the low-rank dt projection, which ``selective: {delta: false}``
+removes.  Others are not: the table then calls a key applying where it is not, so a warning is missed, never
+given falsely (a caller that passes only arch/mixer/pos, as the report does, gets the same answers).
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ RULES: Dict[str, Rule] = {
     "dt_min": _SSM,
     "dt_max": _SSM,
     "dt_init_floor": _S6,
-    "dt_rank": _S6,
+    "dt_rank": Rule("mixer: s6 with selective.delta true (the low-rank dt projection)",
+                    lambda m: m["mixer"] == "s6" and m["delta_selective"]),
     "selective": _S6,
     "backend": _S6,
     "hyena_filter_dim": _HYENA,
@@ -72,7 +74,11 @@ _DEFAULTS = {"arch": "mamba", "mixer": "s6", "pos": "rope"}
 
 
 def _resolved(model: Mapping[str, Any]) -> Dict[str, Any]:
-    return {k: model.get(k, default) for k, default in _DEFAULTS.items()}
+    m = {k: model.get(k, default) for k, default in _DEFAULTS.items()}
+    selective = model.get("selective")
+    delta = selective.get("delta", True) if isinstance(selective, Mapping) else model.get("selective.delta", True)
+    m["delta_selective"] = delta is not False          # ModelConfig's default: dt is selective
+    return m
 
 
 def applies(key: str, model: Mapping[str, Any]) -> bool:

@@ -97,3 +97,17 @@ def test_dotted_and_unknown_keys_and_plugins():
     assert applies("n_layers", {"mixer": "s6"}) and when_applies("n_layers") == ""
     assert applies("pos", {"arch": "mamba", "mixer": "my_plugin_mixer"})   # unknown mixer: assume it matters
     assert when_applies("pos") == "mixer: attention"
+
+
+@pytest.mark.parametrize("arch", ["mamba", "none", "h3"])
+def test_dt_rank_is_inert_when_dt_is_not_selective(arch):
+    """The one cross-key condition of the table: without a selective dt there is no low-rank dt projection."""
+    fixed_dt = {"arch": arch, "mixer": "s6", "selective": {"delta": False}}
+    assert "dt_rank" in inert_keys(fixed_dt, ["dt_rank"])
+    assert not applies("dt_rank", {"arch": arch, "mixer": "s6", "selective": {"delta": False}, "pos": "rope"}) \
+        and applies("dt_rank", {"arch": arch, "mixer": "s6", "selective.delta": True})
+    assert applies("dt_rank", {"arch": arch, "mixer": "s6"})                      # the default: selective dt
+    base = _outputs({**BASE, **fixed_dt}, SEED)
+    assert _same(_outputs({**BASE, **fixed_dt, "dt_rank": OTHER["dt_rank"]}, SEED), base)
+    selective = {**BASE, "arch": arch, "mixer": "s6"}
+    assert not _same(_outputs({**selective, "dt_rank": OTHER["dt_rank"]}, SEED), _outputs(selective, SEED))

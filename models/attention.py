@@ -180,8 +180,8 @@ class MultiHeadAttention(nn.Module):
             q, k = self.rotary(q, k, n, n)
         K, V = state["k"], state["v"]
         if n == K.shape[2]:                                             # grow the cache
-            K, V = torch.cat([K, torch.zeros_like(K)], 2), torch.cat([V, torch.zeros_like(V)], 2)
-        if torch.is_grad_enabled():                                     # autograd needs the old cache intact
+            K, V = _grown(K, n + 1), _grown(V, n + 1)
+        elif torch.is_grad_enabled():                                   # autograd needs the old cache intact
             K, V = K.clone(), V.clone()
         K[:, :, n], V[:, :, n] = k[:, :, 0].to(K.dtype), v[:, :, 0].to(V.dtype)
         y = causal_attention(q, K[:, :, : n + 1].to(q.dtype), V[:, :, : n + 1].to(q.dtype), self.backend)
@@ -204,11 +204,7 @@ class MultiHeadAttention(nn.Module):
             if isinstance(n, torch.Tensor):
                 raise RuntimeError(f"static KV cache overflow: a prompt of {L} tokens does not fit its {K.shape[2]} "
                                    f"slots (init_state(capacity=...)); make it at least prompt + generated tokens")
-            capacity = K.shape[2]
-            while capacity < L:                                        # grow as the step does: doubling
-                capacity *= 2
-            K = torch.cat([K, K.new_zeros(K.shape[:2] + (capacity - K.shape[2],) + K.shape[3:])], 2)
-            V = torch.cat([V, V.new_zeros(V.shape[:2] + (capacity - V.shape[2],) + V.shape[3:])], 2)
+            K, V = _grown(K, L), _grown(V, L)
         elif torch.is_grad_enabled():                                   # autograd needs the old cache intact
             K, V = K.clone(), V.clone()
         K[:, :, :L], V[:, :, :L] = k.to(K.dtype), v.to(V.dtype)
@@ -233,6 +229,15 @@ class MultiHeadAttention(nn.Module):
         keep = (torch.arange(capacity, device=K.device) <= n).view(1, 1, 1, capacity)   # slots 0..len (this token)
         y = masked_attention(q, K.to(q.dtype), V.to(q.dtype), keep, self.backend)
         return self.out_proj(y.reshape(x_t.shape)), {"k": K, "v": V, "len": n + 1}
+
+
+def _grown(buffer: torch.Tensor, slots: int) -> torch.Tensor:
+    """A growing cache's buffer (B, H, capacity, d_head) with its capacity doubled until ``slots`` fit: a new
+    tensor, the old entries first and zeros after."""
+    capacity = buffer.shape[2]
+    while capacity < slots:
+        capacity *= 2
+    return torch.cat([buffer, buffer.new_zeros(buffer.shape[:2] + (capacity - buffer.shape[2],) + buffer.shape[3:])], 2)
 
 
 _CACHE_OPTIONS: "contextvars.ContextVar[dict]" = contextvars.ContextVar(

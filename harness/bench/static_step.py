@@ -74,12 +74,15 @@ def _tensor_pos(state: Any) -> bool:
     return isinstance(state, dict) and isinstance(state.get("pos"), torch.Tensor)
 
 
+def _int_pos(state: Any) -> bool:
+    """Whether the state carries the LM's step position as a Python int (a static state's is a tensor)."""
+    return isinstance(state, dict) and "pos" in state and not isinstance(state["pos"], torch.Tensor)
+
+
 def _without_pos(state: Any) -> Any:
     """The LM's step position when it is a Python int: tracked by the stepper, not replayed (a tensor position,
     a static state's, is a state buffer like any other)."""
-    if isinstance(state, dict) and "pos" in state and not isinstance(state["pos"], torch.Tensor):
-        return {k: v for k, v in state.items() if k != "pos"}
-    return state
+    return {k: v for k, v in state.items() if k != "pos"} if _int_pos(state) else state
 
 
 class StaticStepper:
@@ -141,7 +144,7 @@ class StaticStepper:
         for buf, fresh in zip(leaves(_without_pos(self.state)), self._fresh):
             if isinstance(buf, torch.Tensor):
                 buf.zero_() if fresh is None else buf.copy_(fresh)
-        if isinstance(self.state, dict) and "pos" in self.state and not isinstance(self.state["pos"], torch.Tensor):
+        if _int_pos(self.state):
             self.state["pos"] = 0
         self.token.zero_()
 
@@ -149,7 +152,7 @@ class StaticStepper:
         """Go on from ``state`` (a prefill's, same structure as this stepper's): copied into the static buffers,
         the next token the argmax of ``logits``."""
         copy_state_(_without_pos(self.state), _without_pos(state))
-        if isinstance(self.state, dict) and "pos" in self.state and not isinstance(self.state["pos"], torch.Tensor):
+        if _int_pos(self.state):
             self.state["pos"] = int(state["pos"])
         self.token.copy_(logits.argmax(-1))
 
@@ -160,5 +163,5 @@ class StaticStepper:
             self.graph.replay()
         else:
             self.logits = self._step_in_place()
-        if isinstance(self.state, dict) and "pos" in self.state and not isinstance(self.state["pos"], torch.Tensor):
+        if _int_pos(self.state):
             self.state["pos"] += 1

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
 from harness.errors import Issue, SuiteError
+from harness.suite.plan import SUITE_SUFFIXES, plan, suite_files
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-SUITE_SUFFIXES = (".yaml", ".yml")
 
 
 def _err(text: str) -> None:
@@ -32,107 +32,12 @@ def _load_plugins() -> None:
 def _import_registrations() -> List[str]:
     """Import the packages whose modules register mixers/archs/tasks/impls; returns import problems."""
     problems = []
-    for module in ("models", "harness.tasks", "harness.bench"):
+    for module in ("models", "harness.kinds.tasks", "harness.kinds.bench"):
         try:
             importlib.import_module(module)
         except Exception as exc:  # noqa: BLE001 - list what we can
             problems.append(f"{module}: {type(exc).__name__}: {exc}")
     return problems
-
-
-def suite_files(args: Sequence[str]) -> List[Path]:
-    """Files named on the command line; a directory means every suite file under it."""
-    out: List[Path] = []
-    for arg in args:
-        path = Path(arg)
-        if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.suffix in SUITE_SUFFIXES))
-        else:
-            out.append(path)
-    return out
-
-
-# --------------------------------------------------------------------------- planning
-
-def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: Sequence[Tuple[str, Any]],
-         device: Optional[str], cuda_available: Optional[bool] = None):
-    """[(LoadedSuite, cells)] for every document of every file; every problem of every file at once.
-
-    ``cuda_available``: what ``device: auto`` resolves against (None: this process's torch; the Ray
-    executor passes whether its cluster has GPUs).
-
-    With several suites (a multi-document file such as suites/smoke.yaml, or several files), a
-    ``--set`` key goes only to the suites whose kind has its top-level section (``train.steps`` to
-    task suites), and a suite none of whose cells has a ``--filter`` key is left out; a key that fits
-    no suite at all is still an error, so a typo is never silently ignored.
-    """
-    from harness.expand import expand, known_keys
-    from harness.schema import read_suites
-
-    issues: List[Issue] = []
-    loaded_all = []
-    for path in files:
-        suites, problems = read_suites(path, overrides)
-        issues.extend(problems)
-        loaded_all.extend(suites)
-    cell_overrides = [o for o in overrides if not _suite_level(o[0])]
-    several = len(loaded_all) > 1
-    used_sets, used_filters = set(), set()
-    planned = []
-    for loaded in loaded_all:
-        these_sets, these_filters = cell_overrides, filters
-        try:
-            if several:
-                fields = _kind_fields(loaded.spec.kind)
-                these_sets = [o for o in cell_overrides if fields is None or o[0].split(".")[0] in fields]
-                keys = known_keys(c.params for c in expand(loaded, these_sets, (), device, validate=False,
-                                                           cuda_available=cuda_available))
-                if any(key not in keys for key, _ in filters):
-                    continue  # no cell of this suite can match the filter
-            used_sets.update(key for key, _ in these_sets)
-            used_filters.update(key for key, _ in these_filters)
-            planned.append((loaded, expand(loaded, these_sets, these_filters, device,
-                                           cuda_available=cuda_available)))
-        except SuiteError as exc:
-            issues.extend(exc.issues)
-    if several and not issues:
-        for key, _ in cell_overrides:
-            if key not in used_sets:
-                issues.append(Issue("command line", 0, f"--set {key!r}: no suite given has this key"))
-        for key, _ in filters:
-            if key not in used_filters:
-                issues.append(Issue("command line", 0, f"--filter {key!r}: no cell of any suite given has this key"))
-    if issues:
-        sources = sorted({i.source for i in issues})
-        raise SuiteError(issues, headline=f"{sources[0]} is not a valid suite file:" if len(sources) == 1
-                         else "the suites are not valid:")
-    _warn_inert(planned, cell_overrides)
-    return planned
-
-
-def _warn_inert(planned, overrides: Sequence[Tuple[str, Any]]) -> None:
-    """Print (stderr) the sweep axes and ``--set`` values that change no model (harness/inert_axes.py)."""
-    from harness.inert_axes import inert_axis_issues, inert_override_issues
-
-    warnings = [i for loaded, cells in planned for i in inert_axis_issues(loaded, cells)]
-    warnings += inert_override_issues([c for _, cells in planned for c in cells], overrides)
-    for issue in sorted(set(warnings)):
-        print(issue, file=sys.stderr)
-
-
-def _kind_fields(kind: str) -> Optional[set]:
-    """Top-level keys a kind's cells may hold (aliases included), or None if the kind cannot load."""
-    from harness.kinds import KINDS
-    try:
-        model = KINDS.get(kind).config_model
-    except Exception:  # an unknown or broken kind is reported by expand's validation
-        return None
-    return {f.alias or name for name, f in model.model_fields.items()} | set(model.model_fields)
-
-
-def _suite_level(key: str) -> bool:
-    from harness.schema import SUITE_LEVEL_KEYS
-    return key in SUITE_LEVEL_KEYS or key.startswith("sweep.")
 
 
 def cells_table(cells) -> str:
@@ -154,9 +59,9 @@ def _fmt(value: Any) -> str:
 # --------------------------------------------------------------------------- commands
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.bench import IMPLS
+    from harness.kinds.bench import IMPLS
     from harness.kinds import KINDS
-    from harness.tasks import TASKS
+    from harness.kinds.tasks import TASKS
     from models.registry import ARCHS, MIXERS
 
     problems = _import_registrations()
@@ -188,7 +93,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     section("benchmark targets (impl)", IMPLS)
     section("suite kinds (kind)", KINDS)
     print("suites:")
-    from harness.schema import read_suites
+    from harness.suite.schema import read_suites
     root = Path(args.suites_dir)
     files = sorted(p for p in root.rglob("*") if p.suffix in SUITE_SUFFIXES) if root.is_dir() else []
     if not files:
@@ -208,7 +113,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _parse_common(args: argparse.Namespace):
-    from harness.expand import parse_assignments
+    from harness.suite.expand import parse_assignments
     overrides = parse_assignments(args.set or [], "--set")
     filters = parse_assignments(getattr(args, "filter", None) or [], "--filter")
     return overrides, filters
@@ -228,7 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _make_executor(args: argparse.Namespace):
     """The executor ``--executor`` names, connected: a bad ``--address`` exits 2 here, before
     anything is planned or written; prints what a cluster executor will run the cells on."""
-    from harness.executors import LocalExecutor
+    from harness.run.local import LocalExecutor
 
     jobs = getattr(args, "jobs", None)
     mps = getattr(args, "mps", None)
@@ -271,7 +176,7 @@ def _ray_executor(args: argparse.Namespace):
     except ImportError:
         raise SuiteError([Issue("command line", 0, "ray is not installed: pip install -e '.[ray]'")]) from None
     try:
-        from harness.ray_executor import RayExecutor
+        from harness.run.ray_executor import RayExecutor
     except ModuleNotFoundError as exc:
         raise SuiteError([Issue("command line", 0, f"--executor ray is not available here ({exc})")]) from None
     return RayExecutor(address=args.address, gpus_per_cell=args.gpus_per_cell,
@@ -280,9 +185,9 @@ def _ray_executor(args: argparse.Namespace):
 
 def _build_report(run_dirs: List[Path]) -> None:
     try:
-        from harness.report import build_report
+        from harness.analysis.report import build_report
     except ModuleNotFoundError as exc:
-        if exc.name != "harness.report":
+        if exc.name != "harness.analysis.report":
             _err(f"report: skipped, it cannot be imported ({exc})")
         return
     except Exception as exc:  # noqa: BLE001 - a broken report module must not hide the results
@@ -311,8 +216,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple[str, Any]],
                   filters: List[Tuple[str, Any]]) -> int:
-    from harness.progress import make_progress
-    from harness.runner import RunInterrupted, read_plan, run_suite
+    from harness.run.progress import make_progress
+    from harness.run.runner import RunInterrupted, read_plan, run_suite
 
     has_gpus = getattr(executor, "cluster_has_gpus", None)
     cuda_available = has_gpus() if callable(has_gpus) else None  # None: this process's torch decides
@@ -328,7 +233,7 @@ def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple
                                         "which none of the given files holds")])
             loaded, cells = planned[0]
             added = {c.cell_id for c in cells} - {c.cell_id for c in stored_cells}
-            if added:  # e.g. another --filter: the run directory grows (harness.compare does this)
+            if added:  # e.g. another --filter: the run directory grows (harness.analysis.compare does this)
                 _err(f"note: {len(added)} cell(s) not in the run's original plan are added to {resume}")
             jobs = [(loaded.doc.data, cells, loaded.source)]
             overrides_used = overrides
@@ -424,9 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     try:
-        from harness.report.cli import add_commands
+        from harness.analysis.cli import add_commands
     except ModuleNotFoundError as exc:
-        if exc.name not in ("harness.report", "harness.report.cli"):
+        if exc.name not in ("harness.analysis.report", "harness.analysis.cli"):
             raise
     else:
         add_commands(sub)

@@ -8,18 +8,10 @@ from kernels.roofline import selective_scan_bytes, selective_scan_exps
 from kernels.selective_scan.chunked import selective_scan_chunked
 from kernels.selective_scan.reference import selective_scan_reference
 from kernels.selective_scan.state_update import selective_state_update
-from kernels.selective_scan.validate import BACKENDS, check_backend, check_inputs
+from kernels.selective_scan.validate import BACKENDS, check_inputs, resolve_backend
 
 __all__ = ["selective_scan", "BACKENDS", "resolve_backend", "selective_scan_bytes", "selective_scan_exps",
            "selective_scan_reference", "selective_scan_chunked", "selective_state_update"]
-
-
-def resolve_backend(backend: str, device) -> str:
-    """``auto`` -> ``triton`` on CUDA, ``chunked`` elsewhere; other names are checked and returned."""
-    check_backend(backend)
-    if backend == "auto":
-        return "triton" if torch.device(device).type == "cuda" else "chunked"
-    return backend
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,

@@ -17,7 +17,7 @@ KV caches for ``step`` (``init_state``):
         cache's device (as HF transformers' StaticCache and gpt-fast): a step writes k/v at that index
         (``index_copy_``), rotates at that position and attends over all ``capacity`` slots under a mask keeping
         slots <= the length, so its shapes are fixed and it reads no Python value: it can be replayed from a
-        CUDA graph (harness/bench/static_step.py).  Each step costs attention over the whole capacity.
+        CUDA graph (harness/kinds/bench/static_step.py).  Each step costs attention over the whole capacity.
   ``kv_cache_options`` passes capacity/static to every ``init_state`` inside it, through blocks that do not
         know about attention (``models.lm.LM.init_state`` uses it).
 """

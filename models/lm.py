@@ -8,7 +8,7 @@ embedding (+ learned absolute positions when ``mixer: attention, pos: abs``) -> 
 Decoding: ``init_state`` / ``step`` one token at a time; ``prefill`` a whole prompt (the parallel form where a
 block has one, :mod:`models.prefill`).  ``init_state(..., capacity, static=True)`` builds a
 state with fixed shapes and no Python numbers that change (a static KV cache in every attention layer, the
-position a device tensor), which a CUDA graph can replay (harness/bench/static_step.py).
+position a device tensor), which a CUDA graph can replay (harness/kinds/bench/static_step.py).
 """
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def suite_file(directory: Path, body: str, name: str = "suite.yaml") -> Path:
 def run_and_load(out: Path, suite: Path, *flags: str):
     """``ssmbench run SUITE FLAGS --out OUT`` in-process -> (exit code, the one run's rows, tidy)."""
     from harness.cli import main
-    from harness.results import load
+    from harness.store.results import load
 
     code = main(["run", str(suite), "--out", str(out), "--quiet", "--no-report", *flags])
     dirs = sorted(p.parent for p in Path(out).rglob("rows.jsonl"))

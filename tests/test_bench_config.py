@@ -2,9 +2,9 @@
 import pytest
 from pydantic import ValidationError
 
-from harness.bench.config import DecodeConfig, MemoryConfig, SpeedConfig
+from harness.kinds.bench.config import DecodeConfig, MemoryConfig, SpeedConfig
 from harness.kinds import KINDS
-from harness.bench.testing import TINY_MODEL, TINY_OP
+from harness.kinds.bench.testing import TINY_MODEL, TINY_OP
 
 
 def test_design_example_keys_validate():

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from harness.bench.peak_memory import PeakMemory
-from harness.bench.timing import L2_FLUSH_BYTES, CudaEventTimer
-from harness.execute import execute_cell
-from harness.bench.testing import TINY_MODEL, by_metric, cell, stepper_logits
+from harness.kinds.bench.peak_memory import PeakMemory
+from harness.kinds.bench.timing import L2_FLUSH_BYTES, CudaEventTimer
+from harness.run.execute import execute_cell
+from harness.kinds.bench.testing import TINY_MODEL, by_metric, cell, stepper_logits
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -99,7 +99,7 @@ def test_graphed_step_gives_the_eager_steppers_logits():
     """The captured step replayed over prefill and generation: the same logits as the static-buffer step
     run eagerly (same kernels, same order), for a Mamba and an H3/S4 model."""
     import models
-    from harness.bench.static_step import StaticStepper
+    from harness.kinds.bench.static_step import StaticStepper
 
     for cfg in (dict(arch="mamba", mixer="s6", n_layers=2, d_model=32), dict(arch="h3", mixer="s4", n_layers=1, d_model=32)):
         torch.manual_seed(0)
@@ -119,7 +119,7 @@ def test_graphed_static_kv_cache_gives_the_eager_logits(pos, backend):
     """A Transformer with a static KV cache, captured and replayed: the eager static-buffer stepper's logits, and
     (to float32 attention rounding) the growing cache's, through prefill, generation and a second round."""
     import models
-    from harness.bench.static_step import StaticStepper, capture_problem
+    from harness.kinds.bench.static_step import StaticStepper, capture_problem
 
     cfg = dict(arch="transformer", mixer="attention", n_layers=2, d_model=32, heads=2, pos=pos, attn_backend=backend,
                mlp_ratio=2)

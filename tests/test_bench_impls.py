@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.bench import IMPLS
-from harness.bench.config import MemoryConfig, SpeedConfig
-from harness.bench.costs import attention_costs, scan_costs
-from harness.bench.ops import scan_inputs
+from harness.kinds.bench import IMPLS
+from harness.kinds.bench.config import MemoryConfig, SpeedConfig
+from harness.kinds.bench.costs import attention_costs, scan_costs
+from harness.kinds.bench.ops import scan_inputs
 from harness.cells import CellSkipped
-from harness.bench.testing import TINY_MODEL, TINY_OP
+from harness.kinds.bench.testing import TINY_MODEL, TINY_OP
 
 OP_IMPLS = ["s6.reference", "s6.chunked", "s4.fft", "attention.sdpa", "attention.naive"]
 

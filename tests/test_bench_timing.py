@@ -5,12 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from harness.bench.costs import floor_ms
-from harness.bench.summary import timing_summary_rows
-from harness.bench.timing import CpuTimer, iqr, measure, median
-from harness.bench.workload import Workload
+from harness.kinds.bench.costs import floor_ms
+from harness.kinds.bench.summary import timing_summary_rows
+from harness.kinds.bench.timing import CpuTimer, iqr, measure, median
+from harness.kinds.bench.workload import Workload
 from harness.cells import CellContext, CellTimeout
-from harness.bench.testing import FakeTimer, by_metric
+from harness.kinds.bench.testing import FakeTimer, by_metric
 
 
 def test_median_and_iqr_match_numpy_on_random_samples():

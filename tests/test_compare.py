@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.compare import CellJob, CompareError, compare, filter_value, split_documents
-from harness.report.cli import main as cli_main
-from harness.report.synthetic import default_meta, speed_rows, write_run
+from harness.analysis.compare import CellJob, CompareError, compare, filter_value, split_documents
+from harness.analysis.cli import main as cli_main
+from harness.analysis.report.synthetic import default_meta, speed_rows, write_run
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -103,7 +103,7 @@ def test_multi_document_suites_are_split(tmp_path):
 
 def test_list_jobs_gives_one_filter_set_per_cell(tmp_path):
     pytest.importorskip("harness.cli")
-    from harness.compare import list_jobs
+    from harness.analysis.compare import list_jobs
 
     suite = tmp_path / "tiny.yaml"
     suite.write_text("name: tiny-speed\nkind: speed\ndevice: cpu\n"

@@ -1,9 +1,9 @@
 """kind: decode on CPU: rows for Mamba and attention; Mamba's state is constant, the KV cache grows."""
 import pytest
 
-from harness.execute import execute_cell
+from harness.run.execute import execute_cell
 from harness.kinds.decode import tensor_bytes
-from harness.bench.testing import by_metric, cell, ctx, greedy_logits, stepper_logits
+from harness.kinds.bench.testing import by_metric, cell, ctx, greedy_logits, stepper_logits
 
 MODELS = {"mamba": dict(arch="mamba", mixer="s6", n_layers=1, d_model=16),
           "attention": dict(arch="transformer", mixer="attention", n_layers=1, d_model=16, heads=2)}
@@ -63,7 +63,7 @@ def test_static_stepper_decodes_exactly_as_the_plain_step(name):
     import torch
 
     import models
-    from harness.bench.static_step import StaticStepper
+    from harness.kinds.bench.static_step import StaticStepper
 
     torch.manual_seed(0)
     lm = models.build_lm(STEPPERS[name], 32).eval()
@@ -81,7 +81,7 @@ def test_capture_problem_names_growing_and_positional_states():
     import torch
 
     import models
-    from harness.bench.static_step import capture_problem
+    from harness.kinds.bench.static_step import capture_problem
 
     def problem(cfg):
         lm = models.build_lm(cfg, 32).eval()
@@ -109,8 +109,8 @@ def test_parallel_prefill_decodes_as_the_stepped_prompt(model, static):
     import torch
 
     import models
-    from harness.bench.config import DecodeConfig
-    from harness.bench.static_step import StaticStepper, leaves
+    from harness.kinds.bench.config import DecodeConfig
+    from harness.kinds.bench.static_step import StaticStepper, leaves
     from harness.kinds.decode import Decoder, static_init_state
 
     torch.manual_seed(1)

@@ -1,4 +1,4 @@
-"""harness/determinism.py: the context that turns deterministic algorithms on, turns an op without a
+"""harness/kinds/training/determinism.py: the context that turns deterministic algorithms on, turns an op without a
 deterministic kernel into a clear error, and puts everything back.  (Bitwise repeatability itself needs a
 GPU: tests/test_task_kind.py and tests/test_selective_scan_triton.py.)"""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from harness.determinism import NotDeterministicError, deterministic_algorithms
-from harness.train import TrainConfig
+from harness.kinds.training.determinism import NotDeterministicError, deterministic_algorithms
+from harness.kinds.training.train import TrainConfig
 
 
 def flags():

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from harness.diff import (DiffOptions, compare_quality, compare_timing, diff_runs, format_markdown,
+from harness.analysis.diff import (DiffOptions, compare_quality, compare_timing, diff_runs, format_markdown,
                           format_text, min_two_sided_p)
-from harness.report.cli import main as cli_main
-from harness.report.runs import load_run, load_runs
-from harness.report.synthetic import default_meta, speed_rows, task_rows, write_run
+from harness.analysis.cli import main as cli_main
+from harness.analysis.report.runs import load_run, load_runs
+from harness.analysis.report.synthetic import default_meta, speed_rows, task_rows, write_run
 
 
 def _lognormal(rng, n, scale=1.0, sigma=0.03):
@@ -185,7 +185,7 @@ def test_quality_shift_is_a_regression_identical_runs_are_unchanged(tmp_path):
 def test_quality_changes_of_unrepeatable_gpu_task_cells_say_they_may_be_noise(tmp_path):
     """A task cell trained on CUDA without train.deterministic does not repeat for a seed: its quality
     changes keep their verdict but say so; deterministic or CPU cells do not get the note."""
-    from harness.diff import UNREPEATABLE_NOTE
+    from harness.analysis.diff import UNREPEATABLE_NOTE
 
     def notes(params):
         base = _task_run(tmp_path / str(len(list(tmp_path.iterdir()))), "base", seed=0, extra_params=params)

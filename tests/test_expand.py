@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import SuiteError
-from harness.expand import expand, make_cell_id, parse_assignments
-from harness.schema import load_suites
+from harness.suite.expand import expand, make_cell_id, parse_assignments
+from harness.suite.schema import load_suites
 
 BASE = """
 name: grid

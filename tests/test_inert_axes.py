@@ -1,4 +1,4 @@
-"""Warnings for sweep axes and --set values that change no model (harness/inert_axes.py)."""
+"""Warnings for sweep axes and --set values that change no model (harness/suite/inert_axes.py)."""
 from __future__ import annotations
 
 from conftest import REPO

@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from harness.bench import IMPLS
-from harness.bench.peak_memory import PeakMemory
-from harness.bench.saved_activations import SavedActivations
-from harness.bench.workload import Impl, Workload
-from harness.execute import execute_cell
-from harness.bench.testing import TINY_MODEL, TINY_OP, by_metric, cell, ctx
+from harness.kinds.bench import IMPLS
+from harness.kinds.bench.peak_memory import PeakMemory
+from harness.kinds.bench.saved_activations import SavedActivations
+from harness.kinds.bench.workload import Impl, Workload
+from harness.run.execute import execute_cell
+from harness.kinds.bench.testing import TINY_MODEL, TINY_OP, by_metric, cell, ctx
 
 
 def test_peak_tracker_sees_a_large_temporary_allocation():

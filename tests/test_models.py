@@ -355,7 +355,7 @@ def test_h3_matches_safari_wiring_and_init(mixer):
 def test_checkpointed_blocks_give_the_same_gradients_and_keep_less(arch, mixer):
     """model.checkpoint recomputes each residual block in the backward: same loss and gradients (float64),
     and the forward keeps much less for the backward (SavedActivations)."""
-    from harness.bench.saved_activations import SavedActivations
+    from harness.kinds.bench.saved_activations import SavedActivations
 
     def run(checkpoint):
         torch.manual_seed(0)

@@ -15,12 +15,12 @@ import pytest
 
 import ray_fake_kind  # noqa: F401  (registers kind "ray_fake")
 from conftest import run_and_load, suite_file
-from harness import mps
+from harness.run import mps
 from harness.cli import EXIT_OK, EXIT_USAGE, main
-from harness.executors import LocalExecutor
-from harness.expand import expand
-from harness.results import load_meta
-from harness.schema import load_suites
+from harness.run.local import LocalExecutor
+from harness.suite.expand import expand
+from harness.store.results import load_meta
+from harness.suite.schema import load_suites
 
 ONE_GPU = lambda: ["0"]  # noqa: E731
 
@@ -195,7 +195,7 @@ def test_the_flag_wins_over_the_suite_and_jobs_1_starts_nothing():
 
 
 def test_ctrl_c_in_the_parallel_run_stops_the_daemon(control, monkeypatch):
-    from harness.process_executor import ProcessExecutor
+    from harness.run.process_executor import ProcessExecutor
 
     def interrupted(self, *args):
         assert mps.PIPE_ENV in os.environ
@@ -221,7 +221,7 @@ def test_mps_flag_with_the_ray_executor_is_a_usage_error(tmp_path, capsys):
 
 def test_the_ray_executor_notes_a_suite_mps_key_and_starts_nothing():
     pytest.importorskip("ray")
-    from harness.ray_executor import RayExecutor
+    from harness.run.ray_executor import RayExecutor
 
     executor = RayExecutor()
     assert executor._mps_summary() == {}

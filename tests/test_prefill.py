@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import models
-from harness.bench.static_step import leaves
+from harness.kinds.bench.static_step import leaves
 from models.conv import CausalDepthwiseConv
 from models.prefill import prefill_by_step
 
@@ -154,9 +154,9 @@ def test_prefill_on_cuda_matches_stepping(name, static):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("model", ["mamba", "transformer"])
 def test_decode_cell_with_parallel_prefill_and_graph_runs_on_cuda(model):
-    from harness.bench.testing import by_metric, cell
+    from harness.kinds.bench.testing import by_metric, cell
     from harness.cells import CellContext
-    from harness.execute import execute_cell
+    from harness.run.execute import execute_cell
 
     cfg = (dict(arch="mamba", mixer="s6", n_layers=2, d_model=32) if model == "mamba" else
            dict(arch="transformer", mixer="attention", n_layers=2, d_model=32, heads=2))

@@ -13,10 +13,10 @@ import pytest
 
 import ray_fake_kind  # noqa: F401  (registers kind "ray_fake")
 from conftest import OOM_SWEEP, OOM_SWEEP_STATUSES, comparable, run_and_load, suite_file
-from harness import process_executor
+from harness.run import process_executor
 from harness.cells import Cell, CellContext
 from harness.cli import EXIT_OK, EXIT_USAGE, main
-from harness.process_executor import ProcessExecutor, describe_exit
+from harness.run.process_executor import ProcessExecutor, describe_exit
 
 def write_suite(tmp_path: Path, body: str) -> Path:
     return suite_file(tmp_path, body)
@@ -68,7 +68,7 @@ def test_parallel_table_equals_local_table(tmp_path):
 
 
 def test_suite_key_jobs_runs_cells_at_once_and_the_flag_wins(tmp_path):
-    from harness.executors import LocalExecutor
+    from harness.run.local import LocalExecutor
 
     executor = LocalExecutor()
     executor.use_suite({"jobs": 4})

@@ -22,7 +22,7 @@ from conftest import OOM_SWEEP, OOM_SWEEP_STATUSES, comparable, run_and_load, su
 from harness.cells import Cell, CellContext  # noqa: E402
 from harness.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main  # noqa: E402
 from harness.errors import SuiteError  # noqa: E402
-from harness.runner import cell_deadline  # noqa: E402
+from harness.run.runner import cell_deadline  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -33,7 +33,7 @@ TESTS = Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def cluster():
     """A local 2-CPU Ray whose workers can import ``ray_fake_kind`` (tests/ on their PYTHONPATH)."""
-    from harness.ray_executor import start_local_ray
+    from harness.run.ray_executor import start_local_ray
 
     if ray.is_initialized():
         ray.shutdown()
@@ -132,7 +132,7 @@ def test_retries_resubmit_a_killed_cell(cluster, tmp_path):
 
 
 def test_ctrl_c_cancels_outstanding_cells(cluster, tmp_path):
-    from harness.ray_executor import RayExecutor
+    from harness.run.ray_executor import RayExecutor
 
     pid_file = tmp_path / "slow.pid"
     cells = [Cell("s", "ray_fake", "quick", {"impl": "a", "x": 1, "sleep_s": 1.0}),
@@ -164,7 +164,7 @@ def pid_alive(pid: int) -> bool:
 # ---------------------------------------------------------------------- policy, no cluster needed
 
 def executor_on(cpus: float, gpus: float, **kwargs):
-    from harness.ray_executor import RayExecutor
+    from harness.run.ray_executor import RayExecutor
 
     executor = RayExecutor(**kwargs)
     executor._max_node = {"CPU": cpus, "GPU": gpus}  # what connect() reads from ray.nodes()
@@ -191,7 +191,7 @@ def test_timing_cells_take_a_whole_gpu_training_cells_may_share():
 
 
 def test_cells_no_node_can_hold_fail_with_a_reason():
-    from harness.ray_executor import CellUnschedulable
+    from harness.run.ray_executor import CellUnschedulable
 
     cell = Cell("s", "task", "1", {})
     with pytest.raises(CellUnschedulable, match="no GPUs"):
@@ -207,14 +207,14 @@ def test_cells_no_node_can_hold_fail_with_a_reason():
     ({"cpus_per_cell": "two"}, "must be a number"), ({"retries": -1}, "--retries"),
 ])
 def test_bad_settings_are_clear_errors(kwargs, words):
-    from harness.ray_executor import RayExecutor
+    from harness.run.ray_executor import RayExecutor
 
     with pytest.raises(SuiteError, match=words):
         RayExecutor(**kwargs)
 
 
 def test_bad_address_fails_fast(tmp_path):
-    from harness.ray_executor import check_reachable
+    from harness.run.ray_executor import check_reachable
 
     with pytest.raises(SuiteError, match="could not reach"):
         check_reachable("127.0.0.1:1", timeout_s=2)
@@ -223,7 +223,7 @@ def test_bad_address_fails_fast(tmp_path):
 
 
 def test_only_kinds_with_skip_reason_are_chained_per_impl():
-    from harness.ray_executor import RayExecutor
+    from harness.run.ray_executor import RayExecutor
 
     a1, a2, b1 = (Cell("s", "ray_fake", str(i), {"impl": impl, "x": i}) for i, impl in
                   enumerate("aab"))
@@ -233,7 +233,7 @@ def test_only_kinds_with_skip_reason_are_chained_per_impl():
 
 
 def test_deadline_travels_as_a_budget():
-    from harness.ray_executor import _context_on_worker, _context_payload
+    from harness.run.ray_executor import _context_on_worker, _context_payload
 
     ctx = CellContext(device="cuda:3", deadline=time.monotonic() + 100, run_dir="/r", quiet=False)
     payload = _context_payload(ctx)
@@ -247,7 +247,7 @@ def test_deadline_travels_as_a_budget():
 
 
 def test_import_without_ray_says_how_to_install():
-    code = "import sys; sys.modules['ray'] = None; import harness.ray_executor"
+    code = "import sys; sys.modules['ray'] = None; import harness.run.ray_executor"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode != 0

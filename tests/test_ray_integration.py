@@ -14,11 +14,11 @@ import pytest
 
 from conftest import TESTS, run_dirs
 from harness.cells import Cell
-from harness.executors import LocalExecutor
-from harness.expand import expand
-from harness.results import load, load_meta
-from harness.runner import run_suite
-from harness.schema import load_suites
+from harness.run.local import LocalExecutor
+from harness.suite.expand import expand
+from harness.store.results import load, load_meta
+from harness.run.runner import run_suite
+from harness.suite.schema import load_suites
 
 SUITE = """
 name: cluster
@@ -165,7 +165,7 @@ def test_cli_builds_the_executor_first_and_plans_with_its_gpus(write_suite, cli,
 def test_progress_bar_shows_several_cells_in_flight():
     from rich.console import Console
 
-    from harness.progress import BarProgress
+    from harness.run.progress import BarProgress
 
     bar = BarProgress(console=Console(file=io.StringIO(), force_terminal=True, width=150))
     cells = [Cell("s", "fake", f"{i:012d}", {"seq_len": i}, {"seq_len": i}) for i in range(3)]
@@ -204,7 +204,7 @@ def test_bad_address_exits_2_before_anything_is_written(write_suite, cli_subproc
 def local_ray():
     """A 2-CPU local Ray whose workers import ``fake_kind`` (tests/ on their PYTHONPATH)."""
     ray = pytest.importorskip("ray")
-    from harness.ray_executor import start_local_ray
+    from harness.run.ray_executor import start_local_ray
 
     if ray.is_initialized():
         ray.shutdown()

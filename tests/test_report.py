@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.report import build_report, default_out_dir
-from harness.report.cli import main as cli_main
-from harness.report.expect import evaluate, judge, parse_tolerance
-from harness.report.runs import load_run
-from harness.report.summary import task_milestones
-from harness.report.synthetic import default_meta, speed_rows, task_rows, write_run
+from harness.analysis.report import build_report, default_out_dir
+from harness.analysis.cli import main as cli_main
+from harness.analysis.report.expect import evaluate, judge, parse_tolerance
+from harness.analysis.report.runs import load_run
+from harness.analysis.report.summary import task_milestones
+from harness.analysis.report.synthetic import default_meta, speed_rows, task_rows, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVIL = '<script>alert("x")</script> & <b>bold</b> | pipe'
@@ -195,7 +195,7 @@ def test_expect_reports_missing_data_plainly():
 def test_length_curves_get_their_own_figure_and_stay_out_of_the_learning_curves(tmp_path):
     """train.curve_seq_lens rows (val_accuracy with a step and an eval_seq_len) make a per-length
     figure; the training-length learning curve keeps only the unlabelled points."""
-    from harness.report.figures import learning_curve_figure, length_curve_figure
+    from harness.analysis.report.figures import learning_curve_figure, length_curve_figure
 
     rows = task_rows()
     extra = []
@@ -287,7 +287,7 @@ def test_expect_over_seeds_says_how_many_meet_it_alone():
 
 
 def test_series_labels_leave_out_model_keys_the_row_model_ignores():
-    from harness.report.axes import series_label
+    from harness.analysis.report.axes import series_label
     df = pd.DataFrame({"model.arch": ["mamba", "transformer", "transformer", "h3"],
                        "model.mixer": ["s6", "attention", "attention", "hyena"],
                        "model.pos": ["rope", "abs", "rope", "rope"],
@@ -303,8 +303,8 @@ def test_series_labels_leave_out_model_keys_the_row_model_ignores():
 
 
 def test_task_reports_say_which_accuracy_each_table_counts():
-    from harness.report.summary import task_summary
-    from harness.report.tables import metric_tables
+    from harness.analysis.report.summary import task_summary
+    from harness.analysis.report.tables import metric_tables
     rows = []
     for arch in ("mamba", "h3"):
         for metric, value in (("accuracy", 0.9), ("seq_accuracy", 0.5)):
@@ -318,7 +318,7 @@ def test_task_reports_say_which_accuracy_each_table_counts():
 
 
 def test_result_tables_show_a_dash_for_model_keys_the_row_model_ignores():
-    from harness.report.tables import metric_tables
+    from harness.analysis.report.tables import metric_tables
     rows = [{"cell_id": arch + pos, "run_id": "r", "repeat": 0, "status": "ok", "metric": "accuracy", "value": v,
              "unit": "fraction", "model.arch": arch, "model.mixer": mixer, "model.pos": pos, "step": None}
             for arch, mixer, pos, v in (("mamba", "s6", "rope", 1.0), ("transformer", "attention", "abs", 0.1),
@@ -329,8 +329,8 @@ def test_result_tables_show_a_dash_for_model_keys_the_row_model_ignores():
 
 
 def test_labels_never_go_empty_and_a_single_column_axis_says_n_a():
-    from harness.report.axes import series_label
-    from harness.report.summary import task_summary
+    from harness.analysis.report.axes import series_label
+    from harness.analysis.report.summary import task_summary
     mamba_only = pd.DataFrame({"model.arch": ["mamba", "mamba"], "model.mixer": ["s6", "s6"],
                                "model.pos": ["rope", "abs"]})
     assert series_label(mamba_only, ["model.pos"]).tolist() == ["pos=rope", "pos=abs"]   # nothing else to show

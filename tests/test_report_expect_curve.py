@@ -1,13 +1,13 @@
-"""harness/report/expect_curve.py: expectations judged at every step budget of the learning curves."""
+"""harness/analysis/report/expect_curve.py: expectations judged at every step budget of the learning curves."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional
 
 import pandas as pd
 
-from harness.report import build_report
-from harness.report.expect_curve import curve_expectations
-from harness.report.synthetic import default_meta, write_run
+from harness.analysis.report import build_report
+from harness.analysis.report.expect_curve import curve_expectations
+from harness.analysis.report.synthetic import default_meta, write_run
 
 
 def cell_rows(mixer: str, curve: Dict[int, float], seed: int = 0, stop: Optional[str] = None,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_dirs
-from harness.results import (RUN_COLUMNS, canonical_columns, load, load_meta, param_columns, read_rows,
+from harness.store.results import (RUN_COLUMNS, canonical_columns, load, load_meta, param_columns, read_rows,
                              rows_to_frame, write_tables)
 
 REQUIRED = list(RUN_COLUMNS) + ["status", "metric", "value", "unit", "repeat", "message"]
@@ -111,7 +111,7 @@ def test_empty_frame_has_the_tidy_columns():
 
 @pytest.mark.parametrize("mixed_values", [False, True])
 def test_fast_and_exact_readers_give_the_same_frame(tmp_path, mixed_values):
-    from harness.results import read_frame
+    from harness.store.results import read_frame
     rows = []
     for i in range(6000):  # > 1 MiB, so the pyarrow path is taken when it can be
         row = {"cell_id": f"{i % 50:012x}", "run_id": "s/r", "suite": "s", "commit": "c" * 40, "dirty": False,

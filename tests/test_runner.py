@@ -15,10 +15,10 @@ import torch
 
 from conftest import run_dirs, subprocess_env
 from harness.cells import Cell, CellContext
-from harness.execute import execute_cell
-from harness.executors import Executor
-from harness.results import load, load_meta, read_rows
-from harness.runner import RunInterrupted, read_plan, run_suite
+from harness.run.execute import execute_cell
+from harness.run.executors import Executor
+from harness.store.results import load, load_meta, read_rows
+from harness.run.runner import RunInterrupted, read_plan, run_suite
 
 SUITE = """
 name: runs
@@ -126,14 +126,14 @@ def test_run_directory_layout_and_meta(write_suite, cli, tmp_path):
 
 class _InterruptAfterOne(Executor):
     def run(self, cells, make_context, on_done, skip_reason):
-        from harness.execute import execute_cell
+        from harness.run.execute import execute_cell
         on_done(cells[0], execute_cell(cells[0], make_context(cells[0])))
         raise KeyboardInterrupt
 
 
 def test_ctrl_c_writes_the_tables_and_the_run_can_be_resumed(write_suite, tmp_path):
-    from harness.expand import expand
-    from harness.schema import load_suites
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
     suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok, sleep")))[0]
     cells = expand(suite)
     with pytest.raises(RunInterrupted) as info:
@@ -213,7 +213,7 @@ def test_resume_refuses_another_suite(write_suite, cli, tmp_path):
 
 
 def test_time_limit_comes_from_timeout_s_or_the_task_budget_with_grace():
-    from harness.runner import cell_time_limit
+    from harness.run.runner import cell_time_limit
     assert cell_time_limit({"timeout_s": 5}) == 5
     assert cell_time_limit({"train": {"timeout_s": 200}}) == 300
     assert cell_time_limit({"train": {"timeout_s": 10}}) == 70
@@ -225,7 +225,7 @@ def test_kind_defaults_fill_the_deadline_and_the_columns():
 
     from harness.config_types import StrictModel
     from harness.kinds import KindSpec
-    from harness.runner import resolved_params
+    from harness.run.runner import resolved_params
 
     class Config(StrictModel):
         seq_len: int = 8
@@ -242,7 +242,7 @@ def test_progress_bar_renders_on_a_terminal():
 
     from rich.console import Console
 
-    from harness.progress import BarProgress
+    from harness.run.progress import BarProgress
     buf = io.StringIO()
     bar = BarProgress(console=Console(file=buf, force_terminal=True, width=150))
     cells = [Cell("s", "fake", f"{i:012d}", {"seq_len": i}, {"seq_len": i}) for i in range(2)]
@@ -294,7 +294,7 @@ def test_sigint_mid_run_exits_130_with_tables_written(write_suite, tmp_path):
 
 def test_named_commit_wins_over_git(monkeypatch):
     """A tree copied to a GPU box may carry a stale .git: SSMBENCH_GIT_COMMIT says what code ran."""
-    from harness import meta
+    from harness.store import meta
 
     meta.git_state.cache_clear()
     monkeypatch.setenv("SSMBENCH_GIT_COMMIT", "0123456789abcdef")

@@ -226,8 +226,8 @@ def test_graphed_mamba_lm_step_on_the_fused_update():
     static-buffer stepper's logits (same kernels), the S6 states updated in place (nothing copied back), and
     the reference backend's logits over the same tokens."""
     import models
-    from harness.bench.static_step import StaticStepper, leaves
-    from harness.bench.testing import greedy_logits, stepper_logits
+    from harness.kinds.bench.static_step import StaticStepper, leaves
+    from harness.kinds.bench.testing import greedy_logits, stepper_logits
 
     cfg = dict(arch="mamba", mixer="s6", n_layers=2, d_model=64)
     torch.manual_seed(0)

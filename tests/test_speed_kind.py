@@ -4,12 +4,12 @@ import time
 import pytest
 import torch
 
-from harness.bench import IMPLS
-from harness.bench.workload import Impl, Workload
-from harness.execute import execute_cell
+from harness.kinds.bench import IMPLS
+from harness.kinds.bench.workload import Impl, Workload
+from harness.run.execute import execute_cell
 from harness.kinds import KINDS
 from harness.kinds.speed import SPEC
-from harness.bench.testing import FakeTimer, TINY_MODEL, TINY_OP, by_metric, cell, ctx
+from harness.kinds.bench.testing import FakeTimer, TINY_MODEL, TINY_OP, by_metric, cell, ctx
 
 DERIVED = {"time_ms_median", "time_ms_iqr", "tokens_per_s", "achieved_GBps", "roofline_floor_ms", "roofline_fraction"}
 
@@ -105,7 +105,7 @@ def test_run_meta_has_measured_ceilings():
 
 def test_a_sweep_records_oom_then_skips_larger_lengths(write_suite, cli, monkeypatch, tmp_path):
     """End to end through the runner: L=32 ok, L=64 runs out of memory, L=128 is skipped."""
-    from harness import results
+    from harness.store import results
 
     def build(cfg, device):
         if cfg.seq_len >= 64:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import models
-from harness.bench.config import DecodeConfig
-from harness.bench.static_step import WARMUP_STEPS, StaticStepper, capture_problem, leaves, static_capacity
-from harness.bench.testing import greedy_logits, stepper_logits
+from harness.kinds.bench.config import DecodeConfig
+from harness.kinds.bench.static_step import WARMUP_STEPS, StaticStepper, capture_problem, leaves, static_capacity
+from harness.kinds.bench.testing import greedy_logits, stepper_logits
 from harness.kinds.decode import static_init_state
 from models.attention import RotaryPositions, causal_attention, masked_attention
 
@@ -248,8 +248,8 @@ def test_decode_cell_over_a_static_stepper(monkeypatch, pos):
     """The decode kind's stepper path with the cell's static state (what cuda_graph replays on CUDA), run
     eagerly on the CPU: rows as usual, state_bytes the preallocated cache, cuda_graph 1."""
     import harness.kinds.decode as decode_kind
-    from harness.bench.testing import by_metric, cell, ctx
-    from harness.execute import execute_cell
+    from harness.kinds.bench.testing import by_metric, cell, ctx
+    from harness.run.execute import execute_cell
 
     def eager_static_stepper(lm, cfg, device):
         stepper = StaticStepper(lm, static_init_state(lm, cfg, device), cfg.batch, device, capture=False)

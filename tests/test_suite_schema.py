@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import SuiteError
-from harness.expand import expand
-from harness.schema import load_suites
+from harness.suite.expand import expand
+from harness.suite.schema import load_suites
 
 GOOD = """
 name: demo

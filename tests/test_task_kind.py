@@ -132,8 +132,8 @@ def test_real_model_path_smoke():
 
 @pytest.mark.parametrize("path", OUR_SUITES)
 def test_our_suites_expand_and_validate(path):
-    schema = pytest.importorskip("harness.schema")
-    expand = pytest.importorskip("harness.expand")
+    schema = pytest.importorskip("harness.suite.schema")
+    expand = pytest.importorskip("harness.suite.expand")
     if not (ROOT / path).exists():
         pytest.skip(f"{path} not written yet")
     suites = schema.load_suites(ROOT / path)

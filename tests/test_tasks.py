@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.tasks import TASKS, make_task
-from harness.tasks.base import IGNORE, TaskBatch
-from harness.tasks.config import TaskConfig
+from harness.kinds.tasks import TASKS, make_task
+from harness.kinds.tasks.base import IGNORE, TaskBatch
+from harness.kinds.tasks.config import TaskConfig
 
 ALL = ["copying", "selective_copying", "induction_heads", "mqar"]
 

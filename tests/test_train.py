@@ -10,10 +10,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from harness.cells import CellContext, CellDiverged, CellTimeout
-from harness.tasks import make_task
-from harness.tasks.base import TaskBatch
-from harness.train import (TrainConfig, evaluate, lr_at, make_optimizer, train_and_evaluate)
-from harness.train_step import set_lr
+from harness.kinds.tasks import make_task
+from harness.kinds.tasks.base import TaskBatch
+from harness.kinds.training.train import (TrainConfig, evaluate, lr_at, make_optimizer, train_and_evaluate)
+from harness.kinds.training.train_step import set_lr
 
 
 class TinyLM(nn.Module):
@@ -352,7 +352,7 @@ def test_bf16_autocast_on_cpu_runs():
 def test_answer_loss_is_the_mean_over_answer_positions_only(seed):
     """The sync-free loss equals cross-entropy over the gathered answers, whatever the other targets
     hold, and its gradient reaches answer positions only."""
-    from harness.train import answer_loss
+    from harness.kinds.training.train import answer_loss
 
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(3, 17, 11, generator=g, dtype=torch.float64, requires_grad=True)

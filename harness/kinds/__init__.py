@@ -3,6 +3,10 @@
 The runner looks a cell's kind up here and calls ``spec.run_cell(cell, ctx)``, which yields rows
 (see :mod:`harness.cells`).  Entries are lazy so that importing the harness does not import every
 kind's dependencies.
+
+This package owns what a cell of each kind does, with its helpers: ``bench/`` (timing, memory, roofline
+costs, the registered benchmark targets), ``tasks/`` (synthetic tasks) and ``training/`` (the training loop).
+May import: the contracts, ``models`` and ``kernels``.  Never suite, store, run or analysis.
 """
 from __future__ import annotations
 

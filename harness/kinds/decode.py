@@ -29,13 +29,13 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 
-from harness.bench.config import DecodeConfig, cell_device
-from harness.bench.device_info import gpu_meta, gpu_state_rows
-from harness.bench.skips import skip_reason
-from harness.bench.static_step import StaticStepper, leaves, static_capacity
-from harness.bench.model_level import on_device
-from harness.bench.peak_memory import PeakMemory
-from harness.bench.timing import iqr, make_timer, median, synchronize
+from harness.kinds.bench.config import DecodeConfig, cell_device
+from harness.kinds.bench.device_info import gpu_meta, gpu_state_rows
+from harness.kinds.bench.skips import skip_reason
+from harness.kinds.bench.static_step import StaticStepper, leaves, static_capacity
+from harness.kinds.bench.model_level import on_device
+from harness.kinds.bench.peak_memory import PeakMemory
+from harness.kinds.bench.timing import iqr, make_timer, median, synchronize
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
 

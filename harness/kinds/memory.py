@@ -7,7 +7,7 @@ each after a reset of the peak: one ``peak_mem_bytes`` row per repeat on CUDA (`
 ``peak_rss_delta_bytes`` on CPU), plus ``peak_mem_GB`` (the largest repeat, in 1e9 bytes, the unit of
 the paper's table) and the target's facts (``n_params``).  Passes with a backward also give
 ``saved_activation_bytes`` (what the forward kept for the backward, counted on the first measured
-repeat: exact and the same on every machine for one code path; see ``harness/bench/saved_activations``).
+repeat: exact and the same on every machine for one code path; see ``harness/kinds/bench/saved_activations``).
 """
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from typing import Any, Dict, Iterator
 
 import torch
 
-from harness.bench import IMPLS
-from harness.bench.config import MemoryConfig, cell_device
-from harness.bench.device_info import gpu_meta, gpu_state_rows
-from harness.bench.skips import skip_reason
-from harness.bench.peak_memory import GB, PeakMemory
-from harness.bench.saved_activations import SavedActivations
-from harness.bench.timing import synchronize
+from harness.kinds.bench import IMPLS
+from harness.kinds.bench.config import MemoryConfig, cell_device
+from harness.kinds.bench.device_info import gpu_meta, gpu_state_rows
+from harness.kinds.bench.skips import skip_reason
+from harness.kinds.bench.peak_memory import GB, PeakMemory
+from harness.kinds.bench.saved_activations import SavedActivations
+from harness.kinds.bench.timing import synchronize
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
 

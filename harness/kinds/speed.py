@@ -12,13 +12,13 @@ from typing import Any, Dict, Iterator
 
 import torch
 
-from harness.bench import IMPLS
-from harness.bench.config import SpeedConfig, cell_device
-from harness.bench.device_info import ceilings, gpu_state_rows, run_meta
-from harness.bench.peak_memory import PeakMemory
-from harness.bench.skips import skip_reason
-from harness.bench.summary import timing_summary_rows
-from harness.bench.timing import make_timer, measure
+from harness.kinds.bench import IMPLS
+from harness.kinds.bench.config import SpeedConfig, cell_device
+from harness.kinds.bench.device_info import ceilings, gpu_state_rows, run_meta
+from harness.kinds.bench.peak_memory import PeakMemory
+from harness.kinds.bench.skips import skip_reason
+from harness.kinds.bench.summary import timing_summary_rows
+from harness.kinds.bench.timing import make_timer, measure
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
 

@@ -2,8 +2,8 @@
 
 A cell's params are nested: ``{task: {...}, model: {...}, train: {...}, device: ..., seed: ...}``
 (see :class:`TaskCellConfig`).  ``seed`` seeds the model's initialisation; the data are seeded with
-``seed + 1000`` (:data:`harness.train.DATA_SEED_OFFSET`), so changing one does not move the other.
-The rows are those of :func:`harness.train.train_and_evaluate`.
+``seed + 1000`` (:data:`harness.kinds.training.train.DATA_SEED_OFFSET`), so changing one does not move the other.
+The rows are those of :func:`harness.kinds.training.train.train_and_evaluate`.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from harness.cells import Cell, CellContext
 from harness.config_types import NonNegativeInt, StrictModel
 from harness.kinds import KindSpec
-from harness.tasks.config import TaskConfig
-from harness.train import TrainConfig, train_and_evaluate
+from harness.kinds.tasks.config import TaskConfig
+from harness.kinds.training.train import TrainConfig, train_and_evaluate
 from models.config import ModelConfig
 
 

@@ -5,7 +5,7 @@ Why a function of its own: decoding calls this once per layer per token, and wri
 
 * :func:`selective_state_update_reference` -- plain PyTorch, returns a *new* state (differentiable);
 * :func:`selective_state_update_triton` -- one fused Triton kernel that updates ``state`` *in place*
-  (a CUDA-graph stepper then need not copy the state back: harness/bench/static_step.py);
+  (a CUDA-graph stepper then need not copy the state back: harness/kinds/bench/static_step.py);
 * :func:`selective_state_update` -- picks one by ``backend`` like ``kernels.selective_scan`` and *always*
   updates ``state`` in place and returns it (the PyTorch backends copy the new state into it).
 
@@ -21,6 +21,8 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from kernels.selective_scan.validate import resolve_backend
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # A [BLOCK_D, BLOCK_N] tile of this many states per program (BLOCK_D 32 at N 16), 4 warps.  H200, 2026-12-02,
@@ -150,7 +152,6 @@ def selective_state_update(state, x, delta, delta_bias, A, B, C, D=None, delta_s
     ``backend`` as in ``kernels.selective_scan``: "auto" is "triton" on CUDA and "chunked" elsewhere;
     "triton" runs the fused kernel, "reference" and "chunked" the PyTorch reference (then ``state.copy_``).
     """
-    from kernels import resolve_backend   # kernels/__init__ imports this module
 
     backend = resolve_backend(backend, state.device if isinstance(state, torch.Tensor) else "cpu")
     if backend == "triton":

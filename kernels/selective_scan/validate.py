@@ -118,3 +118,11 @@ def discretize_dt(delta: torch.Tensor, delta_bias: Optional[torch.Tensor], delta
     if delta_softplus:
         delta = torch.nn.functional.softplus(delta)
     return delta
+
+
+def resolve_backend(backend: str, device) -> str:
+    """``auto`` -> ``triton`` on CUDA, ``chunked`` elsewhere; other names are checked and returned."""
+    check_backend(backend)
+    if backend == "auto":
+        return "triton" if torch.device(device).type == "cuda" else "chunked"
+    return backend

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.expand import expand
-from harness.results import RowStore, read_frame
-from harness.schema import load_suites
+from harness.suite.expand import expand
+from harness.store.results import RowStore, read_frame
+from harness.suite.schema import load_suites
 
 SUITE_10K = """
 name: bench-expand

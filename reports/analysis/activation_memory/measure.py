@@ -1,6 +1,6 @@
 """Activation bytes per token that a Mamba / Transformer layer and the LM head keep for the backward.
 
-Exact counts (harness/bench/saved_activations.py) of the code path the GPU runs -- the Triton scan, here under
+Exact counts (harness/kinds/bench/saved_activations.py) of the code path the GPU runs -- the Triton scan, here under
 TRITON_INTERPRET=1 on the CPU; bf16 autocast -- separated by differencing: two lengths remove what does not
 grow with L (weights and their bf16 copies), two depths separate one layer from the head.  Measured at
 d_model 64 and 128 and fitted per_layer(d) = a*d + c, to extrapolate to Table 15's d_model 768.
@@ -15,7 +15,7 @@ os.environ["TRITON_INTERPRET"] = "1"
 import torch  # noqa: E402
 
 import models  # noqa: E402
-from harness.bench.saved_activations import SavedActivations  # noqa: E402
+from harness.kinds.bench.saved_activations import SavedActivations  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
 
 VOCAB = 1000

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from harness.kinds.task import TaskCellConfig, build_model
-from harness.train import DATA_SEED_OFFSET, autocast_for, logits_of, train_and_evaluate
+from harness.kinds.training.train import DATA_SEED_OFFSET, autocast_for, logits_of, train_and_evaluate
 
 SUITE = "suites/quick/induction_heads.yaml"
 

@@ -1,4 +1,4 @@
-"""Wall ms per training step, eager vs replayed from a CUDA graph (harness/train_step.py), each cell alone.
+"""Wall ms per training step, eager vs replayed from a CUDA graph (harness/kinds/training/train_step.py), each cell alone.
 
 Selective-copying cells of the quick suite at L 1024 (batch 64, bf16 autocast, AdamW, grad clip 1):
 30 steps of warm-up (the graphed step captures at its 4th), then 50 timed steps, synchronised.
@@ -10,8 +10,8 @@ import time
 import torch
 
 from harness.kinds.task import TaskCellConfig, build_model
-from harness.train import answer_loss, autocast_for, logits_of, make_optimizer
-from harness.train_step import EagerStep, GraphedStep, set_lr
+from harness.kinds.training.train import answer_loss, autocast_for, logits_of, make_optimizer
+from harness.kinds.training.train_step import EagerStep, GraphedStep, set_lr
 
 dev = torch.device("cuda")
 

@@ -11,7 +11,7 @@ import sys
 import time
 import torch
 from harness.kinds.task import TaskCellConfig, build_model
-from harness.train import answer_loss, logits_of, make_optimizer
+from harness.kinds.training.train import answer_loss, logits_of, make_optimizer
 
 dev = torch.device("cuda")
 CASES = []

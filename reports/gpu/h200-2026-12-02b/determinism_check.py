@@ -4,7 +4,7 @@ Selective-copying cells of the quick suite (L 1024, batch 64, d_model 64, bf16 a
 grad clip 1): each model is trained twice from the same seed for 200 steps, in each mode; the table gives
 the largest parameter difference between the two runs (0 = bitwise repeatable) and the wall ms per step of
 the last 100 steps (each cell alone; the step synchronised only at the ends).  determinism_check.log was
-made (H200, 2026-12-02) with the first version of harness/determinism.py, which ran the same settings in
+made (H200, 2026-12-02) with the first version of harness/kinds/training/determinism.py, which ran the same settings in
 PyTorch's warn_only mode and named the ops that warned: none did for these five models.
 
     PYTHONPATH=. python reports/gpu/h200-2026-12-02b/determinism_check.py
@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from harness.determinism import deterministic_algorithms
+from harness.kinds.training.determinism import deterministic_algorithms
 from harness.kinds.task import TaskCellConfig, build_model
-from harness.train import answer_loss, autocast_for, logits_of, make_optimizer
-from harness.train_step import EagerStep, set_lr
+from harness.kinds.training.train import answer_loss, autocast_for, logits_of, make_optimizer
+from harness.kinds.training.train_step import EagerStep, set_lr
 
 dev = torch.device("cuda")
 L, BATCH, STEPS, TIMED = 1024, 64, 200, 100

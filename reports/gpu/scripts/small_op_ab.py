@@ -16,7 +16,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from harness.bench.timing import make_timer, median
+from harness.kinds.bench.timing import make_timer, median
 
 
 def rms_torch(x, w, eps=1e-5):
@@ -44,7 +44,7 @@ def conv_shifted(x, w, b):
 
 
 def time_ms(fn, device, repeats=50, warmup=10):
-    """Median ms of ``fn`` after warm-up: CUDA events on a GPU, perf_counter on the CPU (harness.bench.timing)."""
+    """Median ms of ``fn`` after warm-up: CUDA events on a GPU, perf_counter on the CPU (harness.kinds.bench.timing)."""
     timer = make_timer(str(device), flush_l2=False)
     for _ in range(warmup):
         fn()

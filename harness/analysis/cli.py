@@ -1,0 +1,176 @@
+"""The ``report``, ``diff`` and ``compare`` subcommands (wired into ``ssmbench`` by harness.cli).
+
+``add_commands(subparsers)`` adds them; each sets ``func`` (args -> exit code).  Also runnable
+alone: ``python -m harness.analysis.cli diff BASE NEW``.
+
+Exit codes: 0 fine; 1 the ``--fail-on`` condition held (diff/compare); 2 usage errors and bad paths
+(a one-line message on stderr, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from harness.analysis.report.runs import RunDirError
+
+GATES = ("all", "quality", "timing", "memory", "info")
+
+
+def _split(values: Sequence[str]) -> List[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``: sides may be given as comma lists or repeated."""
+    out = []
+    for v in values:
+        out += [p for p in str(v).split(",") if p]
+    return out
+
+
+def _threshold(text: str) -> float:
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold {text!r}: give a fraction (0.05) or a percentage (5%)")
+    if value < 0:
+        raise argparse.ArgumentTypeError("threshold must be >= 0")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"alpha {text!r} is not a number")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError("alpha must be between 0 and 1 (e.g. 0.01)")
+    return value
+
+
+def _gate(text: str) -> List[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in parts if p not in GATES]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(f"--gate {text!r}: use one or more of {', '.join(GATES)} (comma-separated)")
+    return parts
+
+
+def add_diff_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", action="append", default=None, metavar="PATTERN",
+                   help="compare only these metrics (glob, repeatable), e.g. --metric 'time_ms' --metric 'acc*'")
+    p.add_argument("--threshold", type=_threshold, default=0.05,
+                   help="relative change that matters for timing/memory (default 5%%)")
+    p.add_argument("--alpha", type=_alpha, default=0.01, help="significance level of the timing test (default 0.01)")
+    p.add_argument("--quality-tol", type=float, default=0.01,
+                   help="absolute tolerance for accuracy/loss (default 0.01 = one accuracy point)")
+    p.add_argument("--format", choices=("text", "md", "json"), default="text", dest="fmt")
+    p.add_argument("--fail-on", choices=("regression", "change", "never"), default="regression",
+                   help="exit 1 when this holds (default: regression)")
+    p.add_argument("--gate", type=_gate, default=["all"], metavar="FAMILIES",
+                   help="metric families that count for --fail-on: all (default) or a comma list of "
+                        "quality, timing, memory, info; status changes always count")
+    p.add_argument("--cross-machine", action="store_true",
+                   help="judge timing/memory even when the runs' machines or versions differ")
+    p.add_argument("--include-curves", action="store_true", help="also compare learning-curve points")
+    p.add_argument("--all", action="store_true", dest="verbose", help="text format: list every comparison")
+    p.add_argument("--output", "-o", default=None, help="also write the formatted diff to this file")
+
+
+def add_commands(subparsers) -> None:
+    rp = subparsers.add_parser("report", help="write report.md / report.html / figures for run directories",
+                               description="Write reports/<suite>/<run id>/report.{md,html} and figures.")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", default=None, help="output directory (default reports/<suite>/<run id>/)")
+    rp.set_defaults(func=cmd_report)
+
+    dp = subparsers.add_parser(
+        "diff", help="noise-aware comparison of two runs (exit 1 on regression)",
+        description="Compare NEW against BASE cell by cell. BASE and NEW are run directories; give "
+                    "several per side as a comma list (base1,base2) to pool repeats.")
+    dp.add_argument("base", metavar="BASE")
+    dp.add_argument("new", metavar="NEW")
+    add_diff_options(dp)
+    dp.set_defaults(func=cmd_diff)
+
+    cp = subparsers.add_parser(
+        "compare", help="run a suite at two git revisions (interleaved) and diff them",
+        description="Check out REV_A and REV_B as git worktrees, run SUITE's cells alternately at A "
+                    "and B (cancelling drift), then diff B against A.")
+    cp.add_argument("rev_a", metavar="REV_A")
+    cp.add_argument("rev_b", metavar="REV_B")
+    cp.add_argument("suite", metavar="SUITE")
+    cp.add_argument("--workdir", default=None, help="keep worktrees and runs here (default: a temp dir, removed)")
+    cp.add_argument("--run-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for each `ssmbench run` (repeatable), e.g. --run-arg=--device=cuda")
+    cp.add_argument("--rounds", type=int, default=1, help="A/B passes over the cells (default 1)")
+    cp.add_argument("--report", action="store_true", help="also write a report for each side")
+    add_diff_options(cp)
+    cp.set_defaults(func=cmd_compare)
+
+
+def _fail(msg: str) -> int:
+    print(f"ssmbench: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_report(args) -> int:
+    from harness.analysis.report import build_report
+
+    try:
+        out = build_report(args.run_dirs, out_dir=args.out)
+    except RunDirError as exc:
+        return _fail(str(exc))
+    print(f"report: {out / 'report.md'}\n        {out / 'report.html'}")
+    return 0
+
+
+def _emit(result, args) -> int:
+    from harness.analysis.diff import FORMATTERS, format_text
+
+    text = FORMATTERS[args.fmt](result) if args.fmt != "text" else format_text(result, verbose=args.verbose)
+    sys.stdout.write(text)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return result.exit_code(args.fail_on, args.gate)
+
+
+def diff_options(args):
+    from harness.analysis.diff import DiffOptions
+
+    return DiffOptions(threshold=args.threshold, alpha=args.alpha, quality_tol=args.quality_tol,
+                       metrics=args.metric, cross_machine=args.cross_machine, include_curves=args.include_curves)
+
+
+def cmd_diff(args) -> int:
+    from harness.analysis.diff import diff_runs
+    from harness.analysis.report.runs import load_runs
+
+    try:
+        base = load_runs(_split([args.base]))
+        new = load_runs(_split([args.new]))
+    except RunDirError as exc:
+        return _fail(str(exc))
+    return _emit(diff_runs(base, new, diff_options(args)), args)
+
+
+def cmd_compare(args) -> int:
+    from harness.analysis.compare import CompareError, compare
+
+    try:
+        result = compare(args.rev_a, args.rev_b, args.suite, workdir=args.workdir, run_args=args.run_arg,
+                         rounds=args.rounds, options=diff_options(args), report=args.report)
+    except (CompareError, RunDirError) as exc:
+        return _fail(str(exc))
+    return _emit(result, args)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="ssmbench", description="reports and diffs of ssmbench runs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

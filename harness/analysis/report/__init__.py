@@ -1,0 +1,72 @@
+"""Reports of finished runs: ``report.md``, a self-contained ``report.html`` and the figures.
+
+``build_report(run_dirs, out_dir=None)`` is what ``ssmbench report`` and the end of ``ssmbench
+run`` call.  By default it writes to ``reports/<suite>/<run id>/`` beside the ``results/`` tree the
+run came from (or under the current directory when the run lives elsewhere).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from harness.analysis.report.runs import Run, RunDirError, load_run, load_runs
+
+PathLike = Union[str, Path]
+
+__all__ = ["build_report", "default_out_dir", "RunDirError", "load_run", "load_runs", "Run"]
+
+
+def _safe(name: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in name)
+    return keep.strip("._") or "run"
+
+
+def _common_name(names: Sequence[str]) -> str:
+    """"smoke" for smoke-task + smoke-speed; "combined" when the names share no useful prefix."""
+    prefix = os.path.commonprefix(list(names)).rstrip("-_.+ ")
+    return prefix if len(prefix) >= 3 else "combined"
+
+
+def default_out_dir(runs: Sequence[Run]) -> Path:
+    """``<root>/reports/<suite>/<run dir name>``, ``<root>`` holding the ``results/`` dir of the first run.
+
+    Runs of several suites (a multi-document suite file) share one report named after their
+    common prefix (``smoke`` for smoke-task, smoke-speed, ...).
+    """
+    first = runs[0]
+    root = Path.cwd()
+    for parent in first.path.resolve().parents:
+        if parent.name == "results":
+            root = parent.parent
+            break
+    suites = sorted({r.suite_name for r in runs})
+    suite = suites[0] if len(suites) == 1 else _common_name(suites)
+    name = first.path.name
+    if len(runs) > 1 and len(suites) == 1:
+        name = f"{name}+{len(runs) - 1}"
+    return root / "reports" / _safe(suite) / _safe(name)
+
+
+def build_report(run_dirs: Sequence[PathLike], out_dir: Optional[PathLike] = None) -> Path:
+    """Write the report of ``run_dirs`` (one or more run directories) and return its directory."""
+    from harness.analysis.report.html import render_html
+    from harness.analysis.report.markdown import render_markdown
+    from harness.analysis.report.model import assemble
+
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    runs = load_runs(run_dirs)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(runs)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    data = assemble(runs)
+    paths = {}
+    for fig in (f for sec in data.sections for f in sec.figures):
+        (fig_dir / f"{fig.name}.png").write_bytes(fig.png)
+        if fig.svg is not None:
+            (fig_dir / f"{fig.name}.svg").write_bytes(fig.svg)
+        paths[fig.name] = f"figures/{fig.name}.png"
+    (out / "report.md").write_text(render_markdown(data, paths), encoding="utf-8")
+    (out / "report.html").write_text(render_html(data), encoding="utf-8")
+    return out

@@ -1,0 +1,107 @@
+"""Planning: suite files on the command line -> [(LoadedSuite, cells)], every problem of every file at once.
+
+Shared by ``ssmbench validate/run`` (harness.cli) and ``ssmbench compare`` (harness.analysis.compare), which
+expands the suites of a checkout to run them cell by cell.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple
+
+from harness.errors import Issue, SuiteError
+
+SUITE_SUFFIXES = (".yaml", ".yml")
+
+
+def suite_files(args: Sequence[str]) -> List[Path]:
+    """Files named on the command line; a directory means every suite file under it."""
+    out: List[Path] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*") if p.suffix in SUITE_SUFFIXES))
+        else:
+            out.append(path)
+    return out
+
+
+def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: Sequence[Tuple[str, Any]],
+         device: Optional[str], cuda_available: Optional[bool] = None):
+    """[(LoadedSuite, cells)] for every document of every file; every problem of every file at once.
+
+    ``cuda_available``: what ``device: auto`` resolves against (None: this process's torch; the Ray
+    executor passes whether its cluster has GPUs).
+
+    With several suites (a multi-document file such as suites/smoke.yaml, or several files), a
+    ``--set`` key goes only to the suites whose kind has its top-level section (``train.steps`` to
+    task suites), and a suite none of whose cells has a ``--filter`` key is left out; a key that fits
+    no suite at all is still an error, so a typo is never silently ignored.
+    """
+    from harness.suite.expand import expand, known_keys
+    from harness.suite.schema import read_suites
+
+    issues: List[Issue] = []
+    loaded_all = []
+    for path in files:
+        suites, problems = read_suites(path, overrides)
+        issues.extend(problems)
+        loaded_all.extend(suites)
+    cell_overrides = [o for o in overrides if not _suite_level(o[0])]
+    several = len(loaded_all) > 1
+    used_sets, used_filters = set(), set()
+    planned = []
+    for loaded in loaded_all:
+        these_sets, these_filters = cell_overrides, filters
+        try:
+            if several:
+                fields = _kind_fields(loaded.spec.kind)
+                these_sets = [o for o in cell_overrides if fields is None or o[0].split(".")[0] in fields]
+                keys = known_keys(c.params for c in expand(loaded, these_sets, (), device, validate=False,
+                                                           cuda_available=cuda_available))
+                if any(key not in keys for key, _ in filters):
+                    continue  # no cell of this suite can match the filter
+            used_sets.update(key for key, _ in these_sets)
+            used_filters.update(key for key, _ in these_filters)
+            planned.append((loaded, expand(loaded, these_sets, these_filters, device,
+                                           cuda_available=cuda_available)))
+        except SuiteError as exc:
+            issues.extend(exc.issues)
+    if several and not issues:
+        for key, _ in cell_overrides:
+            if key not in used_sets:
+                issues.append(Issue("command line", 0, f"--set {key!r}: no suite given has this key"))
+        for key, _ in filters:
+            if key not in used_filters:
+                issues.append(Issue("command line", 0, f"--filter {key!r}: no cell of any suite given has this key"))
+    if issues:
+        sources = sorted({i.source for i in issues})
+        raise SuiteError(issues, headline=f"{sources[0]} is not a valid suite file:" if len(sources) == 1
+                         else "the suites are not valid:")
+    _warn_inert(planned, cell_overrides)
+    return planned
+
+
+def _warn_inert(planned, overrides: Sequence[Tuple[str, Any]]) -> None:
+    """Print (stderr) the sweep axes and ``--set`` values that change no model (harness/suite/inert_axes.py)."""
+    from harness.suite.inert_axes import inert_axis_issues, inert_override_issues
+
+    warnings = [i for loaded, cells in planned for i in inert_axis_issues(loaded, cells)]
+    warnings += inert_override_issues([c for _, cells in planned for c in cells], overrides)
+    for issue in sorted(set(warnings)):
+        print(issue, file=sys.stderr)
+
+
+def _kind_fields(kind: str) -> Optional[set]:
+    """Top-level keys a kind's cells may hold (aliases included), or None if the kind cannot load."""
+    from harness.kinds import KINDS
+    try:
+        model = KINDS.get(kind).config_model
+    except Exception:  # an unknown or broken kind is reported by expand's validation
+        return None
+    return {f.alias or name for name, f in model.model_fields.items()} | set(model.model_fields)
+
+
+def _suite_level(key: str) -> bool:
+    from harness.suite.schema import SUITE_LEVEL_KEYS
+    return key in SUITE_LEVEL_KEYS or key.startswith("sweep.")

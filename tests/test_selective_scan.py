@@ -69,8 +69,12 @@ def test_bf16_inputs(backend):
     seed = fresh_seed()
     ins = random_inputs(2, 4, 200, 16, 2, dtype=torch.bfloat16, seed=seed)
     errs = compare(scan(backend), ins, grads=False, seed=seed)
-    assert errs["y"] < 1e-2, f"seed={seed}: {errs}"
-    assert errs["last_state"] < 1e-2, f"seed={seed}: {errs}"
+    # y comes back in bf16: its error is the rounding of a float32 result, bounded by bf16's unit
+    # roundoff 2^-8 = 3.9e-3 (measured 1.4e-3 .. 1.9e-3).  The last state stays float32 and is compared
+    # with the float64 scan of the same bf16 values, so it is held to a float32 tolerance (measured
+    # 4e-8 .. 8e-8): accumulating in bf16 and casting the state back to float32 gives ~1e-3.
+    assert errs["y"] < 4e-3, f"seed={seed}: {errs}"
+    assert errs["last_state"] < 1e-5, f"seed={seed}: {errs}"
 
 
 def test_chunk_size_does_not_change_the_result():

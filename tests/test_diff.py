@@ -34,6 +34,28 @@ def test_real_ten_percent_slowdown_with_30_repeats_is_flagged():
     assert flagged >= 19, f"a real 10% slowdown was flagged in only {flagged}/20 trials"
 
 
+def test_bootstrap_interval_covers_the_true_ratio_at_its_level_with_the_expected_width():
+    """Samples with a known ratio of medians (1.1): the 1 - alpha interval must contain it in about
+    1 - alpha of the trials, and be as wide as the normal theory says (a sample median's sd is
+    sqrt(pi/2) sigma/sqrt(n); a log ratio of two has sqrt(2) times that).  An interval at level alpha
+    instead of 1 - alpha covers ~10% and is ~15x narrower."""
+    import secrets
+    seed = secrets.randbits(31)
+    rng = np.random.default_rng(seed)
+    alpha, n, sigma, ratio, trials = 0.1, 30, 0.1, 1.1, 200
+    covered, log_widths = 0, []
+    for _ in range(trials):
+        base, new = _lognormal(rng, n, sigma=sigma), _lognormal(rng, n, scale=ratio, sigma=sigma)
+        res = compare_timing(base, new, threshold=0.05, alpha=alpha, n_boot=400, rng=rng)
+        covered += res["ci_low"] <= ratio <= res["ci_high"]
+        log_widths.append(math.log(res["ci_high"] / res["ci_low"]))
+    coverage = covered / trials
+    expected_width = 2 * 1.645 * math.sqrt(2 * math.pi / 2) * sigma / math.sqrt(n)  # z_{0.95} = 1.645
+    width = float(np.median(log_widths))
+    assert 0.8 <= coverage <= 0.99, f"seed={seed}: 90% interval covered the true ratio in {coverage:.0%}"
+    assert 0.6 < width / expected_width < 1.6, f"seed={seed}: log width {width:.4f}, theory {expected_width:.4f}"
+
+
 def test_same_distribution_false_alarm_rate_is_at_most_alpha():
     # threshold 0 leaves the decision to the test alone: its false-alarm rate must be <= alpha
     alpha, trials = 0.05, 400

@@ -152,6 +152,26 @@ def test_a_device_axis_is_kept_and_resolved_per_cell(write_suite):
     assert [c.get("device") for c in expand(load_suites(path)[0], device="cpu")] == ["cpu"]  # collapsed
 
 
+@pytest.mark.parametrize("host_has_cuda", [False, True])
+def test_the_device_flag_overrides_every_cell_device_whatever_the_host(write_suite, monkeypatch, host_has_cuda):
+    """--device beats a device from the suite, a sweep axis, an include and --set, on a host with or without
+    CUDA (both simulated: through the cuda_available argument and through torch.cuda.is_available)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: host_has_cuda)
+    text = (BASE.replace("device: cpu\n", "device: auto\n") + "sweep: {device: [cpu, cuda, auto], batch: [1]}\n"
+            "include:\n  - {device: cuda, batch: 3}\n")
+    suite = load_suites(write_suite(text))[0]
+    for flag in ("cpu", "cuda"):
+        for cuda_available in (None, host_has_cuda, not host_has_cuda):
+            cells = expand(suite, device=flag, cuda_available=cuda_available,
+                           overrides=[("device", "cuda" if flag == "cpu" else "cpu")])
+            assert {c.get("device") for c in cells} == {flag}, (flag, cuda_available, cells)
+    # without --device, each cell keeps its own (auto follows the host; equal cells collapse)
+    cells = expand(suite)
+    assert {(c.get("batch"), c.get("device")) for c in cells} == {(1, "cpu"), (1, "cuda"), (3, "cuda")}
+    assert len(cells) == 3
+
+
 def test_exclude_may_name_a_seed_and_never_drops_an_include(write_suite):
     cells = cells_of(write_suite, "sweep: {model.mixer: [s4, s6, attention]}\nseeds: [0, 1]\n"
                                   "exclude:\n  - {model.mixer: s4, seed: 1}\n  - {model.mixer: attention}\n"

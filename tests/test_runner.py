@@ -146,6 +146,56 @@ def test_ctrl_c_writes_the_tables_and_the_run_can_be_resumed(write_suite, tmp_pa
     assert len(load(run_dir)["cell_id"].unique()) == 2
 
 
+def test_resume_keeps_the_oom_skip_chain_of_the_interrupted_run(write_suite, tmp_path):
+    """A run stopped right after an OOM is resumed: the cells the OOM rules out are skipped, not run."""
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+    suite = load_suites(write_suite(SUITE.replace("{behaviors}", "oom, ok") + "  skip_after_oom: [true]\n"))[0]
+    cells = expand(suite)
+    assert [c.get("behavior") for c in cells] == ["oom", "ok"]
+    with pytest.raises(RunInterrupted) as info:
+        run_suite(suite.doc.data, cells, out_root=tmp_path / "results", executor=_InterruptAfterOne())
+    run_dir = info.value.run_dir
+    assert statuses(run_dir) == [("oom", "oom", statuses(run_dir)[0][2])]
+    result = run_suite(suite.doc.data, cells, resume_dir=run_dir)
+    assert result.counts == {"oom": 1, "skipped": 1}
+    assert ("ok", "skipped", "an earlier cell ran out of memory") in statuses(run_dir)
+
+
+def test_resume_keeps_the_bench_oom_chain_of_larger_sizes(write_suite, tmp_path, monkeypatch):
+    """The same with the speed/memory/decode kinds' rule (harness.kinds.bench.skips) on the fake kind: after
+    an OOM of s4 at seq_len 16, a resume skips s4 at 32 and runs s4 at 8 and every s6 cell."""
+    import dataclasses
+
+    import fake_kind
+    from harness.kinds import KINDS
+    from harness.kinds.bench.skips import skip_reason
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+
+    def run_cell(cell, ctx):
+        if cell.get("model.mixer") == "s4" and cell.get("seq_len") >= 16:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield from fake_kind.run_cell(cell, ctx)
+
+    monkeypatch.setitem(KINDS._entries, "fake", dataclasses.replace(KINDS.get("fake"), run_cell=run_cell,
+                                                                     skip_reason=skip_reason))
+    text = SUITE.replace("sweep:\n  behavior: [{behaviors}]\n", "sweep:\n  model.mixer: [s4, s6]\n"
+                         "  seq_len: [16, 32, 8]\n")
+    cells = expand(load_suites(write_suite(text))[0])
+    suite_data = load_suites(write_suite(text))[0].doc.data
+    assert [(c.get("model.mixer"), c.get("seq_len")) for c in cells][:2] == [("s4", 16), ("s4", 32)]
+    with pytest.raises(RunInterrupted) as info:
+        run_suite(suite_data, cells, out_root=tmp_path / "results", executor=_InterruptAfterOne())
+    run_dir = info.value.run_dir
+    result = run_suite(suite_data, cells, resume_dir=run_dir)
+    assert result.counts == {"oom": 1, "skipped": 1, "ok": 4}, result.counts
+    rows = read_rows(Path(run_dir) / "rows.jsonl")
+    ended = {(r["model.mixer"], r["seq_len"]): (r["status"], r.get("message")) for r in rows if r["status"] != "ok"}
+    assert ended[("s4", 32)] == ("skipped", "OOM at a smaller seq_len (L=16) of the same target")
+    assert set(ended) == {("s4", 16), ("s4", 32)}
+
+
 def test_resume_after_sigkill_has_exactly_one_set_of_rows_per_cell(write_suite, tmp_path, cli):
     n_cells = 8
     path = write_suite(SUITE.replace("{behaviors}", "sleep") + f"  seq_len: {list(range(1, n_cells + 1))}\n"

@@ -102,7 +102,6 @@ def test_multi_document_suites_are_split(tmp_path):
 
 
 def test_list_jobs_gives_one_filter_set_per_cell(tmp_path):
-    pytest.importorskip("harness.cli")
     from harness.analysis.compare import list_jobs
 
     suite = tmp_path / "tiny.yaml"

@@ -120,7 +120,6 @@ def test_run_cell_divergence_keeps_rows(monkeypatch):
 
 def test_real_model_path_smoke():
     """models.build_lm + run_cell end to end (tiny Mamba/S6, a few steps; not a learning test)."""
-    pytest.importorskip("models.lm")
     rows, err = run(params(task={"name": "induction_heads", "seq_len": 12, "vocab": 6},
                            train__steps=2, train__eval_every=2, train__eval_size=4, train__eval_seq_lens=[12, 24]))
     assert err is None, err
@@ -132,13 +131,11 @@ def test_real_model_path_smoke():
 
 @pytest.mark.parametrize("path", OUR_SUITES)
 def test_our_suites_expand_and_validate(path):
-    schema = pytest.importorskip("harness.suite.schema")
-    expand = pytest.importorskip("harness.suite.expand")
-    if not (ROOT / path).exists():
-        pytest.skip(f"{path} not written yet")
-    suites = schema.load_suites(ROOT / path)
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+    suites = load_suites(ROOT / path)
     for suite in suites:
-        cells = expand.expand(suite, cuda_available=True)
+        cells = expand(suite, cuda_available=True)
         assert cells and all(c.kind == "task" for c in cells)
         for c in cells:
             cfg = TaskCellConfig.model_validate(c.params)

@@ -1,0 +1,185 @@
+"""Mutation testing of the core modules with mutmut, one module at a time, each against only its tests.
+
+    pip install mutmut            # 3.x; not a project dependency
+    python tests/mutation/run.py --list
+    python tests/mutation/run.py scan_reference scan_chunked --jobs 2
+
+For each target (module + the test files and ``-k`` selection that cover it, :data:`TARGETS`), the
+tracked files are copied to ``<workdir>/<target>/`` with a ``[tool.mutmut]`` section that mutates only
+that module (and, where :attr:`Target.functions` is set, only those functions), and ``mutmut run`` is
+started there; mutmut then runs, per mutant, only the selected tests that execute the mutated
+function.  The per-target counts, the score (killed / all mutants; a mutant no test executes counts
+as a survivor) and every survivor's diff are merged into ``tests/mutation/results.json``; the triage of
+each survivor (equivalent, or the test added for it) is written by hand in ``tests/MUTATION.md``.
+
+Cost: one pytest run of the selected tests per mutant, in forked workers; on a loaded 2-core box
+0.5-3 s per mutant (``--jobs`` workers).  Not run in CI.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results.json"
+#: the statuses mutmut gives a mutant that a test caught
+KILLED = ("killed", "timeout", "segfault", "caught by type check")
+#: statuses that mean mutmut did not decide (the run was stopped): reported, not scored
+UNDECIDED = ("not checked", "skipped")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A module to mutate and the pytest arguments that select the tests covering it."""
+
+    name: str
+    path: str
+    tests: Tuple[str, ...]
+    functions: Tuple[str, ...] = field(default=())  # only these top-level functions (empty: the whole module)
+
+    @property
+    def dotted(self) -> str:
+        return self.path[:-3].replace("/", ".")
+
+    def mutant_globs(self) -> List[str]:
+        """mutmut's names for the mutants of ``functions`` (``<module>.x_<function>__mutmut_<n>``)."""
+        return [f"{self.dotted}.x_{fn}__mutmut_*" for fn in self.functions]
+
+
+#: the scan's CPU tests without the Triton ones (a subprocess each) and the L=4097 cases (seconds each)
+_SCAN_TESTS = ("tests/test_selective_scan.py", "-k", "not triton and not interpreter and not bench_backward and not L4097")
+TARGETS: Dict[str, Target] = {t.name: t for t in [
+    Target("scan_reference", "kernels/selective_scan/reference.py", _SCAN_TESTS),
+    Target("scan_chunked", "kernels/selective_scan/chunked.py", _SCAN_TESTS),
+    Target("hippo", "models/hippo.py", ("tests/test_hippo.py", "tests/test_s4.py")),
+    Target("s4", "models/s4.py", ("tests/test_s4.py",)),
+    Target("s6", "models/s6.py", ("tests/test_models.py", "-k", "s6 or S6 or selective or scan")),
+    Target("diff_statistics", "harness/analysis/diff.py", ("tests/test_diff.py",),
+           functions=("min_two_sided_p", "bootstrap_ratio_ci", "compare_timing", "compare_quality",
+                      "compare_ratio", "compare_info")),
+    Target("expand", "harness/suite/expand.py", ("tests/test_expand.py",)),
+    Target("results_store", "harness/store/results.py", ("tests/test_results.py", "tests/test_runner.py")),
+    Target("runner_resume", "harness/run/runner.py", ("tests/test_runner.py",),
+           functions=("read_plan", "extend_plan", "run_suite")),
+]}
+
+
+def mutmut_config(target: Target) -> str:
+    """The ``[tool.mutmut]`` section for one target (appended to the copy's pyproject.toml)."""
+    lines = ["", "[tool.mutmut]",
+             'source_paths = ["harness/", "models/", "kernels/"]',  # all copied, so all import from the copy
+             f'only_mutate = ["{target.path}"]',
+             "pytest_add_cli_args_test_selection = " + json.dumps(list(target.tests)),
+             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]',
+             'process_isolation = "forkserver"',  # torch is not fork-safe after pytest has run it
+             ""]
+    return "\n".join(lines)
+
+
+def parse_results(text: str) -> Dict[str, str]:
+    """``mutmut results --all true`` output ("    <name>: <status>" lines) -> {name: status}."""
+    out = {}
+    for line in text.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name and "__mutmut_" in name:
+            out[name] = status.strip()
+    return out
+
+
+def summarize(statuses: Dict[str, str]) -> Dict[str, object]:
+    """Counts per status and the score killed / decided mutants (None when none was decided)."""
+    counts: Dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    decided = sum(n for s, n in counts.items() if s not in UNDECIDED)
+    killed = sum(n for s, n in counts.items() if s in KILLED)
+    return {"counts": dict(sorted(counts.items())), "mutants": len(statuses), "decided": decided,
+            "killed": killed, "score": round(killed / decided, 4) if decided else None,
+            "survivors": sorted(n for n, s in statuses.items() if s not in KILLED and s not in UNDECIDED)}
+
+
+def _copy_tree(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    if dest.exists():
+        shutil.rmtree(dest)
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def run_target(target: Target, workdir: Path, jobs: int) -> Dict[str, object]:
+    """Mutate one target in a fresh copy of the repository; its summary plus every survivor's diff."""
+    here = workdir / target.name
+    _copy_tree(here)
+    with open(here / "pyproject.toml", "a", encoding="utf-8") as f:
+        f.write(mutmut_config(target))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    mutmut = [sys.executable, "-m", "mutmut"]
+    started = dt.datetime.now(dt.timezone.utc)
+    run = subprocess.run([*mutmut, "run", "--max-children", str(jobs), *target.mutant_globs()], cwd=here, env=env,
+                         capture_output=True, text=True)
+    results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=here, env=env, capture_output=True,
+                             text=True)
+    statuses = parse_results(results.stdout)
+    if target.functions:
+        statuses = {n: s for n, s in statuses.items() if any(f".x_{fn}__mutmut_" in n for fn in target.functions)}
+    summary = summarize(statuses)
+    if not statuses:
+        summary["error"] = (run.stdout + run.stderr)[-3000:]
+    summary["diffs"] = {name: _diff(mutmut, here, env, name) for name in summary["survivors"]}
+    summary.update(module=target.path, tests=list(target.tests), functions=list(target.functions),
+                   date=started.strftime("%Y-%m-%d %H:%M UTC"),
+                   minutes=round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1))
+    return summary
+
+
+def _diff(mutmut: List[str], here: Path, env: Dict[str, str], name: str) -> str:
+    shown = subprocess.run([*mutmut, "show", name], cwd=here, env=env, capture_output=True, text=True).stdout
+    return "\n".join(line for line in shown.splitlines()
+                     if line[:1] in "+-" and not line.startswith(("+++", "---")))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("targets", nargs="*", help=f"targets to mutate (default: all): {', '.join(TARGETS)}")
+    ap.add_argument("--jobs", type=int, default=2, help="mutmut workers (default 2)")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/ssmbench-mutation"), help="where the copies go")
+    ap.add_argument("--record", type=Path, default=RESULTS, help="JSON file the results are merged into")
+    ap.add_argument("--list", action="store_true", help="print the targets and their tests, run nothing")
+    args = ap.parse_args(argv)
+    unknown = [t for t in args.targets if t not in TARGETS]
+    if unknown:
+        print(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}", file=sys.stderr)
+        return 2
+    chosen = [TARGETS[t] for t in (args.targets or TARGETS)]
+    if args.list:
+        for t in chosen:
+            print(f"{t.name:16} {t.path:40} {' '.join(t.tests)}" + (f"  [{', '.join(t.functions)}]" if t.functions else ""))
+        return 0
+    record = json.loads(args.record.read_text()) if args.record.exists() else {}
+    worst = 0
+    for target in chosen:
+        summary = run_target(target, args.workdir, args.jobs)
+        record[target.name] = summary
+        args.record.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        score = summary["score"]
+        print(f"{target.name}: {summary['killed']}/{summary['decided']} killed"
+              + (f" ({score:.0%})" if score is not None else "") + f", {len(summary['survivors'])} survived"
+              + (f"; mutmut said: {summary['error'][-500:]}" if "error" in summary else ""))
+        worst = max(worst, 1 if score is None or "error" in summary else 0)
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())

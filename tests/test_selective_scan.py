@@ -227,3 +227,13 @@ def test_scan_functions_defaults_are_no_softplus_and_no_last_state():
         y = fn(*args)
         assert isinstance(y, torch.Tensor), fn.__name__
         torch.testing.assert_close(y, want_y, rtol=1e-12, atol=1e-12, msg=fn.__name__)
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_empty_sequence_gives_an_empty_y_and_a_zero_float32_state(backend, dtype):
+    ins = random_inputs(3, 4, 0, 5, dtype=dtype)
+    y, last = kernels.selective_scan(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], D=ins["D"], z=ins["z"],
+                                     return_last_state=True, backend=backend)
+    assert y.shape == (3, 4, 0) and y.dtype == dtype
+    assert last.shape == (3, 4, 5) and last.dtype == torch.float32 and not last.any()

@@ -110,6 +110,101 @@ def test_quality_tolerance_and_direction(base, new, direction, verdict):
     assert compare_quality([base], [new], tol=0.01, direction=direction)["verdict"] == verdict
 
 
+def test_min_two_sided_p_is_two_over_the_number_of_orderings():
+    assert min_two_sided_p(5, 5) == pytest.approx(2 / 252)
+    assert min_two_sided_p(3, 2) == pytest.approx(2 / 10)
+    assert min_two_sided_p(1, 1) == 1.0                     # 2/2, capped at 1
+    assert min_two_sided_p(0, 5) == min_two_sided_p(5, 0) == 1.0
+
+
+def test_bootstrap_interval_brackets_the_ratio_of_medians_and_narrows_with_level():
+    from harness.analysis.diff import bootstrap_ratio_ci
+    base = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 1.02, 0.98])
+    new = 2 * base
+    lo, hi = bootstrap_ratio_ci(base, new, 0.99, 300, np.random.default_rng(0))
+    assert lo <= 2.0 <= hi and isinstance(lo, float) and isinstance(hi, float)
+    lo50, hi50 = bootstrap_ratio_ci(base, new, 0.5, 300, np.random.default_rng(0))
+    assert lo <= lo50 <= hi50 <= hi and (hi50 - lo50) < (hi - lo)
+    # resampling draws len(base) from base and len(new) from new: constant samples give a point
+    assert bootstrap_ratio_ci(np.full(3, 2.0), np.full(5, 3.0), 0.9, 50, np.random.default_rng(0)) == (1.5, 1.5)
+
+
+def test_timing_result_fields_and_notes():
+    rng = np.random.default_rng(5)
+    base, new = _lognormal(rng, 20), _lognormal(rng, 20, scale=1.5)
+    res = compare_timing(base, new, threshold=0.05, alpha=0.01, n_boot=200, rng=rng)
+    assert res["verdict"] == "regression" and res["p_value"] < 0.01
+    assert res["ratio"] == pytest.approx(float(np.median(new) / np.median(base)))
+    assert res["ci_low"] < res["ratio"] < res["ci_high"]
+    assert res["note"] == f"ratio {res['ratio']:.3f} outside ±5%, p={res['p_value']:.2g} < 0.01"
+    same = compare_timing(base, base * 1.01, threshold=0.05, alpha=0.01, n_boot=50, rng=rng)
+    assert same["verdict"] == "unchanged" and same["note"].startswith("within ±5%")
+    noisy = compare_timing([1, 2, 3, 4, 5, 6], [1.5, 2.5, 3.5, 4.5, 5.5, 6.5], alpha=0.01, n_boot=50, rng=rng)
+    assert noisy["verdict"] == "unchanged" and noisy["note"] == f"not significant (p={noisy['p_value']:.2g})"
+    few = compare_timing([1.0, 1.1], [1.0, 1.2, 1.3], alpha=0.01)
+    assert few["note"] == "2 vs 3 samples: the smallest reachable p is 0.2 >= alpha 0.01; add repeats"
+    assert few["p_value"] is None and few["ci_low"] is None
+    zero = compare_timing([0.0] * 6, [1.0] * 6, alpha=0.01)
+    assert (zero["verdict"], zero["ratio"], zero["note"]) == ("not enough data", None, "base median is zero")
+    nonfinite = compare_timing([1.0, float("nan"), float("inf")] + [1.0] * 6, [1.0] * 6, alpha=0.01, n_boot=20)
+    assert nonfinite["verdict"] == "unchanged"               # NaN and inf dropped, 7 vs 6 finite values remain
+
+
+def test_timing_defaults():
+    rng = np.random.default_rng(11)
+    base = _lognormal(rng, 30)
+    assert compare_timing(base, base * 1.04, rng=rng)["verdict"] == "unchanged"     # threshold 5%
+    assert compare_timing(base, base * 1.06, rng=rng)["verdict"] == "regression"    # lower is better
+    assert compare_timing(list(base[:4]), list(base[4:8]))["note"].endswith("alpha 0.01; add repeats")
+
+
+@pytest.mark.parametrize("base,new,kw,verdict,note", [
+    ([1.0], [1.0], {}, "unchanged", "identical"),
+    ([0.5, 0.7], [0.6, 0.6], {}, "unchanged", "identical"),              # means compared
+    ([1.0], [1.004], {}, "within tolerance", "changed by +0.004, within tolerance 0.01"),
+    ([1.0], [1.02], {"direction": 0}, "changed", "changed by +0.02 (beyond 0.01)"),
+    ([1.0], [1.02], {}, "improvement", "+0.02 beyond tolerance 0.01"),
+    ([1.0], [0.98], {}, "regression", "-0.02 beyond tolerance 0.01"),
+    ([1.0], [1.2], {"tol": 0.5}, "within tolerance", "changed by +0.2, within tolerance 0.5"),
+    ([float("nan")], [1.0], {}, "improvement", "value was NaN"),
+    ([], [], {}, "unchanged", "no finite value on either side"),
+])
+def test_quality_verdicts_and_notes(base, new, kw, verdict, note):
+    res = compare_quality(base, new, **kw)
+    assert (res["verdict"], res["note"]) == (verdict, note)
+    if verdict not in ("unchanged",) and "NaN" not in note:
+        assert res["delta"] == pytest.approx(np.mean(new) - np.mean(base))
+
+
+@pytest.mark.parametrize("base,new,kw,verdict,ratio,note", [
+    ([100, 110, 90], [100, 100, 104], {}, "unchanged", 1.0, "within ±5%"),
+    ([100], [106], {}, "regression", 1.06, "ratio 1.060 outside ±5%"),
+    ([100], [94], {}, "improvement", 0.94, "ratio 0.940 outside ±5%"),
+    ([100], [106], {"direction": +1}, "improvement", 1.06, "ratio 1.060 outside ±5%"),
+    ([100], [94], {"direction": +1}, "regression", 0.94, "ratio 0.940 outside ±5%"),
+    ([100], [108], {"threshold": 0.1}, "unchanged", 1.08, "within ±10%"),
+    ([100], [104.9], {}, "unchanged", 1.049, "within ±5%"),
+    ([0], [0], {}, "unchanged", None, "zero on both sides"),
+    ([0], [3], {}, "changed", None, "was zero"),
+    ([float("nan")], [3], {}, "not enough data", None, "no finite value on one side"),
+    ([3], [float("inf")], {}, "not enough data", None, "no finite value on one side"),
+])
+def test_ratio_verdicts_and_notes(base, new, kw, verdict, ratio, note):
+    from harness.analysis.diff import compare_ratio
+    res = compare_ratio(base, new, **kw)
+    assert (res["verdict"], res["note"]) == (verdict, note)
+    assert res["ratio"] == (None if ratio is None else pytest.approx(ratio))
+
+
+def test_info_values_compare_as_multisets():
+    from harness.analysis.diff import compare_info
+    assert compare_info([1, 2], [2, 1]) == {"verdict": "unchanged", "note": ""}
+    assert compare_info([1, 2], [1, 3]) == {"verdict": "changed", "note": "value changed"}
+    assert compare_info([1], [1, 1])["verdict"] == "changed"
+    assert compare_info([float("nan")], [float("nan")])["verdict"] == "unchanged"
+    assert compare_info([1.0], [1.0 + 1e-12])["verdict"] == "changed"          # exact, no tolerance
+
+
 # --------------------------------------------------------------------------- whole runs
 
 

@@ -237,3 +237,21 @@ def test_an_empty_sequence_gives_an_empty_y_and_a_zero_float32_state(backend, dt
                                      return_last_state=True, backend=backend)
     assert y.shape == (3, 4, 0) and y.dtype == dtype
     assert last.shape == (3, 4, 5) and last.dtype == torch.float32 and not last.any()
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked"])
+def test_bf16_inputs_are_computed_in_float32_and_only_y_is_rounded(backend):
+    """bf16 inputs are upcast before any arithmetic (z's gate included): the result is exactly the float32
+    computation on the same values, rounded to bf16 once at the end."""
+    seed = fresh_seed()
+    ins = random_inputs(2, 4, 30, 8, 2, dtype=torch.bfloat16, seed=seed)
+    up = {k: (v.float() if v is not None else None) for k, v in ins.items()}
+
+    def run(t):
+        return kernels.selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=t["z"],
+                                      delta_bias=t["delta_bias"], delta_softplus=True, return_last_state=True,
+                                      backend=backend)
+    y, last = run(ins)
+    y32, last32 = run(up)
+    assert torch.equal(y, y32.to(torch.bfloat16)), f"seed={seed}"
+    assert torch.equal(last, last32), f"seed={seed}"

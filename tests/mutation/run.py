@@ -61,7 +61,7 @@ TARGETS: Dict[str, Target] = {t.name: t for t in [
     Target("scan_chunked", "kernels/selective_scan/chunked.py", _SCAN_TESTS),
     Target("hippo", "models/hippo.py", ("tests/test_hippo.py", "tests/test_s4.py")),
     Target("s4", "models/s4.py", ("tests/test_s4.py",)),
-    Target("s6", "models/s6.py", ("tests/test_models.py", "-k", "s6 or S6 or selective or scan")),
+    Target("s6", "models/s6.py", ("tests/test_models.py", "tests/test_prefill.py", "-m", "not gpu")),
     Target("diff_statistics", "harness/analysis/diff.py", ("tests/test_diff.py",),
            functions=("min_two_sided_p", "bootstrap_ratio_ci", "compare_timing", "compare_quality",
                       "compare_ratio", "compare_info")),

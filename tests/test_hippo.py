@@ -68,3 +68,14 @@ def test_dt_init_and_inverse_softplus():
     assert dt.min() >= 0.001 - 1e-9 and dt.max() <= 0.1 + 1e-9
     x = torch.tensor([1e-4, 0.01, 0.5, 3.0], dtype=torch.float64)
     assert torch.allclose(torch.nn.functional.softplus(inverse_softplus(x)), x, rtol=1e-10)
+
+
+@pytest.mark.parametrize("init", ["s4d_real", "real_half", "random", "s4d_lin", "s4d_inv", "legs"])
+@pytest.mark.parametrize("channels", [None, 3])
+def test_diag_inits_are_float64_or_complex128(init, channels):
+    """The inits are computed in double precision (the layers cast once, at the end)."""
+    A, B = diag_init(init, 8, channels=channels)
+    want = torch.complex128 if init in ("s4d_lin", "s4d_inv", "legs") else torch.float64
+    assert A.dtype == want and B.dtype == want, (A.dtype, B.dtype)
+    modes = 4 if want.is_complex else 8
+    assert A.shape == B.shape == ((modes,) if channels is None else (channels, modes))

@@ -231,8 +231,9 @@ def test_scan_functions_defaults_are_no_softplus_and_no_last_state():
 
 @pytest.mark.parametrize("backend", ["reference", "chunked"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_an_empty_sequence_gives_an_empty_y_and_a_zero_float32_state(backend, dtype):
-    ins = random_inputs(3, 4, 0, 5, dtype=dtype)
+@pytest.mark.parametrize("extras", [True, False], ids=["D,z", "bare"])
+def test_an_empty_sequence_gives_an_empty_y_and_a_zero_float32_state(backend, dtype, extras):
+    ins = random_inputs(3, 4, 0, 5, dtype=dtype, D=extras, z=extras)
     y, last = kernels.selective_scan(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], D=ins["D"], z=ins["z"],
                                      return_last_state=True, backend=backend)
     assert y.shape == (3, 4, 0) and y.dtype == dtype

@@ -79,3 +79,26 @@ def test_diag_inits_are_float64_or_complex128(init, channels):
     assert A.dtype == want and B.dtype == want, (A.dtype, B.dtype)
     modes = 4 if want.is_complex else 8
     assert A.shape == B.shape == ((modes,) if channels is None else (channels, modes))
+
+
+def test_s4d_inits_match_their_formulas_in_double_precision():
+    N = 64
+    n = torch.arange(N // 2, dtype=torch.float64)
+    A, _ = diag_init("s4d_lin", N)
+    torch.testing.assert_close(A, torch.complex(torch.full_like(n, -0.5), math.pi * n), rtol=1e-14, atol=0)
+    A, _ = diag_init("s4d_inv", N)
+    torch.testing.assert_close(A, torch.complex(torch.full_like(n, -0.5), (N / math.pi) * (N / (2 * n + 1) - 1)),
+                               rtol=1e-14, atol=0)
+
+
+def test_dt_fills_the_log_uniform_range_and_the_floor_clamps():
+    torch.manual_seed(0)
+    dt = log_uniform_dt(20000, 0.001, 0.1)
+    logs = dt.log()
+    lo, hi = math.log(0.001), math.log(0.1)
+    assert logs.min() < lo + 0.01 * (hi - lo) and logs.max() > hi - 0.01 * (hi - lo)   # the whole range
+    assert abs(logs.mean().item() - (lo + hi) / 2) < 0.02 * (hi - lo)                 # uniform in log
+    assert abs(logs.std().item() - (hi - lo) / math.sqrt(12)) < 0.02 * (hi - lo)
+    floored = log_uniform_dt(20000, 0.001, 0.1, floor=0.01)
+    assert floored.min().item() == pytest.approx(0.01) and (floored == floored.min()).sum() > 1000
+    assert torch.equal(log_uniform_dt(10, 0.5, 0.5, floor=0.0), torch.full((10,), 0.5))

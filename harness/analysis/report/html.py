@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import base64
 from html import escape
-from typing import Iterable, List, Sequence
+from typing import TYPE_CHECKING, Iterable, List, Sequence
 
 from harness.analysis.report.expect import fmt_value
-from harness.analysis.report.model import ReportData, Section
+if TYPE_CHECKING:  # the types only: importing the model pulls in the tables, models and torch
+    from harness.analysis.report.model import ReportData, Section
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}

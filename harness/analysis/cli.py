@@ -90,6 +90,8 @@ def add_commands(subparsers) -> None:
                                description="Write reports/<suite>/<run id>/report.{md,html} and figures.")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", default=None, help="output directory (default reports/<suite>/<run id>/)")
+    rp.add_argument("--suite", default=None, metavar="FILE",
+                    help="judge by this suite file's expect/tune instead of the runs' copies (a changed criterion)")
     rp.set_defaults(func=cmd_report)
 
     dp = subparsers.add_parser(
@@ -157,7 +159,7 @@ def cmd_report(args) -> int:
     from harness.analysis.report import build_report
 
     try:
-        out = build_report(args.run_dirs, out_dir=args.out)
+        out = build_report(args.run_dirs, out_dir=args.out, suite_file=args.suite)
     except RunDirError as exc:
         return _fail(str(exc))
     print(f"report: {out / 'report.md'}\n        {out / 'report.html'}")

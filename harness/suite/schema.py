@@ -32,7 +32,9 @@ class Expect(StrictModel):
     """A reference value shown beside the measured one in reports (e.g. a paper's table entry).
 
     ``op``: ``==`` (within ``tolerance``), ``>=`` or ``<=`` (a bound); ``tolerance`` is absolute
-    (0.02) or relative ("10%"); how the report judges them is in :mod:`harness.analysis.report.expect`.
+    (0.02) or relative ("10%"); ``than`` makes ``value`` a margin over other rows ("15 points above every
+    LTI row"), ``per_seed`` judges each seed apart; how the report judges them is in
+    :mod:`harness.analysis.report.expect`.
     """
 
     where: Dict[str, Any] = Field(default_factory=dict)
@@ -42,6 +44,10 @@ class Expect(StrictModel):
     op: Literal["==", ">=", "<="] = "=="
     tolerance: Optional[Union[float, str]] = None
     unit: Optional[str] = None
+    #: a margin over reference rows: ``where`` updated with these keys (list values: any of them)
+    than: Optional[Annotated[Dict[str, Any], Field(min_length=1)]] = None
+    #: judge every seed on its own; matches only when all do
+    per_seed: StrictBool = False
 
     @field_validator("tolerance")
     @classmethod

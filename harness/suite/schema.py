@@ -1,4 +1,4 @@
-"""The top level of a suite file (name, kind, defaults, sweep, zip, include/exclude, seeds, expect,
+"""The top level of a suite file (name, kind, defaults, sweep, zip, include/exclude, seeds, expect, tune,
 gpus_per_cell, jobs, mps).
 
 Only the suite's *shape* is checked here; each expanded cell's parameters are checked by its
@@ -8,12 +8,13 @@ kind's ``config_model`` in :mod:`harness.suite.expand`.  :func:`load_suites` rea
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
-from pydantic import Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
 from typing_extensions import Annotated
 
 from harness.config_types import NonNegativeInt, PositiveInt, StrictModel, registered
@@ -59,6 +60,25 @@ class Expect(StrictModel):
         return tol
 
 
+class Tune(StrictModel):
+    """Tuned comparisons (:mod:`harness.analysis.report.tuning`): per setting of the other axes, keep the
+    ``over`` values whose last ``by`` (a validation metric) is best; ``mode`` max or min (default: from the
+    metric, e.g. max for val_accuracy, min for val_loss)."""
+
+    over: Annotated[List[str], Field(min_length=1)]
+    by: str
+    mode: Optional[Literal["max", "min"]] = None
+
+    @field_validator("by")
+    @classmethod
+    def _validation_metric(cls, by: str) -> str:
+        if not (by.startswith("val_") or by.startswith("valid_") or by.endswith("_val")):
+            raise ValueError(f"{by!r} is not a validation metric: choose on one the training loop evaluates on "
+                             f"held-out data, e.g. val_accuracy or val_loss (choosing on the reported {by!r} "
+                             "would overstate it)")
+        return by
+
+
 def _check_dotted(key: str) -> str:
     if not isinstance(key, str) or not DOTTED_KEY.match(key):
         raise ValueError(f"{key!r} is not a dotted key (write e.g. 'model.d_state')")
@@ -80,6 +100,7 @@ class SuiteSpec(StrictModel):
     repeats: Optional[PositiveInt] = None
     device: Optional[str] = None
     expect: List[Expect] = Field(default_factory=list)
+    tune: Optional[Tune] = None
     #: GPUs each non-timing GPU cell asks a Ray cluster for (0.25: four cells share a GPU).  Checked
     #: here, so a typo is a file:line error before anything runs; only ``--executor ray`` reads it
     #: (``RayExecutor.use_suite``) and ``--gpus-per-cell`` wins over it.  Not a cell parameter: it
@@ -101,6 +122,21 @@ class SuiteSpec(StrictModel):
         for key in sweep:
             _check_dotted(key)
         return sweep
+
+    @field_validator("tune")
+    @classmethod
+    def _tune_axes(cls, tune: Optional[Tune], info: ValidationInfo) -> Optional[Tune]:
+        """``tune.over`` names swept axes (checked after sweep and zip, which come first)."""
+        if tune is None:
+            return tune
+        axes = list(info.data.get("sweep") or {}) + [k for g in info.data.get("zip") or [] for k in g]
+        for key in tune.over:
+            if key not in axes:
+                close = difflib.get_close_matches(key, axes, n=1)
+                hint = f" -- did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"over: {key!r} is not a sweep or zip axis{hint} "
+                                 f"(axes: {', '.join(axes) or 'none'}); tune picks among swept values")
+        return tune
 
     @field_validator("device")
     @classmethod

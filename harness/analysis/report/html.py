@@ -71,6 +71,12 @@ def _section(sec: Section, h: str, titled: bool) -> List[str]:
             unit = f" ({t.unit})" if t.unit else ""
             parts.append(f"<p><strong>{e(t.metric)}</strong>{e(unit)}</p>")
             parts.append(html_table(t.columns, t.frame.astype(str).values.tolist(), numeric=t.columns[1:]))
+    if sec.tuned or sec.tune_warnings:
+        parts.append(f"<{h}>Tuned</{h}>")
+        for t in sec.tuned:
+            parts.append(f"<p><strong>{e(t.metric)}</strong></p>")
+            parts.append(html_table(t.columns, t.frame.astype(str).values.tolist()))
+        parts += [f'<p class="close">⚠ {e(w)}</p>' for w in sec.tune_warnings]
     if sec.expects:
         parts.append(f"<{h}>Measured vs expected</{h}>")
         head = ["where", "metric", "expected", "measured", "n", "verdict", "rule", "source", "note"]

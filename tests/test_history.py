@@ -130,3 +130,17 @@ def test_no_runs_or_several_suites_exit_2(tmp_path, capsys):
     assert cli_main(["history", str(root), "--suite", "b", "-o", str(tmp_path / "o")]) == 0
     with pytest.raises(HistoryError):
         history_command([str(root)], suite="c", out=str(tmp_path / "o"))
+
+
+def test_row_keys_split_series_and_missing_keys_are_left_out(tmp_path):
+    from harness.analysis.report.synthetic import task_rows
+
+    for i in range(6):
+        meta = default_meta(f"run{i}", "t", "task", commit=_sha(i))
+        meta["started"] = f"2026-01-0{i + 1}T00:00:00Z"
+        rows = task_rows(archs=("mamba",), mixers=("s6",), seeds=(0,), eval_lens=(64, 128), seed=i)
+        write_run(tmp_path / "t" / f"run{i}", rows, meta)
+    hist = build_history([load_run(d) for d in find_run_dirs([str(tmp_path)])])
+    keys = {(s.metric, s.key) for s in hist.series}
+    assert ("accuracy", "eval_seq_len=64") in keys and ("accuracy", "eval_seq_len=128") in keys
+    assert ("n_params", "") in keys   # no eval_seq_len on this metric: no "eval_seq_len=nan"

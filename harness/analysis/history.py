@@ -178,6 +178,16 @@ class History:
         return [(s, st) for s in self.series for st in s.steps]
 
 
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def _key_value(v) -> str:
+    """1024.0 -> "1024" (row keys come back as floats from JSON with missing values).  Not the report's
+    fmt_param: importing the tables loads the models (torch), seconds the history does not need."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
 def _metric_selected(metric: str, patterns: Optional[Sequence[str]]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(metric, p) for p in patterns)
 
@@ -197,10 +207,9 @@ def points(runs: Sequence[Run], df: pd.DataFrame, placed: Dict[str, Point],
     labels = cell_labels(df)
     df["cell"] = df["cell_id"].map(labels).fillna(df["cell_id"])
     keys = [k for k in row_key_columns(df) if k != "step"]
-    df["key"] = (df[keys].astype(str).apply(lambda col: col.name + "=" + col).agg(", ".join, axis=1)
-                 if keys else "")
-    if keys:  # a key a metric does not have shows as "k=nan": leave it out
-        df["key"] = df["key"].str.replace(r"(^|, )[^,=]+=(nan|None)", "", regex=True).str.strip(", ")
+    # "eval_seq_len=1024, ..." over the row keys a row has (a key another metric carries is left out)
+    df["key"] = [", ".join(f"{k}={_key_value(v)}" for k, v in zip(keys, values) if not _missing(v))
+                 for values in zip(*(df[k] for k in keys))] if keys else ""
     grouped = df.groupby(["run_id", "cell", "metric", "key"], sort=False)
     agg = grouped.agg(value_median=("value", "median"), value_mean=("value", "mean"), unit=("unit", "first"))
     agg = agg.reset_index()

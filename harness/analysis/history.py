@@ -293,7 +293,9 @@ def figures(history: History, max_metrics: int = 6) -> List[Tuple[str, str, byte
         metrics = sorted({(s.metric, s.key) for s in group})[:max_metrics]
         fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 2.4 * len(metrics)), squeeze=False, sharex=True)
         for ax, (metric, key) in zip(axes[:, 0], metrics):
-            for s in (s for s in group if (s.metric, s.key) == (metric, key)):
+            panel = [s for s in group if (s.metric, s.key) == (metric, key)]
+            unit = panel[0].unit
+            for s in panel:
                 c = colors.get(s.machine, "k")
                 ax.scatter(s.raw["position"], s.raw["value"], s=8, alpha=0.35, color=c)
                 ax.plot(s.positions, s.values, "-o", ms=3, lw=1.2, color=c, label=s.machine)
@@ -302,8 +304,7 @@ def figures(history: History, max_metrics: int = 6) -> List[Tuple[str, str, byte
                     ax.axvline(x, color="r", ls="--", lw=1)
                     ax.annotate(f"{st.change:+.1%} @ {step_commit(history, s, st).commit[:7]}", (x, 1.0),
                                 xycoords=("data", "axes fraction"), ha="left", va="top", fontsize=8, color="r")
-            ax.set_ylabel(f"{metric}" + (f"\n{key}" if key else "") + (f" [{group[0].unit}]" if group[0].unit else ""),
-                          fontsize=8)
+            ax.set_ylabel(f"{metric}" + (f"\n{key}" if key else "") + (f" [{unit}]" if unit else ""), fontsize=8)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="best")
         step = max(1, len(ticks) // 30)

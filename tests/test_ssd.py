@@ -5,17 +5,18 @@ N not powers of two), with initial and final states, z, D of both shapes, dt_bia
 (and the zero gradient where the clamp bites), bf16 and fp32 inputs; the memory promise of the chunked
 backend; argument checks.  Every test draws a fresh seed and prints it on failure.
 
-Tolerances (relative error ||out - ref|| / ||ref|| against float64 on the same input values):
+Tolerances (relative error ||out - ref|| / ||ref|| against float64 on the same input values), with the largest
+errors measured over 200 fresh draws of every SHAPES and OPTIONS case per backend and dtype (2026-12-05, CPU):
 * FP32 = 1e-5 for everything a float32 run returns and for every float32 quantity of a bf16 run (final
-  states, and the gradients of the float32 inputs A, D, dt_bias, initial_states): both backends compute in
-  float32, whose rounding (~6e-8 per operation) accumulates over L steps / a chunk's sums to ~1e-7..1e-6
-  (measured: see MARGINS below), so 1e-5 leaves >= 10x.
-* BF16 = 5e-3 for y and the gradients of the bf16 inputs (x, dt, B, C, z) of a bf16 run: both are float32
-  results rounded once to bf16 at the end, at most 2^-9 ~ 2e-3 relative per element (round to nearest), so
-  norm-wise below 2e-3 (measured below); 5e-3 is 2.5x that bound.  The upstream gradient dy is drawn in bf16
-  so that the float32 gradients of a bf16 run owe nothing to its rounding and stay at FP32.
-MARGINS (largest error seen over 200 seeds per case on 2026-12-05, x86 CPU, torch 2.x): see the module
-constant ``MEASURED`` and tests/README or the commit message of this file.
+  states; the gradients of the float32 inputs A, D, dt_bias, initial_states): both backends compute in
+  float32.  Measured: y <= 6.1e-7, final states <= 2.3e-7, gradients of x, dt, B, C, z, D, h0 <= 2.1e-6.
+* FP32_SUM = 2e-5 for dA and d(dt_bias): per-head sums of batch x L x headdim x N terms of both signs, whose
+  relative error grows with their cancellation.  Measured <= 4.0e-6.
+* BF16 = 5e-3 for y and the gradients of the bf16 inputs (x, dt, B, C, z) of a bf16 run: float32 results
+  rounded once to bf16 at the end, at most 2^-8 = 3.9e-3 relative per element (round to nearest, 8
+  significant bits), so never more norm-wise.  Measured <= 3.5e-3.  The upstream gradient dy is drawn in bf16
+  so that both sides backpropagate the same numbers and the float32 gradients of a bf16 run owe nothing to
+  its rounding (they stay at FP32).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import torch
 import kernels
 from kernels.selective_scan.testing import rel_err
 
-FP32, BF16 = 1e-5, 5e-3
+FP32, FP32_SUM, BF16 = 1e-5, 2e-5, 5e-3
 BACKENDS = ["reference", "chunked"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LOW = ("x", "dt", "B", "C", "z")                       # drawn in the run's dtype; A, D, dt_bias, h0 are float32
@@ -132,9 +133,11 @@ def compare(backend, ins, chunk, softplus=True, dt_limit=(0.0, math.inf), final=
 
 
 def tolerance(name: str, dtype) -> float:
-    """BF16 for y and the gradients of the bf16 inputs of a bf16 run; FP32 for everything else."""
-    low = name == "y" or name[1:] in LOW
-    return BF16 if dtype == torch.bfloat16 and low else FP32
+    """BF16 for y and the gradients of the bf16 inputs of a bf16 run; FP32_SUM for the per-head gradient sums
+    dA and d(dt_bias); FP32 for everything else (see the module docstring)."""
+    if dtype == torch.bfloat16 and (name == "y" or name[1:] in LOW):
+        return BF16
+    return FP32_SUM if name in ("dA", "ddt_bias") else FP32
 
 
 def assert_close(errs, dtype, seed, what):

@@ -71,6 +71,15 @@ def test_detector_on_plain_series(seed):
     assert [s.index for s in steps] == [10] and steps[0].change == pytest.approx(-0.1, abs=0.02)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_noisy_series_need_significance_not_only_size(seed):
+    """5% noise: medians of segments differ by more than min_change by chance; the permutation test must
+    keep them from being steps (with alpha=1 they all are)."""
+    y = 10 * np.exp(np.random.default_rng(100 + seed).normal(0, 0.05, 30))
+    assert detect_steps(y, seed=seed) == []
+    assert detect_steps(y, seed=seed, alpha=1.0) != []
+
+
 def test_outlier_run_is_not_a_step():
     rng = np.random.default_rng(7)
     y = 10 * np.exp(rng.normal(0, 0.01, 30))

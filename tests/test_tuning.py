@@ -82,6 +82,13 @@ def test_changing_test_numbers_never_changes_the_choice_but_changing_validation_
     assert _chosen(tune(_rows(_grid(moved), _grid(TEST_BEST)), SPEC)) == moved
 
 
+def test_final_numbers_on_the_validation_data_are_flagged():
+    rows = _rows(_grid(VAL_BEST), _grid(TEST_BEST))
+    assert any("train.test_set" in w for w in tune(rows, SPEC).warnings)
+    held_out = tune(rows.assign(**{"train.test_set": "held_out"}), SPEC)
+    assert not any("train.test_set" in w for w in held_out.warnings)
+
+
 def test_edge_of_the_swept_range_is_flagged():
     res = tune(_rows(_grid(VAL_BEST), _grid(TEST_BEST)), SPEC)
     edges = "\n".join(res.warnings)

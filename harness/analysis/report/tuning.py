@@ -10,7 +10,9 @@ the mean over seeds of the cells' *last* ``by`` value -- a validation metric, th
 point at the training length -- and the best one is kept.  Only then are the result metrics (``accuracy``,
 ``loss``: final numbers, the ones a paper's table shows) of the chosen setting reported, beside the chosen
 values, with mean, sd and n over seeds and how many seeds reached the task's target.  Test numbers never
-enter the choice (``tests/test_tuning.py`` changes them and checks the choice stays).  A choice at the
+enter the choice (``tests/test_tuning.py`` changes them and checks the choice stays); unless the cells
+were run with ``train.test_set: held_out`` the final numbers are measured on the validation sequences
+themselves, and the table says so.  A choice at the
 smallest or largest value swept is flagged: the optimum may lie outside the range.
 """
 from __future__ import annotations
@@ -63,7 +65,8 @@ def result_metrics(rows: pd.DataFrame, by: str) -> List[str]:
     final = rows[(rows["status"] == "ok")]
     if "step" in final.columns:
         final = final[final["step"].isna()]
-    names = sorted({m for m in final["metric"] if classify(m).family == "quality" and not is_validation_metric(m)})
+    names = sorted({m for m in final["metric"] if classify(m).family == "quality" and not is_validation_metric(m)
+                    and not m.startswith("chance_")})   # chance_accuracy: a property of the task, not a result
     return [m for m in names if m != by]
 
 
@@ -142,6 +145,8 @@ def tune(rows: pd.DataFrame, spec: Dict[str, Any]) -> Tuned:
             reached = int((per_cell >= target).sum())
             row.append(f"{reached}/{len(per_cell)}" if len(per_cell) else "—")
         out_rows.append(row)
+    if results:
+        warnings.extend(_same_data_warning(rows))
     cols = others + [f"best {c}" for c in over] + [f"{by} mean", f"{by} sd", "n"]
     for metric in results:
         cols += [f"{metric} mean", f"{metric} sd", f"{metric} n"]
@@ -150,6 +155,16 @@ def tune(rows: pd.DataFrame, spec: Dict[str, Any]) -> Tuned:
     title = (f"tuned: each row at its best {', '.join(over)} by the last {by} ({mode}, mean over seeds); "
              "the result columns are the chosen setting's final numbers")
     return Tuned(MetricTable(title, "", "quality", cols, pd.DataFrame(out_rows, columns=cols)), warnings)
+
+
+def _same_data_warning(rows: pd.DataFrame) -> List[str]:
+    """The task kind measures its final numbers on the validation sequences unless ``train.test_set:
+    held_out``: then the tuned rows are judged on the data they were chosen on, which flatters them."""
+    col = column_for(rows, "train.test_set")
+    if col is not None and (rows[col].dropna().astype(str) == "held_out").all() and rows[col].notna().any():
+        return []
+    return ["the final numbers come from the validation sequences the choice was made on (train.test_set is not "
+            "held_out), so the tuned rows look better than they would on new data; set train.test_set: held_out"]
 
 
 def tuned_for(runs_suites: Sequence[Dict[str, Any]], rows: pd.DataFrame) -> Tuned:

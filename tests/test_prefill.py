@@ -1,8 +1,8 @@
 """``LM.prefill``: a prompt through the parallel form leaves the state (and last logits) that stepping it does.
 
 Every arch is checked in float64 against the step loop: the ones with a parallel prefill (Mamba's conv and
-S6, SSD and the Mamba-2 block, attention with a growing or a static KV cache, the MLP) and the ones that fall back to stepping (H3, S4,
-Hyena).  Then a few decoding steps from both states must agree too, which is what decode relies on.
+S6, SSD and the Mamba-2 block, attention with a growing or a static KV cache, the MLP) and the ones that fall
+back to stepping (H3, S4, Hyena).  Then a few decoding steps from both states must agree too, which is what decode relies on.
 """
 import pytest
 import torch

@@ -90,9 +90,9 @@ class SSDHeads:
                    backend=self.backend)
 
     def _prefill_scan(self, x, dt, B, C, state):
-        """The scan from ``state`` (b, H, P, N): (y, the state after the last position, in state's dtype)."""
-        y, final = self._scan(x, dt, B, C, initial_states=state if bool(state.any()) else None,
-                              return_final_states=True)
+        """The scan from ``state`` (b, H, P, N): (y, the state after the last position, in state's dtype).  The
+        state goes in as the scan's initial state whatever it holds (no host read to test it for zeros)."""
+        y, final = self._scan(x, dt, B, C, initial_states=state, return_final_states=True)
         return y, final.to(state.dtype)
 
     def _step(self, state, x, dt, B, C) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -313,3 +313,20 @@ def test_on_cuda_auto_backend_matches_reference_and_decodes(name):
         logits, state = fast.prefill(tokens[:, :30], fast.init_state(3))
         rest, _ = step_all(fast, tokens[:, 30:], state)
         torch.testing.assert_close(rest, want[:, 30:], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_decoding_matches_the_parallel_forward_like_the_official_test_generation():
+    """mamba_ssm tests/test_generation.py (MAMBA2_FACTS section 4): an fp16 model, d_model 1024, 4 layers, gives
+    the same logits decoding token by token as in the parallel forward, within rtol 1e-3, atol 1e-2."""
+    torch.manual_seed(0)
+    lm = build_lm(dict(arch="mamba2", n_layers=4, d_model=1024), 1000).cuda().half().eval()
+    tokens = torch.randint(0, 1000, (2, 64), device="cuda")
+    with torch.inference_mode():
+        want = lm(tokens).float()
+        stepped, _ = step_all(lm, tokens, lm.init_state(2))
+        torch.testing.assert_close(stepped.float(), want, rtol=1e-3, atol=1e-2)
+        logits, state = lm.prefill(tokens[:, :40], lm.init_state(2))
+        rest, _ = step_all(lm, tokens[:, 40:], state)
+        torch.testing.assert_close(rest.float(), want[:, 40:], rtol=1e-3, atol=1e-2)

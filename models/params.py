@@ -57,6 +57,16 @@ def mamba2_layer_params(d_model: int, d_state: int = 128, expand: int = 2, headd
     return d_model * (2 * E + 2 * GN + H) + E * d_model + (E + 2 * GN) * (d_conv + 1) + 3 * H + E
 
 
+def _mamba2_lm_formula(cfg: dict, vocab: int) -> int:
+    """A Mamba-2 LM by the facts sheet: n_layers x mamba2_layer_params + tied embedding + RMSNorm weights (one
+    pre-norm per layer and the final one)."""
+    from models.config import as_config
+
+    c = as_config(cfg)
+    layer = mamba2_layer_params(c.d_model, c.d_state, c.expand, c.headdim, c.ngroups, c.d_conv)
+    return c.n_layers * layer + vocab * c.d_model + (c.n_layers + 1) * c.d_model
+
+
 def _build_counting(cfg: dict, vocab: int) -> int:
     """count_params of the LM, built on the meta device when it can be (no memory, no init time for the
     100M-parameter configs), else on the CPU."""
@@ -76,6 +86,8 @@ def paper_param_counts() -> List[Tuple[str, int, str]]:
     rows = []
     for name, cfg, vocab, paper, note in PAPER_CONFIGS:
         n = _build_counting(cfg, vocab)
+        if cfg.get("arch") == "mamba2":
+            note = f"{note}; formula {_mamba2_lm_formula(cfg, vocab):,}"
         if paper:
             note = f"{note}; ours/paper = {n / paper:.2f}"
         rows.append((name, n, note))

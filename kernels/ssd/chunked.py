@@ -48,7 +48,8 @@ def ssd_chunked(x, dt, A, B, C, chunk_size=256, D=None, z=None, dt_bias=None, dt
     pad = nc * Q - L
 
     dtf = _pad_time(process_dt(dt, dt_bias, dt_softplus, dt_limit, acc), pad)        # (b, T, h)
-    xdt = _pad_time(x.to(acc), pad) * dtf.unsqueeze(-1)                               # (b, T, h, p)
+    xa = x.to(acc)              # cast once: two casts would round (and sum) x's gradient twice in bf16
+    xdt = _pad_time(xa, pad) * dtf.unsqueeze(-1)                             # (b, T, h, p)
     xdt = xdt.reshape(batch, nc, Q, groups, rep, headdim)
     Bc = _pad_time(B.to(acc), pad).reshape(batch, nc, Q, groups, N)
     Cc = _pad_time(C.to(acc), pad).reshape(batch, nc, Q, groups, N)
@@ -91,7 +92,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size=256, D=None, z=None, dt_bias=None, dt
     y = y.reshape(batch, nc * Q, heads, headdim)[:, :L]
     if D is not None:
         Dm = D.to(acc)
-        y = y + x.to(acc) * (Dm[:, None] if Dm.dim() == 1 else Dm)
+        y = y + xa * (Dm[:, None] if Dm.dim() == 1 else Dm)
     if z is not None:
         y = y * F.silu(z.to(acc))
     y = y.to(x.dtype)

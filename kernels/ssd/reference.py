@@ -29,7 +29,8 @@ def ssd_reference(x, dt, A, B, C, chunk_size=256, D=None, z=None, dt_bias=None, 
     groups, N = B.shape[2], B.shape[3]
     rep = heads // groups
     # heads as (groups, heads per group): head h reads B/C group h // rep, without copying B and C
-    xf = x.to(acc).reshape(batch, L, groups, rep, headdim)
+    xa = x.to(acc)              # cast once: two casts would round (and sum) x's gradient twice in bf16
+    xf = xa.reshape(batch, L, groups, rep, headdim)
     dtf = process_dt(dt, dt_bias, dt_softplus, dt_limit, acc).reshape(batch, L, groups, rep)
     Af = A.to(acc).reshape(groups, rep)
     Bf, Cf = B.to(acc), C.to(acc)
@@ -48,7 +49,7 @@ def ssd_reference(x, dt, A, B, C, chunk_size=256, D=None, z=None, dt_bias=None, 
     y = y.reshape(batch, L, heads, headdim)
     if D is not None:
         Dm = D.to(acc)
-        y = y + x.to(acc) * (Dm[:, None] if Dm.dim() == 1 else Dm)
+        y = y + xa * (Dm[:, None] if Dm.dim() == 1 else Dm)
     if z is not None:
         y = y * F.silu(z.to(acc))
     y = y.to(x.dtype)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.config import ModelConfig
@@ -32,10 +31,11 @@ A_INIT_RANGE = (1.0, 16.0)   # Mamba-2: A = -U[1, 16] per head
 
 
 def _kernels():
-    """(kernels.ssd, kernels.selective_state_update), looked up at call time."""
+    """(kernels.ssd, kernels.selective_state_update, its differentiable reference), looked up at call time."""
     import kernels
+    from kernels.selective_scan.state_update import selective_state_update_reference
 
-    return kernels.ssd, kernels.selective_state_update
+    return kernels.ssd, kernels.selective_state_update, selective_state_update_reference
 
 
 def state_dtype(dtype: Optional[torch.dtype]) -> torch.dtype:
@@ -47,23 +47,6 @@ def state_dtype(dtype: Optional[torch.dtype]) -> torch.dtype:
 def _acc(t: torch.Tensor) -> torch.Tensor:
     """t in float32, or float64 when it already is."""
     return t if t.dtype == torch.float64 else t.float()
-
-
-def ssd_step_torch(state, x, dt, A, B, C, D, dt_bias):
-    """The decoding step in plain (differentiable) PyTorch, returning a new state.
-
-    state (b, H, P, N); x (b, H, P); dt (b, H) raw (before bias and softplus); A, D, dt_bias (H,); B, C (b, G, N).
-    -> (y (b, H, P) in x.dtype, new state (state.dtype))."""
-    acc = state.dtype
-    H, G = x.shape[1], B.shape[1]
-    dt = F.softplus(dt.to(acc) + dt_bias.to(acc))                                   # (b, H)
-    Bh = B.to(acc).repeat_interleave(H // G, dim=1)                                 # (b, H, N)
-    Ch = C.to(acc).repeat_interleave(H // G, dim=1)
-    xf = x.to(acc)
-    dA = torch.exp(dt * A.to(acc))[..., None, None]                                 # (b, H, 1, 1)
-    new = state * dA + (dt[..., None] * xf)[..., None] * Bh[:, :, None, :]
-    y = (new * Ch[:, :, None, :]).sum(-1) + D.to(acc)[:, None] * xf
-    return y.to(x.dtype), new
 
 
 class SSDHeads:
@@ -84,7 +67,7 @@ class SSDHeads:
 
     def _scan(self, x, dt, B, C, initial_states=None, return_final_states: bool = False):
         """x (b, L, H, P), dt (b, L, H) raw, B and C (b, L, G, N) -> y (b, L, H, P) [, final state (b, H, P, N)]."""
-        ssd, _ = _kernels()
+        ssd = _kernels()[0]
         return ssd(x, dt, self._A(), B, C, chunk_size=self.chunk_size, D=_acc(self.D), dt_bias=_acc(self.dt_bias),
                    dt_softplus=True, initial_states=initial_states, return_final_states=return_final_states,
                    backend=self.backend)
@@ -100,18 +83,19 @@ class SSDHeads:
 
         ``kernels.selective_state_update`` (fused on CUDA) updates ``state`` in place and returns y, so a
         CUDA-graph stepper copies nothing back.  While autograd records (grad mode on and a parameter or the
-        state requires grad) the step is plain PyTorch and returns a new state, leaving ``state`` alone."""
-        A = self._A()
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (state, x, dt, B, C, self.A_log, self.D,
-                                                                     self.dt_bias)):
-            return ssd_step_torch(state, x, dt, A, B, C, self.D, self.dt_bias)
-        _, update = _kernels()
+        state requires grad) it is the differentiable reference, which returns a new state and leaves ``state``
+        alone."""
+        _, update, update_reference = _kernels()
         b, H, P = x.shape
         N = state.shape[-1]
-        y = update(state, x, dt.unsqueeze(-1).expand(b, H, P), A.view(H, 1, 1).expand(H, P, N), B, C,
-                   D=_acc(self.D).view(H, 1).expand(H, P), dt_bias=_acc(self.dt_bias).view(H, 1).expand(H, P),
-                   dt_softplus=True)
-        return y, state
+        # the official layout: A over (H, headdim, N), dt / D / dt_bias over headdim, as stride-0 views
+        args = (x, dt.unsqueeze(-1).expand(b, H, P), self._A().view(H, 1, 1).expand(H, P, N), B, C)
+        kw = dict(D=_acc(self.D).view(H, 1).expand(H, P), dt_bias=_acc(self.dt_bias).view(H, 1).expand(H, P),
+                  dt_softplus=True)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (state, x, dt, B, C, self.A_log, self.D,
+                                                                     self.dt_bias)):
+            return update_reference(state, *args, **kw)
+        return update(state, *args, **kw, backend=self.backend), state
 
     def _init_ssm_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
         """(batch, H, headdim, N) zeros, float32 (float64 for a float64 model)."""

@@ -7,7 +7,12 @@ official test_generation check (fp16, d_model 1024, 4 layers, rtol 1e-3 atol 1e-
 StaticStepper against eager decoding, (4) decode cells (130m-size, bf16, prompt 1024, 64 tokens) of mamba2 and
 mamba/s6, eager and graphed.  Where the Triton SSD backend is not there yet the scan falls back to 'chunked'
 (said on the last line); the decoding step is the fused Triton kernel either way."""
+import os
+import sys
 import time
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))   # this checkout
+
 import torch
 import kernels
 
@@ -33,8 +38,8 @@ from harness.bench.testing import greedy_logits, stepper_logits, cell, ctx, by_m
 from harness.execute import execute_cell
 from harness.cells import CellContext
 
-dev = "cuda"
-print(torch.cuda.get_device_name())
+dev = os.environ.get("DEV", "cuda")          # DEV=cpu: part 1 only, a smoke test of the script
+print(torch.cuda.get_device_name() if dev == "cuda" else "cpu")
 
 
 def step_all(lm, tokens, state):
@@ -53,7 +58,7 @@ def err(a, b):
 for name, kw in [("mamba2", dict(arch="mamba2")), ("mamba2-g2", dict(arch="mamba2", ngroups=2, headdim=8)),
                  ("mamba/ssd", dict(arch="mamba", mixer="ssd", headdim=16)), ("none/ssd", dict(arch="none", mixer="ssd", headdim=16))]:
     torch.manual_seed(0)
-    cfg = dict(n_layers=2, d_model=64, d_state=16, headdim=16, chunk_size=16, **kw)
+    cfg = {**dict(n_layers=2, d_model=64, d_state=16, headdim=16, chunk_size=16), **kw}
     ref = models.build_lm({**cfg, "backend": "reference"}, 50).to(dev).eval()
     fast = models.build_lm({**cfg, "backend": "auto"}, 50).to(dev).eval()
     fast.load_state_dict(ref.state_dict())
@@ -65,6 +70,9 @@ for name, kw in [("mamba2", dict(arch="mamba2")), ("mamba2-g2", dict(arch="mamba
         lg, st = fast.prefill(tok[:, :30], fast.init_state(3))
         rest, _ = step_all(fast, tok[:, 30:], st)
     print(f"{name}: forward {err(f, want):.2e} step {err(stepped, want):.2e} prefill+step {err(rest, want[:, 30:]):.2e}")
+
+if dev != "cuda":
+    sys.exit(0)
 
 # 2. official test_generation: fp16, d_model 1024, 4 layers
 torch.manual_seed(0)

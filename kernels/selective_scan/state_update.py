@@ -84,10 +84,9 @@ def check_state_update_inputs(state, x, dt, A, B, C, D=None, z=None, dt_bias=Non
     else:
         raise ValueError(f"{_WHERE}: state must be (batch, dim, N) (S6) or (batch, heads, headdim, N) "
                          f"(multi-head), got {_shape(state)}")
-    ok_state = _FLOATS if float64_ok else _FLOATS[:3]
+    ok_state, ok_names = (_FLOATS, "fp16/bf16/fp32/fp64") if float64_ok else (_FLOATS[:3], "fp16/bf16/fp32")
     if state.dtype not in ok_state:
-        raise ValueError(f"{_WHERE}: state must be a real float tensor ({'fp16/bf16/fp32/fp64' if float64_ok else 'fp16/bf16/fp32'}), "
-                         f"got {state.dtype}")
+        raise ValueError(f"{_WHERE}: state must be a real float tensor ({ok_names}), got {state.dtype}")
     for name, t in (("x", x), ("dt", dt), ("z", z)):
         if t is not None and _shape(t) != chan:
             raise ValueError(f"{_WHERE}: {name} must be {chans} = {chan} to match state {tuple(state.shape)}, "

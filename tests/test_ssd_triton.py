@@ -146,13 +146,16 @@ def fresh_seed() -> int:
     return secrets.randbits(30)
 
 
-FP32_TOL = 1e-4     # relative to each output's max |value|
-BF16_TOL = dict(y=3e-2, final_states=3e-2, grad=6e-2)
+# Relative to each output's max |value|.  Measured in the interpreter (2026-12-05, 40 runs): fp32 outputs
+# <= 2.5e-7, fp32 gradients <= 5.4e-6 (dA and ddt_bias, sums over every step, are the largest); bf16
+# inputs (fp32 states, bf16 y and gradients): y <= 5.2e-3, gradients <= 1.0e-2 (dz).
+FP32_TOL, FP32_TOL_GRAD = 1e-5, 1e-4
+BF16_TOL = dict(y=2e-2, final_states=2e-2, grad=4e-2)
 
 
-def check(errs, seed, what, tol=FP32_TOL, tol_grad=None):
+def check(errs, seed, what, tol=FP32_TOL, tol_grad=FP32_TOL_GRAD):
     bad = {k: v for k, v in errs.items()
-           if not v <= (tol if k in ("y", "final_states") else (tol_grad or tol))}
+           if not v <= (tol if k in ("y", "final_states") else tol_grad)}
     assert not bad, f"seed={seed} {what}: over tolerance {bad} (all {errs})"
 
 
@@ -187,6 +190,9 @@ def test_no_softplus_and_no_final_state():
 def test_dt_limit_clamps_with_zero_gradient():
     """dt' spread over (0.02, 3) so that both ends of dt_limit bite; clamped steps get no dt gradient."""
     seed = fresh_seed()
+    ins = make_inputs(seed, 1, 30, 2, 4, 1, 4, dt_scale=2.0)
+    sp = F.softplus(ins["dt"].double() + ins["dt_bias"].double())
+    assert (sp < 0.3).any() and (sp > 1.2).any(), f"seed={seed}: the limits do not bite"
     errs = compare(seed, 1, 30, 2, 4, 1, 4, 16, dt_limit=(0.3, 1.2), dt_scale=2.0)
     check(errs, seed, "dt_limit")
 
@@ -212,7 +218,7 @@ def test_only_y_used_and_no_inputs_need_grad():
     x64 = x.detach().double().requires_grad_(True)
     recurrence64(x64, ins["dt"], ins["A"], ins["B"], ins["C"], ins["D"], ins["z"], ins["dt_bias"], True,
                  initial_states=ins["initial_states"])[0].sum().backward()
-    assert rel_err(x.grad, x64.grad) < FP32_TOL, seed
+    assert rel_err(x.grad, x64.grad) < FP32_TOL_GRAD, seed
     with torch.no_grad():
         y2 = ssd_triton(ins["x"], ins["dt"], ins["A"], ins["B"], ins["C"], 16, dt_softplus=True)
     assert y2.shape == ins["x"].shape and torch.isfinite(y2).all()
@@ -235,7 +241,7 @@ def test_gpu_matches_float64(shape, dtype):
     seed = fresh_seed()
     errs = compare(seed, *shape, dtype=dtype, D="headdim")
     if dtype == torch.float32:
-        check(errs, seed, shape, tol=2e-4)
+        check(errs, seed, shape, tol=2e-5, tol_grad=2e-4)
     else:
         check(errs, seed, shape, tol=BF16_TOL["y"], tol_grad=BF16_TOL["grad"])
 
@@ -269,41 +275,57 @@ def _chunked64(x, dt, A, B, C, chunk):
     return torch.cat(ys, 1), h
 
 
+def _realistic(seed, b, L, H, P, G, N, dtype):
+    gen = torch.Generator().manual_seed(seed)
+    mk = lambda t: t.to(DEVICE, dtype).requires_grad_(True)  # noqa: E731
+    x = mk(torch.randn(b, L, H, P, generator=gen))
+    dt = mk(torch.randn(b, L, H, generator=gen) - 3.0)
+    B = mk(torch.randn(b, L, G, N, generator=gen) * 0.3)
+    C = mk(torch.randn(b, L, G, N, generator=gen) * 0.3)
+    A = (-torch.rand(H, generator=gen) * 15 - 1).to(DEVICE).requires_grad_(True)
+    return x, dt, A, B, C
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_realistic_shape_bf16():
-    """batch 2, L 4096, heads 32, headdim 64, N 128, chunk 256, bf16: forward and final state against a
-    float64 chunked evaluation, and a backward that runs and is finite."""
+    """batch 2, L 4096, heads 32, headdim 64, N 128, chunk 256, bf16 (A as Mamba-2 inits it, dt ~ softplus(-3)):
+    y, the final state and every gradient against a float64 chunked evaluation (the sequential oracle is
+    too slow at this size; _chunked64 is checked against it by test_chunked64_matches_recurrence)."""
     seed = fresh_seed()
-    gen = torch.Generator().manual_seed(seed)
     b, L, H, P, G, N, Q = 2, 4096, 32, 64, 1, 128, 256
-    x = torch.randn(b, L, H, P, generator=gen).to(DEVICE, torch.bfloat16).requires_grad_(True)
-    dt = (torch.randn(b, L, H, generator=gen) - 3.0).to(DEVICE, torch.bfloat16).requires_grad_(True)
-    A = (-torch.rand(H, generator=gen) * 15 - 1).to(DEVICE).requires_grad_(True)
-    B = (torch.randn(b, L, G, N, generator=gen) * 0.3).to(DEVICE, torch.bfloat16).requires_grad_(True)
-    C = (torch.randn(b, L, G, N, generator=gen) * 0.3).to(DEVICE, torch.bfloat16).requires_grad_(True)
-    y, hT = ssd_triton(x, dt, A, B, C, Q, dt_softplus=True, return_final_states=True)
-    y64, h64 = _chunked64(x.detach(), dt.detach(), A.detach(), B.detach(), C.detach(), Q)
-    assert rel_err(y, y64) < BF16_TOL["y"], f"seed={seed} y {rel_err(y, y64)}"
-    assert rel_err(hT, h64) < BF16_TOL["final_states"], f"seed={seed} final {rel_err(hT, h64)}"
-    (y.float().square().sum() + hT.sum()).backward()
-    for t in (x, dt, A, B, C):
-        assert torch.isfinite(t.grad).all()
+    ins = _realistic(seed, b, L, H, P, G, N, torch.bfloat16)
+    y, hT = ssd_triton(*ins, Q, dt_softplus=True, return_final_states=True)
+    ins64 = [t.detach().double().requires_grad_(True) for t in ins]
+    y64, h64 = _chunked64(*ins64, Q)
+    gen = torch.Generator().manual_seed(seed + 1)
+    gy = torch.randn(y.shape, generator=gen).to(DEVICE)
+    gh = torch.randn(hT.shape, generator=gen).to(DEVICE)
+    ((y.float() * gy).sum() + (hT * gh).sum()).backward()
+    ((y64 * gy.double()).sum() + (h64 * gh.double()).sum()).backward()
+    errs = {"y": rel_err(y, y64), "final_states": rel_err(hT, h64)}
+    errs.update({"d" + k: rel_err(t.grad, t64.grad) for k, t, t64 in zip(("x", "dt", "A", "B", "C"), ins, ins64)})
+    check(errs, seed, "realistic bf16", tol=BF16_TOL["y"], tol_grad=BF16_TOL["grad"])
+
+
+def test_chunked64_matches_recurrence():
+    """The GPU test's float64 chunked evaluation is itself checked against the sequential oracle."""
+    seed = fresh_seed()
+    x, dt, A, B, C = (t.detach().cpu().double() for t in _realistic(seed, 1, 45, 2, 3, 1, 5, torch.float32))
+    y, h = _chunked64(x, dt, A, B, C, 16)
+    y64, h64 = recurrence64(x, dt, A, B, C, dt_softplus=True)
+    assert rel_err(y, y64) < 1e-12 and rel_err(h, h64) < 1e-12, seed
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_memory_does_not_grow_with_L_times_N():
-    """Peak extra memory of forward+backward, per element of L, stays far below L x N x heads x 4 bytes
-    (what storing per-step states would cost): at L 32768, heads 32, headdim 64, N 128 that is 512 MiB per
-    row of the batch, against ~ inputs + chunk states for the fused path."""
+    """Peak memory of forward + backward at L 32768, heads 32, headdim 64, N 128, chunk 256 (bf16) stays
+    within what the design allocates: inputs-sized tensors, (batch, heads, L) fp32 scratch and two chunk-state
+    buffers (L/256 x heads x headdim x N fp32).  Storing one state per step would need 34 GB here; the bound
+    is ~2.6 GB."""
     b, L, H, P, G, N, Q = 1, 32768, 32, 64, 1, 128, 256
-    mk = dict(device=DEVICE, dtype=torch.bfloat16)
-    x = torch.randn(b, L, H, P, **mk).requires_grad_(True)
-    dt = (torch.randn(b, L, H, **mk) - 3).requires_grad_(True)
-    A = (-torch.rand(H, device=DEVICE) - 1).requires_grad_(True)
-    B = torch.randn(b, L, G, N, **mk).requires_grad_(True)
-    C = torch.randn(b, L, G, N, **mk).requires_grad_(True)
+    x, dt, A, B, C = _realistic(0, b, L, H, P, G, N, torch.bfloat16)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
@@ -311,7 +333,8 @@ def test_gpu_memory_does_not_grow_with_L_times_N():
     y.float().sum().backward()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - base
-    per_step_states = b * L * H * P * N * 4 / (P / 1)   # L x N x heads fp32 (one state per step per head)
-    chunk_states = b * (L // Q) * H * P * N * 4
-    io = x.numel() * 2 * 8   # x, y, dy, dx, g (fp32) and friends
-    assert peak < chunk_states * 3 + io + per_step_states / 4, (peak, chunk_states, io)
+    S = b * triton_backend.triton.cdiv(L, Q) * H * P * N * 4        # one chunk-state buffer
+    X, T, Bn = x.numel(), dt.numel(), B.numel()
+    bound = 1.5 * (2 * S + 16 * X + 32 * T + 16 * Bn)
+    per_step_states = b * L * H * P * N * 4
+    assert peak < bound < per_step_states / 10, (peak, bound, per_step_states)

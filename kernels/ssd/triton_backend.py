@@ -34,7 +34,7 @@ _empty = torch.empty
 class SSDConfig:
     """Tiles and warps (not tuned: no GPU has run these kernels yet; kernels/NOTES.md, "SSD Triton")."""
 
-    block_m: int = 64        # steps per row block of a chunk (tl.dot needs >= 16); clipped to the chunk
+    block_m: int = 32        # steps per row block of a chunk (tl.dot needs >= 16); clipped to the chunk
     block_e: int = 1024      # state elements (headdim * N) per program of the state-passing loops
     num_warps: int = 4
     gate_block: int = 1024   # elements per program of the gate's backward

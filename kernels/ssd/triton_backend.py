@@ -70,16 +70,23 @@ def _d_strides(D, P):
     return (D.stride(0), 0) if D.dim() == 1 else (D.stride(0), D.stride(1))
 
 
-def _forward(x, dt, A, B, C, Q, D, z, dt_bias, softplus, dt_min, dt_max, initial_states, write_final, cfg):
+def _forward(x, dt, A, B, C, Q, D, z, dt_bias, softplus, dt_min, dt_max, initial_states, write_final, cfg,
+             for_backward=True):
     batch, L, H, P, G, N, Q, n_chunks, cfg, blocks = _dims(x, B, Q, cfg)
     dev = x.device
+    if batch == 0 or L == 0:   # nothing to scan: the final state is the initial one
+        final = None
+        if write_final:
+            final = (initial_states.float().clone() if initial_states is not None
+                     else torch.zeros((batch, H, P, N), device=dev, dtype=torch.float32))
+        return torch.empty_like(x, memory_format=torch.contiguous_format), final, None, cfg
     BH = batch * H
     dtp = _empty((batch, H, L), device=dev, dtype=torch.float32)
     cs = _empty((batch, H, L), device=dev, dtype=torch.float32)
     states = _empty((batch, n_chunks, H, P, N), device=dev, dtype=torch.float32)
     final = _empty((batch, H, P, N), device=dev, dtype=torch.float32) if write_final else None
     out = _empty((batch, L, H, P), device=dev, dtype=x.dtype)
-    ypre = _empty((batch, L, H, P), device=dev, dtype=x.dtype) if z is not None else None
+    ypre = _empty((batch, L, H, P), device=dev, dtype=x.dtype) if z is not None and for_backward else None
     init = initial_states.contiguous() if initial_states is not None else None
     w = cfg.num_warps
     K.ssd_cumsum_fwd[(n_chunks, BH)](
@@ -96,7 +103,7 @@ def _forward(x, dt, A, B, C, Q, D, z, dt_bias, softplus, dt_min, dt_max, initial
     K.ssd_chunk_scan_fwd[(triton.cdiv(Q, cfg.block_m), n_chunks, BH)](
         x, B, C, D if D is not None else A, zz, dtp, cs, states, out, ypre if ypre is not None else out,
         L, H, Q, P, N, H // G, n_chunks, *x.stride(), *B.stride(), *C.stride(), *zz.stride(), *_d_strides(D, P),
-        HAS_D=D is not None, HAS_Z=z is not None, **blocks, num_warps=w)
+        HAS_D=D is not None, HAS_Z=z is not None, STORE_YPRE=ypre is not None, **blocks, num_warps=w)
     return out, final, (dtp, cs, states, ypre), cfg
 
 
@@ -130,8 +137,13 @@ def _backward(dout, dfinal, x, dt, A, B, C, Q, D, z, dt_bias, softplus, dt_min, 
     # 3-4: per-step gradients
     n_qb = triton.cdiv(Q, cfg.block_m)
     dx = _empty((batch, L, H, P), device=dev, dtype=x.dtype)
-    dB = torch.zeros((batch, L, G, N), device=dev, dtype=f32)
-    dC = torch.zeros((batch, L, G, N), device=dev, dtype=f32)
+    # dB, dC: the heads of a group add into one buffer with fp32 atomics (in no fixed order when a group has
+    # several heads); deterministic mode gives each head of a group a slice of its own (one add per address,
+    # exact), summed below in a fixed order, at the cost of (heads/groups) x B's size in fp32.
+    slices = H // G if torch.are_deterministic_algorithms_enabled() else 1
+    dB = torch.zeros((slices, batch, L, G, N), device=dev, dtype=f32)
+    dC = torch.zeros((slices, batch, L, G, N), device=dev, dtype=f32)
+    slice_stride = batch * L * G * N if slices > 1 else 0
     ddt_dir = _empty((batch, H, L), device=dev, dtype=f32)
     dcs_s = _empty((batch, H, L), device=dev, dtype=f32)
     dcs_t = _empty((batch, H, L), device=dev, dtype=f32)
@@ -140,10 +152,10 @@ def _backward(dout, dfinal, x, dt, A, B, C, Q, D, z, dt_bias, softplus, dt_min, 
     K.ssd_dx_bwd[(n_qb, n_chunks, BH)](
         x, B, C, D if D is not None else A, g, dtp, cs, dst, dx, dB, ddt_dir, dcs_s, Fl,
         dD_part if dD_part is not None else dx,
-        L, H, Q, P, N, G, H // G, n_chunks, n_qb, *x.stride(), *B.stride(), *C.stride(), *_d_strides(D, P),
+        L, H, Q, P, N, G, H // G, n_chunks, n_qb, slice_stride, *x.stride(), *B.stride(), *C.stride(), *_d_strides(D, P),
         HAS_D=D is not None, **blocks, num_warps=w)
     K.ssd_dC_bwd[(n_qb, n_chunks, BH)](
-        x, B, C, g, dtp, cs, states, dC, dcs_t, L, H, Q, P, N, G, H // G, n_chunks,
+        x, B, C, g, dtp, cs, states, dC, dcs_t, L, H, Q, P, N, G, H // G, n_chunks, slice_stride,
         *x.stride(), *B.stride(), *C.stride(), **blocks, num_warps=w)
     # 5: through the chunk cumsum, the clamp and the softplus
     ddt = _empty((batch, L, H), device=dev, dtype=dt.dtype)
@@ -161,6 +173,8 @@ def _backward(dout, dfinal, x, dt, A, B, C, Q, D, z, dt_bias, softplus, dt_min, 
     if D is not None:
         dDp = dD_part.view(batch, H, n_chunks * n_qb, P).sum((0, 2))
         dD = (dDp.sum(1) if D.dim() == 1 else dDp).to(D.dtype)
+    dB = dB.sum(0) if slices > 1 else dB[0]
+    dC = dC.sum(0) if slices > 1 else dC[0]
     return dx, ddt, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, dbias, dinit
 
 
@@ -170,10 +184,12 @@ class SSDTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_states, chunk_size, softplus, dt_min, dt_max,
                 return_final, cfg):
+        needs_grad = any(ctx.needs_input_grad[:9])   # grad mode is off inside forward; ask ctx
         out, final, saved, fitted = _forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, softplus, dt_min,
-                                             dt_max, initial_states, return_final, cfg)
-        dtp, cs, states, ypre = saved
-        ctx.meta = (chunk_size, softplus, dt_min, dt_max, initial_states is not None, return_final, fitted)
+                                             dt_max, initial_states, return_final, cfg, for_backward=needs_grad)
+        dtp, cs, states, ypre = saved if saved is not None else (None,) * 4
+        ctx.empty = saved is None
+        ctx.meta = (chunk_size, softplus, dt_min, dt_max, ctx.needs_input_grad[8], return_final, fitted)
         ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, dtp, cs, states, ypre)
         ctx.init_dtype = initial_states.dtype if initial_states is not None else None
         if return_final:
@@ -185,6 +201,10 @@ class SSDTriton(torch.autograd.Function):
         x, dt, A, B, C, D, z, dt_bias, dtp, cs, states, ypre = ctx.saved_tensors
         chunk_size, softplus, dt_min, dt_max, has_init, return_final, cfg = ctx.meta
         dfinal = rest[0] if return_final and rest and rest[0] is not None else None
+        if ctx.empty:   # batch 0 or L 0: only the initial state reaches an output
+            dinit = rest[0].to(ctx.init_dtype) if has_init and return_final and rest[0] is not None else None
+            zero = [torch.zeros_like(t) if t is not None else None for t in (x, dt, A, B, C, D, z, dt_bias)]
+            return (*zero, dinit, None, None, None, None, None, None)
         if dout is None:
             dout = torch.zeros_like(x)
         grads = _backward(dout, dfinal.contiguous() if dfinal is not None else None, x, dt, A, B, C,

@@ -19,7 +19,8 @@ Forward, four launches (``triton_backend._forward``):
   4. ``ssd_chunk_scan_fwd``  grid (Q / BLOCK_M, chunks, batch*heads): rows t of one chunk; the state term
                              (C_t @ hs^T), then for each block of source steps s <= t the masked, decayed
                              C B^T block times dt' x; D x; the gate.  C B^T is formed in the kernel
-                             (per head, not shared across a group's heads).
+                             (per head, not shared across a group's heads).  The pre-gate y is stored only
+                             when z is given and a backward will follow.
 
 Backward (``triton_backend._backward``), recomputing everything per timestep from dt', cs and hs_c (only the
 chunk states are stored), with g_t = dL/dy_t (pre-gate):
@@ -161,7 +162,7 @@ def ssd_chunk_scan_fwd(x_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dtp_ptr, cs_ptr, st_pt
                        s_C_b, s_C_l, s_C_g, s_C_n,
                        s_z_b, s_z_l, s_z_h, s_z_p,
                        s_D_h, s_D_p,
-                       HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                       HAS_D: tl.constexpr, HAS_Z: tl.constexpr, STORE_YPRE: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
                        DOT_PREC: tl.constexpr):
     tb = tl.program_id(0)
@@ -208,7 +209,8 @@ def ssd_chunk_scan_fwd(x_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dtp_ptr, cs_ptr, st_pt
     # outputs are contiguous (batch, L, heads, headdim)
     o_off = ((b * L + pos_t[:, None]) * H + h) * P + p[None, :]
     if HAS_Z:
-        tl.store(ypre_ptr + o_off, acc.to(ypre_ptr.dtype.element_ty), mask=m2)
+        if STORE_YPRE:
+            tl.store(ypre_ptr + o_off, acc.to(ypre_ptr.dtype.element_ty), mask=m2)
         zt = tl.load(z_ptr + b * s_z_b + pos_t[:, None] * s_z_l + h * s_z_h + p[None, :] * s_z_p,
                      mask=m2, other=0.0).to(tl.float32)
         acc = acc * zt * _sigmoid(zt)
@@ -291,7 +293,7 @@ def ssd_state_pass_bwd(dst_ptr, st_ptr, cs_ptr, dfinal_ptr, dinit_ptr, ddecay_pt
 @triton.jit
 def ssd_dx_bwd(x_ptr, B_ptr, C_ptr, D_ptr, g_ptr, dtp_ptr, cs_ptr, dst_ptr,
                dx_ptr, dB_ptr, ddt_ptr, dcs_ptr, F_ptr, dD_ptr,
-               L, H, Q, P, N, G, heads_per_group, n_chunks, n_qblocks,
+               L, H, Q, P, N, G, heads_per_group, n_chunks, n_qblocks, slice_stride,
                s_x_b, s_x_l, s_x_h, s_x_p,
                s_B_b, s_B_l, s_B_g, s_B_n,
                s_C_b, s_C_l, s_C_g, s_C_n,
@@ -355,6 +357,7 @@ def ssd_dx_bwd(x_ptr, B_ptr, C_ptr, D_ptr, g_ptr, dtp_ptr, cs_ptr, dst_ptr,
         tl.store(dD_ptr + ((bh * n_chunks + c) * n_qblocks + sb) * P + p, tl.sum(gs * xs, axis=0), mask=mp)
     tl.store(dx_ptr + ((b * L + pos_s[:, None]) * H + h) * P + p[None, :],
              dx.to(dx_ptr.dtype.element_ty), mask=m_sp)
+    dB_ptr += (h % heads_per_group) * slice_stride   # 0 unless deterministic (one slice per head of a group)
     tl.atomic_add(dB_ptr + ((b * L + pos_s[:, None]) * G + g) * N + n[None, :], dB, mask=m_sn, sem="relaxed")
     tl.store(ddt_ptr + bh * L + pos_s, ddt_intra + ddt_state, mask=ms)
     tl.store(dcs_ptr + bh * L + pos_s, -dt_s * ddt_intra, mask=ms)
@@ -363,7 +366,7 @@ def ssd_dx_bwd(x_ptr, B_ptr, C_ptr, D_ptr, g_ptr, dtp_ptr, cs_ptr, dst_ptr,
 
 @triton.jit
 def ssd_dC_bwd(x_ptr, B_ptr, C_ptr, g_ptr, dtp_ptr, cs_ptr, st_ptr, dC_ptr, dcs_ptr,
-               L, H, Q, P, N, G, heads_per_group, n_chunks,
+               L, H, Q, P, N, G, heads_per_group, n_chunks, slice_stride,
                s_x_b, s_x_l, s_x_h, s_x_p,
                s_B_b, s_B_l, s_B_g, s_B_n,
                s_C_b, s_C_l, s_C_g, s_C_n,
@@ -406,6 +409,7 @@ def ssd_dC_bwd(x_ptr, B_ptr, C_ptr, g_ptr, dtp_ptr, cs_ptr, st_ptr, dC_ptr, dcs_
         gx = tl.dot(gt, tl.trans(xs), input_precision=DOT_PREC)                        # [t, s]
         dC += tl.dot(gx * decay * dt_s[None, :], Bs, input_precision=DOT_PREC)
     tl.store(dcs_ptr + bh * L + pos_t, tl.sum(Ct * dC, axis=1), mask=mt)
+    dC_ptr += (h % heads_per_group) * slice_stride
     tl.atomic_add(dC_ptr + ((b * L + pos_t[:, None]) * G + g) * N + n[None, :], dC, mask=m_tn, sem="relaxed")
 
 

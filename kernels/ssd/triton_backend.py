@@ -233,3 +233,75 @@ def ssd_triton(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_soft
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+# ------------------------------------------------------------------------------------- tools (no tests)
+def _example(batch=2, L=4096, H=32, P=64, G=1, N=128, dtype=torch.bfloat16, device="cuda", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g).to(device, dtype)  # noqa: E731
+    return (r(batch, L, H, P), r(batch, L, H) - 3.0, (-torch.rand(H, generator=g) * 15 - 1).to(device),
+            r(batch, L, G, N) * 0.3, r(batch, L, G, N) * 0.3)
+
+
+def bench(batch=2, L=4096, H=32, P=64, G=1, N=128, chunk=256, dtype=torch.bfloat16, config=None):
+    """Median ms of forward and forward+backward (triton.testing.do_bench) on CUDA; dt_softplus, no D/z."""
+    from triton.testing import do_bench
+
+    x, dt, A, B, C = (t.requires_grad_(True) for t in _example(batch, L, H, P, G, N, dtype))
+    dy = torch.randn_like(x)
+
+    def fwd():
+        with torch.no_grad():
+            ssd_triton(x, dt, A, B, C, chunk, dt_softplus=True, config=config)
+
+    def fwd_bwd():
+        ssd_triton(x, dt, A, B, C, chunk, dt_softplus=True, config=config).backward(dy)
+
+    return {"fwd_ms": do_bench(fwd), "fwd_bwd_ms": do_bench(fwd_bwd, grad_to_none=[x, dt, A, B, C])}
+
+
+def inspect_sm90(batch=1, L=1024, H=4, P=64, G=1, N=128, chunk=256, dtype=torch.bfloat16, config=None):
+    """Compile every launch for sm_90 without a GPU (kernels/inspect_sm90.py's compile_sm90 and ptxas -v):
+    {kernel: (registers, spill-store bytes, shared-memory bytes)}.  The launches are recorded from the real
+    launchers on CPU tensors (nothing runs)."""
+    from kernels import inspect_sm90 as I
+
+    names = [n for n in dir(K) if n.startswith("ssd_")]
+    saved = {n: getattr(K, n) for n in names}
+    recs = {n: I._Recorder(saved[n]) for n in names}
+    cfg = config or DEFAULT_CONFIG
+    try:
+        for n in names:
+            setattr(K, n, recs[n])
+        x, dt, A, B, C = _example(batch, L, H, P, G, N, dtype, device="cpu")
+        z, D, bias = torch.randn_like(x), torch.ones(H), torch.zeros(H)
+        out, final, (dtp, cs, st, ypre), _ = _forward(x, dt, A, B, C, chunk, D, z, bias, True, 0.0, math.inf,
+                                                      None, True, cfg)
+        _backward(torch.randn_like(x), torch.zeros(batch, H, P, N), x, dt, A, B, C, chunk, D, z, bias, True,
+                  0.0, math.inf, False, dtp, cs, st, ypre, cfg)
+    finally:
+        for n in names:
+            setattr(K, n, saved[n])
+    res = {}
+    for n in names:
+        for _grid, args, kw in recs[n].calls:
+            k = I.compile_sm90(saved[n], args, kw)
+            info = I.ptxas_info(k.asm["ptx"])
+            res[n] = (info["regs"], info["spill_st"], k.metadata.shared)
+    return res
+
+
+if __name__ == "__main__":   # python -m kernels.ssd.triton_backend bench|inspect [block_m] [num_warps]
+    import sys
+
+    what = sys.argv[1] if len(sys.argv) > 1 else "bench"
+    cfg = DEFAULT_CONFIG
+    if len(sys.argv) > 2:
+        cfg = replace(cfg, block_m=int(sys.argv[2]))
+    if len(sys.argv) > 3:
+        cfg = replace(cfg, num_warps=int(sys.argv[3]))
+    if what == "inspect":
+        for name, (regs, spill, smem) in inspect_sm90(config=cfg).items():
+            print(f"{name:24s} regs={regs} spill_st={spill} smem={smem}")
+    else:
+        print(cfg, bench(config=cfg))

@@ -77,7 +77,7 @@ def ssd_cumsum_fwd(dt_ptr, A_ptr, bias_ptr, dtp_ptr, cs_ptr,
                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_Q: tl.constexpr):
     c = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
+    b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
     h = bh % H
     t = tl.arange(0, BLOCK_Q)
     m = t < _chunk_len(c, L, Q)
@@ -105,7 +105,7 @@ def ssd_chunk_state_fwd(x_ptr, B_ptr, dtp_ptr, cs_ptr, st_ptr,
                         DOT_PREC: tl.constexpr):
     c = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
+    b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
     h = bh % H
     g = h // heads_per_group
     clen = _chunk_len(c, L, Q)
@@ -135,7 +135,7 @@ def ssd_state_pass_fwd(st_ptr, cs_ptr, init_ptr, final_ptr,
                        HAS_INIT: tl.constexpr, WRITE_FINAL: tl.constexpr, BLOCK_E: tl.constexpr):
     pe = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
+    b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
     h = bh % H
     e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
     me = e < PN
@@ -168,7 +168,7 @@ def ssd_chunk_scan_fwd(x_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dtp_ptr, cs_ptr, st_pt
     tb = tl.program_id(0)
     c = tl.program_id(1)
     bh = tl.program_id(2)
-    b = bh // H
+    b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
     h = bh % H
     g = h // heads_per_group
     clen = _chunk_len(c, L, Q)
@@ -221,7 +221,7 @@ def ssd_chunk_scan_fwd(x_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dtp_ptr, cs_ptr, st_pt
 @triton.jit
 def ssd_gate_bwd(dout_ptr, z_ptr, ypre_ptr, g_ptr, dz_ptr, numel, BLOCK: tl.constexpr):
     """Flat over contiguous (batch, L, heads, headdim): g = dout * silu(z), dz = dout * y * silu'(z)."""
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = i < numel
     do = tl.load(dout_ptr + i, mask=m, other=0.0).to(tl.float32)
     z = tl.load(z_ptr + i, mask=m, other=0.0).to(tl.float32)
@@ -239,7 +239,7 @@ def ssd_dstate_local_bwd(g_ptr, C_ptr, cs_ptr, dst_ptr,
                          DOT_PREC: tl.constexpr):
     c = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
+    b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
     h = bh % H
     g = h // heads_per_group
     clen = _chunk_len(c, L, Q)
@@ -267,7 +267,7 @@ def ssd_state_pass_bwd(dst_ptr, st_ptr, cs_ptr, dfinal_ptr, dinit_ptr, ddecay_pt
                        HAS_DFINAL: tl.constexpr, WRITE_DINIT: tl.constexpr, BLOCK_E: tl.constexpr):
     pe = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
+    b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
     h = bh % H
     e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
     me = e < PN
@@ -303,7 +303,7 @@ def ssd_dx_bwd(x_ptr, B_ptr, C_ptr, D_ptr, g_ptr, dtp_ptr, cs_ptr, dst_ptr,
     sb = tl.program_id(0)
     c = tl.program_id(1)
     bh = tl.program_id(2)
-    b = bh // H
+    b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
     h = bh % H
     g = h // heads_per_group
     clen = _chunk_len(c, L, Q)
@@ -374,7 +374,7 @@ def ssd_dC_bwd(x_ptr, B_ptr, C_ptr, g_ptr, dtp_ptr, cs_ptr, st_ptr, dC_ptr, dcs_
     tb = tl.program_id(0)
     c = tl.program_id(1)
     bh = tl.program_id(2)
-    b = bh // H
+    b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
     h = bh % H
     g = h // heads_per_group
     clen = _chunk_len(c, L, Q)
@@ -422,7 +422,7 @@ def ssd_dt_bwd(dt_ptr, A_ptr, bias_ptr, dtp_ptr, ddt_dir_ptr, dcs_s_ptr, dcs_t_p
                BLOCK_Q: tl.constexpr, BLOCK_EB: tl.constexpr):
     c = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
+    b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
     h = bh % H
     u = tl.arange(0, BLOCK_Q)
     m = u < _chunk_len(c, L, Q)

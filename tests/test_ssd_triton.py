@@ -146,11 +146,13 @@ def fresh_seed() -> int:
     return secrets.randbits(30)
 
 
-# Relative to each output's max |value|.  Measured in the interpreter (2026-12-05, 40 runs): fp32 outputs
-# <= 2.5e-7, fp32 gradients <= 5.4e-6 (dA and ddt_bias, sums over every step, are the largest); bf16
-# inputs (fp32 states, bf16 y and gradients): y <= 5.2e-3, gradients <= 1.0e-2 (dz).
+# Relative to each output's max |value|.  Measured in the interpreter (2026-12-05; 80 fp32 draws of the cases
+# below, 14 bf16): fp32 outputs <= 5.0e-7, fp32 gradients <= 8.4e-6 (dA and ddt_bias, sums over every step,
+# are the largest); bf16 inputs (fp32 states, bf16 y and gradients): y <= 7.3e-3, gradients <= 1.6e-2 (dA,
+# where dy's bf16 rounding meets cancellation).  The interpreter rounds fp32 -> bf16 toward zero (1 ulp), a GPU
+# to nearest (half an ulp), so bf16 errors on a GPU should be up to half these.
 FP32_TOL, FP32_TOL_GRAD = 1e-5, 1e-4
-BF16_TOL = dict(y=2e-2, final_states=2e-2, grad=4e-2)
+BF16_TOL = dict(y=2e-2, final_states=2e-2, grad=5e-2)
 
 
 def check(errs, seed, what, tol=FP32_TOL, tol_grad=FP32_TOL_GRAD):
@@ -201,6 +203,18 @@ def test_bf16_inputs():
     seed = fresh_seed()
     errs = compare(seed, 1, 37, 2, 8, 1, 8, 16, dtype=torch.bfloat16)
     check(errs, seed, "bf16", tol=BF16_TOL["y"], tol_grad=BF16_TOL["grad"])
+
+
+def test_bf16_inputs_with_lowp_dots():
+    """SSDConfig(lowp_dots=True): every dot's operands rounded to bf16 (the official kernels' choice; in the
+    interpreter emulated by rounding, then fp32 dots).  dA and ddt_bias, sums over every step with
+    cancellation, lose most: up to 0.24 relative to max |dA| in 5 draws (interpreter, whose rounding truncates),
+    so they get only a smoke bound here; the option is off by default until a GPU has measured both."""
+    seed = fresh_seed()
+    errs = compare(seed, 1, 37, 2, 8, 1, 8, 16, dtype=torch.bfloat16, config=SSDConfig(lowp_dots=True))
+    sums = {k: errs.pop(k) for k in ("dA", "ddt_bias")}
+    check(errs, seed, "bf16 lowp dots", tol=BF16_TOL["y"], tol_grad=BF16_TOL["grad"])
+    assert max(sums.values()) < 0.6, f"seed={seed} {sums}"
 
 
 def test_only_y_used_and_no_inputs_need_grad():
@@ -315,17 +329,22 @@ def test_cpu_without_interpreter_is_refused(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------- GPU
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "bf16-lowp"])
 @pytest.mark.parametrize("shape", [(2, 300, 4, 64, 2, 128, 64), (1, 1000, 8, 48, 1, 96, 256)],
                          ids=["L300-chunk64", "L1000-P48-N96-chunk256"])
 def test_gpu_matches_float64(shape, dtype):
     if not CUDA:
         pytest.skip("needs CUDA")
     seed = fresh_seed()
-    errs = compare(seed, *shape, dtype=dtype, D="headdim")
-    if dtype == torch.float32:
+    cfg = SSDConfig(lowp_dots=dtype.endswith("lowp"))
+    errs = compare(seed, *shape, dtype=torch.float32 if dtype == "fp32" else torch.bfloat16, D="headdim",
+                   config=cfg)
+    print(f"seed={seed} {dtype} {shape}: {errs}")   # -s shows the margins
+    if dtype == "fp32":
         check(errs, seed, shape, tol=2e-5, tol_grad=2e-4)
     else:
+        if cfg.lowp_dots:   # dA, ddt_bias: see test_bf16_inputs_with_lowp_dots
+            assert max(errs.pop("dA"), errs.pop("ddt_bias")) < 0.6, f"seed={seed}"
         check(errs, seed, shape, tol=BF16_TOL["y"], tol_grad=BF16_TOL["grad"])
 
 

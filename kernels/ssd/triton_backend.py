@@ -38,6 +38,7 @@ class SSDConfig:
     block_e: int = 1024      # state elements (headdim * N) per program of the state-passing loops
     num_warps: int = 4
     gate_block: int = 1024   # elements per program of the gate's backward
+    lowp_dots: bool = False  # 16-bit inputs: dot operands in the input dtype (official style) instead of tf32
 
 
 DEFAULT_CONFIG = SSDConfig()
@@ -60,7 +61,9 @@ def _dims(x, B, chunk_size, cfg):
     n_chunks = triton.cdiv(L, Q)
     cfg = _fit(cfg, Q, P * N)
     blocks = dict(BLOCK_M=cfg.block_m, BLOCK_P=max(16, triton.next_power_of_2(P)),
-                  BLOCK_N=max(16, triton.next_power_of_2(N)), DOT_PREC=_dot_prec(x.dtype))
+                  BLOCK_N=max(16, triton.next_power_of_2(N)), DOT_PREC=_dot_prec(x.dtype),
+                  LOWP=(2 if _interpreting() else 1) if cfg.lowp_dots and x.dtype in (torch.float16, torch.bfloat16)
+                  else 0)
     return batch, L, H, P, G, N, Q, n_chunks, cfg, blocks
 
 

@@ -42,7 +42,8 @@ chunk states are stored), with g_t = dL/dy_t (pre-gate):
                              to the dt' gradient, then the clamp and softplus; partial sums of dA, ddt_bias.
 
 Every exponential of a difference is masked before exp (masked entries give 0, never inf * 0).
-DOT_PREC is tl.dot's input_precision: "ieee" for fp32 inputs (tf32 would cost ~1e-3), "tf32" otherwise.
+DOT_PREC is tl.dot's input_precision: "ieee" for fp32 inputs (tf32 would cost ~1e-3), "tf32" otherwise; LOWP
+(SSDConfig.lowp_dots, 16-bit inputs only) rounds every dot's operands to the input dtype instead.
 """
 from __future__ import annotations
 
@@ -62,6 +63,20 @@ def _softplus(x):
 @triton.jit
 def _sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _mm(a, b, ref_ptr, DOT_PREC: tl.constexpr, LOWP: tl.constexpr):
+    """a @ b with fp32 accumulation; LOWP (1, or 2 in the interpreter): operands rounded to ref_ptr's 16-bit
+    element type first, as the official kernels do (twice tf32's tensor-core rate, for the rounding)."""
+    if LOWP == 2:   # under TRITON_INTERPRET: its tl.dot multiplies 16-bit floats as raw integers; round only
+        a16 = a.to(ref_ptr.dtype.element_ty).to(tl.float32)
+        b16 = b.to(ref_ptr.dtype.element_ty).to(tl.float32)
+        return tl.dot(a16, b16, input_precision="ieee")
+    elif LOWP == 1:
+        return tl.dot(a.to(ref_ptr.dtype.element_ty), b.to(ref_ptr.dtype.element_ty))
+    else:
+        return tl.dot(a, b, input_precision=DOT_PREC)
 
 
 @triton.jit
@@ -102,7 +117,7 @@ def ssd_chunk_state_fwd(x_ptr, B_ptr, dtp_ptr, cs_ptr, st_ptr,
                         s_x_b, s_x_l, s_x_h, s_x_p,
                         s_B_b, s_B_l, s_B_g, s_B_n,
                         BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                        DOT_PREC: tl.constexpr):
+                        DOT_PREC: tl.constexpr, LOWP: tl.constexpr):
     c = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
@@ -124,7 +139,7 @@ def ssd_chunk_state_fwd(x_ptr, B_ptr, dtp_ptr, cs_ptr, st_ptr,
         dtp = tl.load(dtp_ptr + bh * L + pos, mask=ms, other=0.0)
         cs = tl.load(cs_ptr + bh * L + pos, mask=ms, other=0.0)
         w = tl.where(ms, tl.exp(tl.where(ms, cs_last - cs, 0.0)) * dtp, 0.0)
-        acc += tl.dot(tl.trans(x * w[:, None]), Bs, input_precision=DOT_PREC)
+        acc += _mm(tl.trans(x * w[:, None]), Bs, x_ptr, DOT_PREC, LOWP)
     off = ((b * n_chunks + c) * H + h) * P * N
     tl.store(st_ptr + off + p[:, None] * N + n[None, :], acc, mask=(p[:, None] < P) & (n[None, :] < N))
 
@@ -164,7 +179,7 @@ def ssd_chunk_scan_fwd(x_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dtp_ptr, cs_ptr, st_pt
                        s_D_h, s_D_p,
                        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, STORE_YPRE: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                       DOT_PREC: tl.constexpr):
+                       DOT_PREC: tl.constexpr, LOWP: tl.constexpr):
     tb = tl.program_id(0)
     c = tl.program_id(1)
     bh = tl.program_id(2)
@@ -185,7 +200,7 @@ def ssd_chunk_scan_fwd(x_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dtp_ptr, cs_ptr, st_pt
     st_off = ((b * n_chunks + c) * H + h) * P * N
     hs = tl.load(st_ptr + st_off + p[:, None] * N + n[None, :], mask=mp[:, None] & mn[None, :], other=0.0)
     # state term: exp(cs_t) * C_t hs^T
-    acc = tl.dot(Ct, tl.trans(hs), input_precision=DOT_PREC) * tl.exp(cs_t)[:, None]
+    acc = _mm(Ct, tl.trans(hs), x_ptr, DOT_PREC, LOWP) * tl.exp(cs_t)[:, None]
     for sb in range(0, tb + 1):
         s = sb * BLOCK_M + tl.arange(0, BLOCK_M)
         ms = s < clen
@@ -196,10 +211,10 @@ def ssd_chunk_scan_fwd(x_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dtp_ptr, cs_ptr, st_pt
                      mask=ms[:, None] & mp[None, :], other=0.0).to(tl.float32)
         cs_s = tl.load(cs_ptr + bh * L + pos_s, mask=ms, other=0.0)
         dt_s = tl.load(dtp_ptr + bh * L + pos_s, mask=ms, other=0.0)
-        cb = tl.dot(Ct, tl.trans(Bs), input_precision=DOT_PREC)                     # [t, s]
+        cb = _mm(Ct, tl.trans(Bs), x_ptr, DOT_PREC, LOWP)                     # [t, s]
         keep = (s[None, :] <= t[:, None]) & ms[None, :] & mt[:, None]
         decay = tl.where(keep, tl.exp(tl.where(keep, cs_t[:, None] - cs_s[None, :], 0.0)), 0.0)
-        acc += tl.dot(cb * decay * dt_s[None, :], xs, input_precision=DOT_PREC)
+        acc += _mm(cb * decay * dt_s[None, :], xs, x_ptr, DOT_PREC, LOWP)
     m2 = mt[:, None] & mp[None, :]
     if HAS_D:
         xt = tl.load(x_ptr + b * s_x_b + pos_t[:, None] * s_x_l + h * s_x_h + p[None, :] * s_x_p,
@@ -236,7 +251,7 @@ def ssd_dstate_local_bwd(g_ptr, C_ptr, cs_ptr, dst_ptr,
                          L, H, Q, P, N, heads_per_group, n_chunks,
                          s_C_b, s_C_l, s_C_g, s_C_n,
                          BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                         DOT_PREC: tl.constexpr):
+                         DOT_PREC: tl.constexpr, LOWP: tl.constexpr):
     c = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)   # int64 offsets: batch strides can pass 2^31 elements in all
@@ -256,7 +271,7 @@ def ssd_dstate_local_bwd(g_ptr, C_ptr, cs_ptr, dst_ptr,
                      mask=mt[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
         cs = tl.load(cs_ptr + bh * L + pos, mask=mt, other=0.0)
         w = tl.where(mt, tl.exp(cs), 0.0)
-        acc += tl.dot(tl.trans(gt * w[:, None]), Ct, input_precision=DOT_PREC)
+        acc += _mm(tl.trans(gt * w[:, None]), Ct, C_ptr, DOT_PREC, LOWP)
     off = ((b * n_chunks + c) * H + h) * P * N
     tl.store(dst_ptr + off + p[:, None] * N + n[None, :], acc, mask=(p[:, None] < P) & (n[None, :] < N))
 
@@ -299,7 +314,7 @@ def ssd_dx_bwd(x_ptr, B_ptr, C_ptr, D_ptr, g_ptr, dtp_ptr, cs_ptr, dst_ptr,
                s_C_b, s_C_l, s_C_g, s_C_n,
                s_D_h, s_D_p,
                HAS_D: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, LOWP: tl.constexpr):
     sb = tl.program_id(0)
     c = tl.program_id(1)
     bh = tl.program_id(2)
@@ -327,10 +342,10 @@ def ssd_dx_bwd(x_ptr, B_ptr, C_ptr, D_ptr, g_ptr, dtp_ptr, cs_ptr, dst_ptr,
     st_off = ((b * n_chunks + c) * H + h) * P * N
     dS = tl.load(dst_ptr + st_off + p[:, None] * N + n[None, :], mask=mp[:, None] & mn[None, :], other=0.0)
     w = tl.where(ms, tl.exp(tl.where(ms, cs_last - cs_s, 0.0)), 0.0)
-    sb_ = tl.dot(Bs, tl.trans(dS), input_precision=DOT_PREC)                         # [s, p]
+    sb_ = _mm(Bs, tl.trans(dS), x_ptr, DOT_PREC, LOWP)                         # [s, p]
     ddt_state = w * tl.sum(xs * sb_, axis=1)
     dx = sb_ * (w * dt_s)[:, None]
-    dB = tl.dot(xs, dS, input_precision=DOT_PREC) * (w * dt_s)[:, None]               # [s, n]
+    dB = _mm(xs, dS, x_ptr, DOT_PREC, LOWP) * (w * dt_s)[:, None]               # [s, n]
     # intra-chunk term: rows t >= s
     ddt_intra = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for tb in range(sb, n_qblocks):
@@ -344,11 +359,11 @@ def ssd_dx_bwd(x_ptr, B_ptr, C_ptr, D_ptr, g_ptr, dtp_ptr, cs_ptr, dst_ptr,
         cs_t = tl.load(cs_ptr + bh * L + pos_t, mask=mt, other=0.0)
         keep = (t[None, :] >= s[:, None]) & mt[None, :] & ms[:, None]
         decay = tl.where(keep, tl.exp(tl.where(keep, cs_t[None, :] - cs_s[:, None], 0.0)), 0.0)   # [s, t]
-        kd = tl.dot(Bs, tl.trans(Ct), input_precision=DOT_PREC) * decay                 # [s, t]
-        gx = tl.dot(xs, tl.trans(gt), input_precision=DOT_PREC)                         # [s, t]
-        dx += tl.dot(kd, gt, input_precision=DOT_PREC) * dt_s[:, None]
+        kd = _mm(Bs, tl.trans(Ct), x_ptr, DOT_PREC, LOWP) * decay                 # [s, t]
+        gx = _mm(xs, tl.trans(gt), x_ptr, DOT_PREC, LOWP)                         # [s, t]
+        dx += _mm(kd, gt, x_ptr, DOT_PREC, LOWP) * dt_s[:, None]
         ddt_intra += tl.sum(kd * gx, axis=1)
-        dB += tl.dot(decay * gx, Ct, input_precision=DOT_PREC) * dt_s[:, None]
+        dB += _mm(decay * gx, Ct, x_ptr, DOT_PREC, LOWP) * dt_s[:, None]
     if HAS_D:
         gs = tl.load(g_ptr + ((b * L + pos_s[:, None]) * H + h) * P + p[None, :],
                      mask=m_sp, other=0.0).to(tl.float32)
@@ -370,7 +385,7 @@ def ssd_dC_bwd(x_ptr, B_ptr, C_ptr, g_ptr, dtp_ptr, cs_ptr, st_ptr, dC_ptr, dcs_
                s_x_b, s_x_l, s_x_h, s_x_p,
                s_B_b, s_B_l, s_B_g, s_B_n,
                s_C_b, s_C_l, s_C_g, s_C_n,
-               BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, LOWP: tl.constexpr):
     tb = tl.program_id(0)
     c = tl.program_id(1)
     bh = tl.program_id(2)
@@ -393,7 +408,7 @@ def ssd_dC_bwd(x_ptr, B_ptr, C_ptr, g_ptr, dtp_ptr, cs_ptr, st_ptr, dC_ptr, dcs_
     cs_t = tl.load(cs_ptr + bh * L + pos_t, mask=mt, other=0.0)
     st_off = ((b * n_chunks + c) * H + h) * P * N
     hs = tl.load(st_ptr + st_off + p[:, None] * N + n[None, :], mask=mp[:, None] & mn[None, :], other=0.0)
-    dC = tl.dot(gt, hs, input_precision=DOT_PREC) * tl.where(mt, tl.exp(cs_t), 0.0)[:, None]
+    dC = _mm(gt, hs, x_ptr, DOT_PREC, LOWP) * tl.where(mt, tl.exp(cs_t), 0.0)[:, None]
     for sb in range(0, tb + 1):
         s = sb * BLOCK_M + tl.arange(0, BLOCK_M)
         ms = s < clen
@@ -406,8 +421,8 @@ def ssd_dC_bwd(x_ptr, B_ptr, C_ptr, g_ptr, dtp_ptr, cs_ptr, st_ptr, dC_ptr, dcs_
         dt_s = tl.load(dtp_ptr + bh * L + pos_s, mask=ms, other=0.0)
         keep = (s[None, :] <= t[:, None]) & ms[None, :] & mt[:, None]
         decay = tl.where(keep, tl.exp(tl.where(keep, cs_t[:, None] - cs_s[None, :], 0.0)), 0.0)   # [t, s]
-        gx = tl.dot(gt, tl.trans(xs), input_precision=DOT_PREC)                        # [t, s]
-        dC += tl.dot(gx * decay * dt_s[None, :], Bs, input_precision=DOT_PREC)
+        gx = _mm(gt, tl.trans(xs), x_ptr, DOT_PREC, LOWP)                        # [t, s]
+        dC += _mm(gx * decay * dt_s[None, :], Bs, x_ptr, DOT_PREC, LOWP)
     tl.store(dcs_ptr + bh * L + pos_t, tl.sum(Ct * dC, axis=1), mask=mt)
     dC_ptr += (h % heads_per_group) * slice_stride
     tl.atomic_add(dC_ptr + ((b * L + pos_t[:, None]) * G + g) * N + n[None, :], dC, mask=m_tn, sem="relaxed")

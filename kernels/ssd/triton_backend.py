@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 
 from kernels.ssd import triton_kernels as K
 
@@ -200,6 +201,7 @@ class SSDTriton(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout, *rest):
         x, dt, A, B, C, D, z, dt_bias, dtp, cs, states, ypre = ctx.saved_tensors
         chunk_size, softplus, dt_min, dt_max, has_init, return_final, cfg = ctx.meta

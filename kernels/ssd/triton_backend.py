@@ -58,7 +58,7 @@ def _dot_prec(dtype: torch.dtype) -> str:
 def _dims(x, B, chunk_size, cfg):
     batch, L, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
-    Q = int(chunk_size)
+    Q = min(int(chunk_size), max(L, 1))   # one chunk either way; no row blocks past the sequence
     n_chunks = triton.cdiv(L, Q)
     cfg = _fit(cfg, Q, P * N)
     blocks = dict(BLOCK_M=cfg.block_m, BLOCK_P=max(16, triton.next_power_of_2(P)),

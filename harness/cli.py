@@ -279,9 +279,23 @@ def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple
 
 # --------------------------------------------------------------------------- parser
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), and the checkout's commit."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        number = version("ssmbench")
+    except Exception:  # noqa: BLE001 - PackageNotFoundError: run from a checkout, not installed
+        number = "(not installed)"
+    from harness.store.meta import git_state
+    git = git_state()
+    commit = "" if git["commit"] == "unknown" else f" (commit {git['short']}{', dirty' if git['dirty'] else ''})"
+    return f"{number}{commit}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssmbench", description="Benchmark and ablation harness for "
                                      "state-space sequence models.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -348,16 +362,54 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at interpreter exit
     except SuiteError as exc:
         _err(exc.render())
         return EXIT_USAGE
+    except BrokenPipeError:
+        return _closed_pipe(args.command)
     except OSError as exc:  # results directory not writable, disk full, ...
-        _err(f"error: {exc}")
-        return EXIT_FAILED
+        _err(_io_error(exc, args))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
     return EXIT_OK if code is None else int(code)
+
+
+#: Commands whose output is all they do: a reader that stops reading (``ssmbench list | head``) is done.
+READ_ONLY_COMMANDS = ("list", "validate")
+
+
+def _closed_pipe(command: str) -> int:
+    """stdout was closed by its reader.  Not an error for a command that only prints; a run whose
+    progress could not be printed stopped early, which must not look like success (its finished
+    cells are saved, and ``--resume`` finishes it)."""
+    try:  # Python would complain again when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    if command in READ_ONLY_COMMANDS:
+        return EXIT_OK
+    _err("stopped: standard output was closed (broken pipe); finished cells are saved and "
+         "`ssmbench run --resume RUN_DIR` finishes the run")
+    return EXIT_FAILED
+
+
+def _io_error(exc: OSError, args: argparse.Namespace) -> str:
+    """One paragraph for an I/O error the harness itself hit (a cell's own errors are rows):
+    which file, what the OS said, and what to change."""
+    where = f" {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    hint = ""
+    out = getattr(args, "out", None)
+    if args.command == "run":
+        hint = (f"; check that --out {out} (and --report-dir, if given) is a writable directory "
+                "with free space")
+    elif out:
+        hint = f"; check that {out} is a writable directory with free space"
+    return f"error: cannot read or write{where}: {reason}{hint}"
 
 
 if __name__ == "__main__":

@@ -173,3 +173,39 @@ def test_set_and_filter_across_several_suites_go_where_they_fit(cli):
     assert res.code == 2 and "did you mean 'steps'" in res.err
     res = cli("run", smoke, "--dry-run", "--filter", "modle.mixer=s6")
     assert res.code == 2 and "no cell of any suite given has this key" in res.err
+
+
+def test_version_names_the_release_and_commit(cli, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli("--version")
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ssmbench ") and len(out.split()) >= 2
+
+
+def test_a_closed_pipe_ends_a_listing_quietly(tmp_path):
+    """``ssmbench list | head``: the reader stopped, which is not an error (it said
+    ``error: [Errno 32] Broken pipe`` and exited 1)."""
+    import subprocess
+    from conftest import subprocess_env
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "list"], cwd=tmp_path, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_an_unwritable_out_is_a_usage_error_naming_the_path(cli, write_suite, tmp_path):
+    (tmp_path / "afile").write_text("not a directory")
+    res = cli("run", write_suite(SUITE), "--out", tmp_path / "afile" / "results", "--no-report", "--quiet")
+    assert res.code == 2, res
+    assert "afile" in res.err and "--out" in res.err and "Traceback" not in res.err
+
+
+def test_progress_lines_leave_out_keys_a_cell_does_not_have(cli, write_suite):
+    """Only the ``include`` cell has ``sleep_s``: the grid cells' lines said ``sleep_s=None``."""
+    path = write_suite(SUITE + "include:\n  - {model.mixer: attention, batch: 3, sleep_s: 0.0}\n")
+    res = cli("run", path, "--no-report")
+    assert res.code == 0, res.err
+    assert "=None" not in res.out and "sleep_s=0.0" in res.out

@@ -71,6 +71,19 @@ def test_non_error_failures_exit_0(write_suite, cli):
     assert cli("run", path, "--no-report", "--quiet").code == 0
 
 
+def test_running_out_of_memory_on_the_cpu_is_oom_as_on_cuda(write_suite, cli, tmp_path):
+    """torch's CPU allocator raises a RuntimeError ("DefaultCPUAllocator: can't allocate memory"), and
+    Python a MemoryError: both end the cell as ``oom`` (the first was ``error``), so the sweep skips
+    the larger sizes and the exit code is 0 as for a CUDA OOM."""
+    path = write_suite(SUITE.replace("{behaviors}", "cpu_oom, memory_error, oom"))
+    res = cli("run", path, "--no-report", "--quiet")
+    assert res.code == 0, res.err
+    got = {b: (s, m) for b, s, m in statuses(run_dirs(tmp_path / "results")[0])}
+    assert got["cpu_oom"][0] == "oom" and "DefaultCPUAllocator" in got["cpu_oom"][1]
+    assert got["memory_error"][0] == "oom"
+    assert got["oom"][0] == "oom"
+
+
 def test_execute_cell_never_raises_and_adds_host_columns(tmp_path):
     for behavior, status in [("error", "error"), ("oom", "oom"), ("partial", "error"), ("ok", "ok")]:
         cell = Cell("s", "fake", "abc123", {"behavior": behavior})
@@ -115,8 +128,13 @@ def test_run_directory_layout_and_meta(write_suite, cli, tmp_path):
         p.name for p in run_dir.iterdir()}
     meta = load_meta(run_dir)
     for key in ("commit", "dirty", "python", "torch", "cpu", "ram_gib", "host", "command", "start_time",
-                "end_time"):
+                "end_time", "cpu_percent", "ram_available_gib"):
         assert key in meta, key
+    if hasattr(os, "getloadavg"):  # how busy the machine was: timings on a loaded box are noise
+        assert meta["load_avg_1m"] >= 0 and {"load_avg_5m", "load_avg_15m"} <= set(meta)
+    import psutil
+    if psutil.cpu_freq() is not None and psutil.cpu_freq().current:
+        assert meta["cpu_freq_mhz"] > 0
     assert meta["fake_meta"] == "cpu"  # KindSpec.run_meta
     assert meta["status_counts"] == {"ok": 1}
     plan, cells = read_plan(run_dir)

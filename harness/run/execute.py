@@ -12,22 +12,10 @@ import time
 import traceback
 from typing import Any, Dict, List
 
-from harness.cells import Cell, CellContext, CellFailure, make_row
+from harness.cells import Cell, CellContext, CellFailure, is_oom, make_row
 from harness.store.meta import device_name
 
 Rows = List[Dict[str, Any]]
-
-
-def is_oom(exc: BaseException) -> bool:
-    """torch's OutOfMemoryError, or a RuntimeError that says "out of memory" (older torch, cuBLAS)."""
-    try:
-        import torch
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except Exception:  # noqa: BLE001
-        pass
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        isinstance(exc, MemoryError) or "out of memory" in str(exc).lower())
 
 
 def free_memory() -> None:

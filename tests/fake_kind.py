@@ -38,6 +38,7 @@ class FakeConfig(StrictModel):
     repeats: PositiveInt = 1
     timeout_s: Optional[PositiveFloat] = None
     skip_after_oom: bool = False
+    needs_bytes: Optional[int] = None  # the kind's size estimate (KindSpec.estimate_bytes)
     device: str = "cpu"
     seed: int = 0
 
@@ -81,7 +82,8 @@ def skip_reason(cell, finished):
 
 
 SPEC = KindSpec("fake", FakeConfig, run_cell, skip_reason=skip_reason,
-                run_meta=lambda device: {"fake_meta": device})
+                run_meta=lambda device: {"fake_meta": device},
+                estimate_bytes=lambda cell: cell.params.get("needs_bytes"))
 
 if "fake" not in KINDS:
     KINDS.add("fake", SPEC, help="test-only kind")

@@ -209,3 +209,30 @@ def test_progress_lines_leave_out_keys_a_cell_does_not_have(cli, write_suite):
     res = cli("run", path, "--no-report")
     assert res.code == 0, res.err
     assert "=None" not in res.out and "sleep_s=0.0" in res.out
+
+
+def test_a_filter_value_no_cell_has_exits_2_and_writes_nothing(cli, write_suite, tmp_path):
+    res = cli("run", write_suite(SUITE), "--filter", "model.mixer=s7")
+    assert res.code == 2, res
+    assert "--filter model.mixer='s7': no cell has this value — did you mean" in res.err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "reports").exists()
+    assert cli("validate", write_suite(SUITE), "--filter", "batch=3").code == 2
+
+
+def test_a_filter_value_of_one_suite_of_several_is_fine_of_none_is_an_error(cli, write_suite):
+    two = SUITE + "---\n" + SUITE.replace("clidemo", "other").replace("[s4, s6]", "[attention]")
+    path = write_suite(two)
+    res = cli("validate", path, "--filter", "model.mixer=attention")
+    assert res.code == 0, res.err
+    assert "'other'" in res.out and "'clidemo'" not in res.out
+    res = cli("validate", path, "--filter", "model.mixer=atention")
+    assert res.code == 2 and "did you mean 'attention'" in res.err
+
+
+def test_a_directory_without_suites_is_an_error(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no suites here")
+    for command in ("run", "validate"):
+        res = cli(command, tmp_path / "empty")
+        assert res.code == 2, (command, res)
+        assert "no suite files" in res.err and "empty" in res.err

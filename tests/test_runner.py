@@ -324,3 +324,40 @@ def test_named_commit_wins_over_git(monkeypatch):
     monkeypatch.delenv("SSMBENCH_GIT_COMMIT")
     assert meta.git_state()["commit"] not in ("0123456789abcdef",)
     meta.git_state.cache_clear()
+
+
+def test_a_cell_estimated_larger_than_free_memory_is_skipped_before_it_runs(write_suite, cli, tmp_path):
+    path = write_suite(SUITE.replace("{behaviors}", "ok") + "  needs_bytes: [1000, 1000000000000000000]\n")
+    res = cli("run", path, "--no-report", "--quiet")
+    assert res.code == 0, res.err
+    rows = read_rows(run_dirs(tmp_path / "results")[0] / "rows.jsonl")
+    by_need = {r["needs_bytes"]: r for r in rows if r["metric"] in ("cell", "time")}
+    assert by_need[1000]["status"] == "ok"
+    big = by_need[10**18]
+    assert big["status"] == "skipped" and big["metric"] == "cell"
+    assert "estimated to need at least 931,322,574.6 GiB" in big["message"] and "GiB free" in big["message"]
+
+
+def test_a_task_cell_of_a_billion_tokens_is_skipped_not_grown(tmp_path):
+    """It used to allocate ~12 GB before the allocator gave up; the estimate stops it at once."""
+    import psutil
+    cell = Cell("t", "task", "id", {"task": {"name": "copying", "seq_len": 10**9}, "train": {"batch": 1},
+                                    "model": {"mixer": "s6", "d_model": 8, "n_layers": 1}, "device": "cpu"})
+    rss = psutil.Process().memory_info().rss
+    start = time.monotonic()
+    (row,) = execute_cell(cell, CellContext(device="cpu"))
+    assert row["status"] == "skipped", row
+    assert "estimated to need at least" in row["message"]
+    assert time.monotonic() - start < 30 and psutil.Process().memory_info().rss - rss < 2**30
+
+
+def test_footprint_lower_bounds_grow_with_the_sizes():
+    from harness.kinds.bench.config import DecodeConfig, SpeedConfig
+    from harness.kinds.footprint import bench_bytes, decode_bytes
+    small = SpeedConfig.model_validate({"impl": "s6.reference", "seq_len": 1024, "batch": 2, "d_model": 64,
+                                        "dtype": "fp32"})
+    assert bench_bytes(small) == 2 * 2 * 1024 * 128 * 4  # input and output of batch x L x width, fp32
+    large = small.model_copy(update={"seq_len": 4096})
+    assert bench_bytes(large) == 4 * bench_bytes(small)
+    dec = DecodeConfig.model_validate({"model": {"mixer": "s6", "d_model": 32}, "prompt_len": 100, "gen_len": 28})
+    assert decode_bytes(dec) == 128 * 8 + 100 * 32 * 2

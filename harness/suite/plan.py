@@ -20,7 +20,12 @@ def suite_files(args: Sequence[str]) -> List[Path]:
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.suffix in SUITE_SUFFIXES))
+            found = sorted(p for p in path.rglob("*") if p.suffix in SUITE_SUFFIXES)
+            if not found:  # a command that was given nothing to do must not succeed at it
+                raise SuiteError([Issue(str(path), 0, f"a directory with no suite files "
+                                        f"({', '.join('*' + s for s in SUITE_SUFFIXES)}) under it; name a suite "
+                                        "file or a directory that holds some (e.g. suites/)")])
+            out.extend(found)
         else:
             out.append(path)
     return out
@@ -35,10 +40,10 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
 
     With several suites (a multi-document file such as suites/smoke.yaml, or several files), a
     ``--set`` key goes only to the suites whose kind has its top-level section (``train.steps`` to
-    task suites), and a suite none of whose cells has a ``--filter`` key is left out; a key that fits
-    no suite at all is still an error, so a typo is never silently ignored.
+    task suites), and a suite none of whose cells has a ``--filter`` key or value is left out; a key or
+    value that fits no suite at all is still an error, so a typo is never silently ignored.
     """
-    from harness.suite.expand import expand, known_keys
+    from harness.suite.expand import NothingSelected, expand, known_keys
     from harness.suite.schema import read_suites
 
     issues: List[Issue] = []
@@ -51,6 +56,7 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
     several = len(loaded_all) > 1
     used_sets, used_filters = set(), set()
     planned = []
+    unmatched: List[Issue] = []  # --filter values a suite has none of (fine while another suite has them)
     for loaded in loaded_all:
         these_sets, these_filters = cell_overrides, filters
         try:
@@ -65,8 +71,14 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
             used_filters.update(key for key, _ in these_filters)
             planned.append((loaded, expand(loaded, these_sets, these_filters, device,
                                            cuda_available=cuda_available)))
+        except NothingSelected as exc:
+            (unmatched if several else issues).extend(
+                Issue(i.source, i.line, f"{i.message} (suite {loaded.spec.name!r})" if several else i.message)
+                for i in exc.issues)
         except SuiteError as exc:
             issues.extend(exc.issues)
+    if not issues and not planned and unmatched:  # the filters kept no cell of any suite
+        issues.extend(unmatched)
     if several and not issues:
         for key, _ in cell_overrides:
             if key not in used_sets:

@@ -183,7 +183,7 @@ def _ray_executor(args: argparse.Namespace):
                        cpus_per_cell=args.cpus_per_cell, retries=args.retries)
 
 
-def _build_report(run_dirs: List[Path]) -> None:
+def _build_report(run_dirs: List[Path], out_dir: Optional[str] = None) -> None:
     try:
         from harness.analysis.report import build_report
     except ModuleNotFoundError as exc:
@@ -194,7 +194,7 @@ def _build_report(run_dirs: List[Path]) -> None:
         _err(f"report: skipped, it cannot be imported ({type(exc).__name__}: {exc})")
         return
     try:
-        report_dir = build_report(run_dirs)
+        report_dir = build_report(run_dirs, out_dir=out_dir)
     except Exception as exc:  # noqa: BLE001 - the results are safe; say why there is no report
         _err(f"report: failed ({type(exc).__name__}: {exc}); the results are written, "
              f"try `ssmbench report {' '.join(map(str, run_dirs))}`")
@@ -214,16 +214,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor.close()
 
 
+def _check_resume(args: argparse.Namespace, run_dir: Path) -> None:
+    """``--resume`` finishes a run exactly as it was planned, with the same code, or refuses (exit 2).
+
+    Without suite files the run's own plan is replayed, so ``--set``/``--filter``/``--device`` would
+    change nothing: they are refused rather than ignored (with the suite file they are applied, and
+    cells they add join the run).  Another commit or other uncommitted changes than the run's are
+    refused unless ``--allow-other-commit`` (each row keeps its own commit; meta.json lists them)."""
+    from harness.run.runner import resume_mismatch
+
+    given = [flag for flag, value in (("--set", args.set), ("--filter", args.filter), ("--device", args.device))
+             if value]
+    if given and not args.suites:
+        raise SuiteError([Issue("command line", 0, f"--resume {run_dir} replays the run's own plan, so "
+                                f"{' and '.join(given)} would change nothing; to add or change cells give the "
+                                f"suite file too (ssmbench run SUITE --resume {run_dir} {given[0]} ...)")])
+    mismatch = resume_mismatch(run_dir)
+    if mismatch and not args.allow_other_commit:
+        raise SuiteError([Issue(str(run_dir), 0, f"--resume: {mismatch}. Check out that version, start a new "
+                                "run, or pass --allow-other-commit to mix them knowingly (each row keeps its "
+                                "own commit, and meta.json lists every commit)")])
+    if mismatch:
+        _err(f"note: --allow-other-commit: {mismatch}; each row keeps its own commit")
+
+
 def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple[str, Any]],
                   filters: List[Tuple[str, Any]]) -> int:
     from harness.run.progress import make_progress
     from harness.run.runner import RunInterrupted, read_plan, run_suite
+    from harness.store.results import RowStore
 
     has_gpus = getattr(executor, "cluster_has_gpus", None)
     cuda_available = has_gpus() if callable(has_gpus) else None  # None: this process's torch decides
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         stored, stored_cells = read_plan(resume)
+        _check_resume(args, resume)
         stored_name = stored["suite"]["name"]
         if args.suites:
             planned = [(l, c) for l, c in plan(suite_files(args.suites), overrides, filters, args.device,
@@ -248,10 +274,16 @@ def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple
                                                              args.device, cuda_available)]
         overrides_used = overrides
 
+    if args.report_dir and not (args.no_report or args.dry_run):
+        Path(args.report_dir).mkdir(parents=True, exist_ok=True)  # unwritable: exit 2 before any cell runs
+
     if args.dry_run:
+        done = set(RowStore(resume).finished()) if resume is not None else set()
         for data, cells, source in jobs:
-            print(f"{source}: suite {data['name']!r} ({data['kind']}): {len(cells)} cells")
-            print(cells_table(cells))
+            left = [c for c in cells if c.cell_id not in done]
+            of = f" left of {len(cells)} (the others have rows in {resume})" if resume is not None else ""
+            print(f"{source}: suite {data['name']!r} ({data['kind']}): {len(left)} cells{of}")
+            print(cells_table(left))
             print()
         return EXIT_OK
 
@@ -273,7 +305,7 @@ def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple
         print(f"{result.run_id}: {counts or 'no cells'} -> {result.run_dir}", flush=True)
     executor.close()  # before the report: a local Ray cluster's workers hold memory
     if not args.no_report and results:
-        _build_report([r.run_dir for r in results])
+        _build_report([r.run_dir for r in results], args.report_dir)
     return EXIT_FAILED if any(r.any_error for r in results) else EXIT_OK
 
 
@@ -322,9 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     suite_options(p)
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="keep only matching cells")
     p.add_argument("--out", default="results", help="results root (default: results)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="finish the cells a run directory has no rows for")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="finish the cells a run directory has no rows for; refused when this checkout's "
+                        "commit or uncommitted changes differ from the run's")
+    p.add_argument("--allow-other-commit", action="store_true",
+                   help="with --resume: finish the run with this checkout's code although it differs from "
+                        "the run's (each row keeps its own commit; meta.json lists them all)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-report", action="store_true", help="do not build a report at the end")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="where the report goes (report.md, report.html, figures/); default "
+                        "reports/<suite>/<run id>/ under the current directory, whatever --out is")
     p.add_argument("--jobs", "-j", type=int, metavar="N",
                    help="run up to N cells at once on this machine, one process each (small training "
                         "cells share a GPU well; timing and memory cells still run alone); "

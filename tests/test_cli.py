@@ -236,3 +236,21 @@ def test_a_directory_without_suites_is_an_error(cli, tmp_path):
         res = cli(command, tmp_path / "empty")
         assert res.code == 2, (command, res)
         assert "no suite files" in res.err and "empty" in res.err
+
+
+def test_the_report_folder_does_not_depend_on_the_out_folders_name(cli, write_suite, tmp_path):
+    """It went beside --out when that was named ``results`` and under the current directory otherwise."""
+    path = write_suite(SUITE)
+    for out in ("elsewhere/results", "results_f"):
+        res = cli("run", path, "--out", out, "--quiet", "--filter", "batch=1", "--filter", "model.mixer=s4")
+        assert res.code == 0, res.err
+        (run_dir,) = run_dirs(tmp_path / out)
+        report = tmp_path / "reports" / "clidemo" / run_dir.name
+        assert (report / "report.md").is_file(), res.out
+        assert f"report: {Path('reports') / 'clidemo' / run_dir.name}" in res.out or str(report) in res.out
+    res = cli("run", path, "--quiet", "--filter", "batch=1", "--filter", "model.mixer=s4", "--report-dir", "mine")
+    assert res.code == 0 and (tmp_path / "mine" / "report.md").is_file()
+    (tmp_path / "afile").write_text("")
+    res = cli("run", path, "--quiet", "--filter", "batch=1", "--report-dir", tmp_path / "afile" / "rep")
+    assert res.code == 2 and "afile" in res.err
+    assert len(run_dirs(tmp_path / "results")) == 1  # refused before any cell ran

@@ -361,3 +361,74 @@ def test_footprint_lower_bounds_grow_with_the_sizes():
     assert bench_bytes(large) == 4 * bench_bytes(small)
     dec = DecodeConfig.model_validate({"model": {"mixer": "s6", "d_model": 32}, "prompt_len": 100, "gen_len": 28})
     assert decode_bytes(dec) == 128 * 8 + 100 * 32 * 2
+
+
+@pytest.fixture
+def at_commit(monkeypatch):
+    """at_commit("aaaa...", dirty=False): make this process's checkout look like that commit."""
+    from harness.store import meta
+
+    def set_commit(commit: str, dirty: bool = False) -> None:
+        monkeypatch.setenv("SSMBENCH_GIT_COMMIT", commit)
+        monkeypatch.setenv("SSMBENCH_GIT_DIRTY", "1" if dirty else "0")
+        meta.git_state.cache_clear()
+
+    yield set_commit
+    meta.git_state.cache_clear()
+
+
+def _half_done_run(write_suite, cli, tmp_path):
+    """A run of 4 cells of which 2 have rows (the others dropped, as if it had been killed)."""
+    path = write_suite(SUITE.replace("{behaviors}", "ok") + "  seq_len: [1, 2, 3, 4]\n")
+    assert cli("run", path, "--no-report", "--quiet").code == 0
+    (run_dir,) = run_dirs(tmp_path / "results")
+    rows = read_rows(run_dir / "rows.jsonl")
+    keep = {r["cell_id"] for r in rows[:4]}
+    (run_dir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["cell_id"] in keep))
+    return path, run_dir, keep
+
+
+def test_resume_at_another_commit_is_refused_unless_asked(write_suite, cli, tmp_path, at_commit):
+    at_commit("a" * 40)
+    path, run_dir, _ = _half_done_run(write_suite, cli, tmp_path)
+    at_commit("b" * 40)
+    res = cli("run", "--resume", run_dir, "--no-report", "--quiet")
+    assert res.code == 2, res
+    assert "made at commit aaaaaaa and this checkout is at bbbbbbb" in res.err and "--allow-other-commit" in res.err
+    assert len(read_rows(run_dir / "rows.jsonl")) == 4  # nothing ran
+    at_commit("a" * 40, dirty=True)
+    res = cli("run", "--resume", run_dir, "--no-report", "--quiet")
+    assert res.code == 2 and "made with a clean tree" in res.err
+
+    at_commit("b" * 40)
+    res = cli("run", "--resume", run_dir, "--no-report", "--quiet", "--allow-other-commit")
+    assert res.code == 0, res.err
+    rows = read_rows(run_dir / "rows.jsonl")
+    assert {r["commit"] for r in rows} == {"a" * 40, "b" * 40} and len(rows) == 8
+    assert load_meta(run_dir)["commits"] == "aaaaaaa, bbbbbbb"
+    at_commit("b" * 40)  # the same code as the last resume: nothing to refuse
+    assert cli("run", "--resume", run_dir, "--no-report", "--quiet").code == 0
+
+
+def test_resume_refuses_set_and_filter_without_the_suite(write_suite, cli, tmp_path, at_commit):
+    at_commit("a" * 40)
+    path, run_dir, _ = _half_done_run(write_suite, cli, tmp_path)
+    for flags in (["--filter", "seq_len=3"], ["--set", "batch=3"], ["--device", "cpu"]):
+        res = cli("run", "--resume", run_dir, "--no-report", "--quiet", *flags)
+        assert res.code == 2, (flags, res)
+        assert f"{flags[0]} would change nothing" in res.err
+    assert len(read_rows(run_dir / "rows.jsonl")) == 4
+    # with the suite file the filter is applied: only the seq_len 3 cell runs (if it was left)
+    res = cli("run", path, "--resume", run_dir, "--no-report", "--quiet", "--filter", "seq_len=3")
+    assert res.code == 0, res.err
+
+
+def test_resume_dry_run_lists_only_the_cells_left(write_suite, cli, tmp_path, at_commit):
+    at_commit("a" * 40)
+    path, run_dir, done = _half_done_run(write_suite, cli, tmp_path)
+    res = cli("run", "--resume", run_dir, "--dry-run")
+    assert res.code == 0, res.err
+    assert "2 cells left of 4" in res.out
+    listed = {line.split()[0] for line in res.out.splitlines()[2:] if line.strip()}
+    _, cells = read_plan(run_dir)
+    assert listed == {c.cell_id for c in cells} - done

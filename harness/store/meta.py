@@ -42,7 +42,25 @@ def git_state() -> Dict[str, Any]:
         return {"commit": "unknown", "short": "nogit", "dirty": False}
     # untracked (not ignored) files count: a new module changes what runs as much as an edit does
     status = _git("status", "--porcelain")
-    return {"commit": commit, "short": commit[:7], "dirty": bool(status)}
+    state = {"commit": commit, "short": commit[:7], "dirty": bool(status)}
+    if status:
+        state["changes"] = _changes_digest(status)
+    return state
+
+
+def _changes_digest(status: str) -> str:
+    """12 hex naming the uncommitted changes (the diff against HEAD and the untracked files' names), so
+    two dirty trees at one commit can be told apart (``--resume`` refuses to mix them)."""
+    import hashlib
+    digest = hashlib.sha1(status.encode())
+    digest.update((_git("diff", "HEAD") or "").encode())
+    return digest.hexdigest()[:12]
+
+
+def commit_label(commit: str, dirty: bool, changes: Optional[str] = None) -> str:
+    """``3aa1a21`` or ``3aa1a21-dirty`` (``3aa1a21-dirty:ab12...`` when the changes are known)."""
+    label = f"{commit[:7]}{'-dirty' if dirty else ''}"
+    return f"{label}:{changes[:6]}" if dirty and changes else label
 
 
 @functools.lru_cache(maxsize=1)
@@ -169,6 +187,7 @@ def collect(device: str, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     meta: Dict[str, Any] = {
         "commit": git["commit"],
         "dirty": git["dirty"],
+        "changes": git.get("changes"),
         "host": socket.gethostname(),
         "command": " ".join(argv if argv is not None else sys.argv),
         "cwd": os.getcwd(),

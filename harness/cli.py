@@ -1,7 +1,8 @@
 """``ssmbench``: list what is registered, validate suites, run them.
 
-Exit codes: 0 every cell ended ok/oom/diverged/skipped/timeout; 1 some cell errored (or a command
-failed); 2 usage or validation error (nothing is written); 130 interrupted (the run can be
+Exit codes: 0 every cell ended ok/oom/diverged/skipped/timeout; 1 some cell errored, every cell of a
+suite was skipped (nothing was measured), or a command failed; 2 usage or validation error (nothing is
+written); 130 interrupted (the run can be
 resumed with ``--resume RUN_DIR``).  ``SSMBENCH_PLUGINS=mod1,mod2`` imports extra modules first
 (e.g. to register a kind, mixer or benchmark target that lives outside the repo).
 """
@@ -94,7 +95,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     section("suite kinds (kind)", KINDS)
     print("suites:")
     from harness.suite.schema import read_suites
-    root = Path(args.suites_dir)
+    root = Path(args.suites_dir or "suites")
+    if args.suites_dir and not root.is_dir():  # asked for, so not finding it is not "no suites"
+        raise SuiteError([Issue("command line", 0, f"--suites-dir {root}: no such directory")])
     files = sorted(p for p in root.rglob("*") if p.suffix in SUITE_SUFFIXES) if root.is_dir() else []
     if not files:
         print(f"  (no suite files under {root})")
@@ -306,7 +309,11 @@ def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple
     executor.close()  # before the report: a local Ray cluster's workers hold memory
     if not args.no_report and results:
         _build_report([r.run_dir for r in results], args.report_dir)
-    return EXIT_FAILED if any(r.any_error for r in results) else EXIT_OK
+    nothing_ran = [r for r in results if r.total and r.counts.get("skipped", 0) == r.total]
+    for r in nothing_ran:
+        _err(f"{r.run_id}: nothing was measured: all {r.total} cells were skipped (their rows say why, "
+             f"e.g. no CUDA on this machine)")
+    return EXIT_FAILED if nothing_ran or any(r.any_error for r in results) else EXIT_OK
 
 
 # --------------------------------------------------------------------------- parser
@@ -333,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="registered mixers, archs, tasks, benchmark targets, kinds and suites")
     p.add_argument("--params", action="store_true", help="parameter counts of the papers' configs")
-    p.add_argument("--suites-dir", default="suites", help="where to look for suites (default: suites)")
+    p.add_argument("--suites-dir", help="where to look for suites (default: suites)")
     p.set_defaults(func=cmd_list)
 
     def suite_options(p: argparse.ArgumentParser) -> None:

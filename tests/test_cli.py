@@ -254,3 +254,9 @@ def test_the_report_folder_does_not_depend_on_the_out_folders_name(cli, write_su
     res = cli("run", path, "--quiet", "--filter", "batch=1", "--report-dir", tmp_path / "afile" / "rep")
     assert res.code == 2 and "afile" in res.err
     assert len(run_dirs(tmp_path / "results")) == 1  # refused before any cell ran
+
+
+def test_list_of_a_suites_dir_that_does_not_exist_is_an_error(cli, tmp_path):
+    res = cli("list", "--suites-dir", tmp_path / "nope")
+    assert res.code == 2 and "--suites-dir" in res.err and "no such directory" in res.err
+    assert cli("list").code == 0  # the default folder may be absent (run from elsewhere): it says so

@@ -113,7 +113,9 @@ def test_skip_reason_sees_finished_cells(write_suite, cli, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 def test_cuda_suite_on_a_cpu_box_is_skipped_not_failed(write_suite, cli, tmp_path):
     path = write_suite(SUITE.replace("{behaviors}", "ok, error").replace("device: cpu", "device: cuda"))
-    assert cli("run", path, "--no-report", "--quiet").code == 0
+    res = cli("run", path, "--no-report", "--quiet")
+    assert res.code == 1  # rows are written, but nothing was measured: not a success
+    assert "nothing was measured: all 2 cells were skipped" in res.err
     (run_dir,) = run_dirs(tmp_path / "results")
     assert {s for _, s, _ in statuses(run_dir)} == {"skipped"}
     assert {m for _, _, m in statuses(run_dir)} == {"CUDA not available"}

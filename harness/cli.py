@@ -141,6 +141,12 @@ def _make_executor(args: argparse.Namespace):
     jobs = getattr(args, "jobs", None)
     mps = getattr(args, "mps", None)
     if args.executor == "local":
+        ray_only = [flag for flag, value in (("--address", args.address), ("--gpus-per-cell", args.gpus_per_cell),
+                                             ("--cpus-per-cell", args.cpus_per_cell), ("--retries", args.retries))
+                    if value is not None]
+        if ray_only:  # the local executor would ignore them
+            raise SuiteError([Issue("command line", 0, f"{', '.join(ray_only)}: for --executor ray only; the local "
+                                    "executor runs one cell at a time (or --jobs N at once) on this machine")])
         try:
             return LocalExecutor(jobs, mps=mps)
         except ValueError:
@@ -183,7 +189,7 @@ def _ray_executor(args: argparse.Namespace):
     except ModuleNotFoundError as exc:
         raise SuiteError([Issue("command line", 0, f"--executor ray is not available here ({exc})")]) from None
     return RayExecutor(address=args.address, gpus_per_cell=args.gpus_per_cell,
-                       cpus_per_cell=args.cpus_per_cell, retries=args.retries)
+                       cpus_per_cell=args.cpus_per_cell, retries=args.retries or 0)
 
 
 def _build_report(run_dirs: List[Path], out_dir: Optional[str] = None) -> None:
@@ -386,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="ray cluster address (--executor ray)")
     p.add_argument("--gpus-per-cell", type=float, help="GPUs per cell (--executor ray)")
     p.add_argument("--cpus-per-cell", type=float, help="CPUs per cell (--executor ray)")
-    p.add_argument("--retries", type=int, default=0, help="retries of a lost worker (--executor ray)")
+    p.add_argument("--retries", type=int, help="retries of a lost worker (--executor ray; default 0)")
     p.set_defaults(func=cmd_run)
 
     try:

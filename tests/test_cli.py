@@ -260,3 +260,16 @@ def test_list_of_a_suites_dir_that_does_not_exist_is_an_error(cli, tmp_path):
     res = cli("list", "--suites-dir", tmp_path / "nope")
     assert res.code == 2 and "--suites-dir" in res.err and "no such directory" in res.err
     assert cli("list").code == 0  # the default folder may be absent (run from elsewhere): it says so
+
+
+def test_ray_flags_with_the_local_executor_are_refused_not_ignored(cli, write_suite, tmp_path):
+    res = cli("run", write_suite(SUITE), "--gpus-per-cell", "0.5", "--retries", "2")
+    assert res.code == 2 and "--gpus-per-cell, --retries: for --executor ray only" in res.err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_filter_list_with_a_value_no_cell_has_is_an_error(cli, write_suite):
+    path = write_suite(SUITE)
+    res = cli("validate", path, "--filter", "model.mixer=[s6, s7]")
+    assert res.code == 2 and "no cell has the value 's7'" in res.err and "did you mean" in res.err
+    assert cli("validate", path, "--filter", "model.mixer=[s6, s4]").code == 0

@@ -86,12 +86,38 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
         for key, _ in filters:
             if key not in used_filters:
                 issues.append(Issue("command line", 0, f"--filter {key!r}: no cell of any suite given has this key"))
+    if not issues:
+        issues.extend(_unused_filter_options(planned, filters))
     if issues:
         sources = sorted({i.source for i in issues})
         raise SuiteError(issues, headline=f"{sources[0]} is not a valid suite file:" if len(sources) == 1
                          else "the suites are not valid:")
     _warn_inert(planned, cell_overrides)
     return planned
+
+
+def _unused_filter_options(planned, filters: Sequence[Tuple[str, Any]]) -> List[Issue]:
+    """``--filter key=[a,b]`` keeps cells with any of the values; one that no planned cell has (a typo
+    in one of them) selected nothing, which is as much an error as a filter that keeps no cell."""
+    from harness.dotted import get_dotted, has_dotted
+    from harness.registry import closest
+    from harness.suite.expand import values_equal as equal
+
+    cells = [c for _, cs in planned for c in cs]
+    issues = []
+    for key, wanted in filters:
+        if not isinstance(wanted, list):
+            continue
+        values = [get_dotted(c.params, key) for c in cells if has_dotted(c.params, key)]
+        if any(isinstance(v, list) for v in values):  # the key holds lists: the filter value is one
+            continue
+        for option in wanted:
+            if not any(equal(v, option) for v in values):
+                hint = closest(str(option), sorted({str(v) for v in values}))
+                tail = f" — did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
+                issues.append(Issue("command line", 0, f"--filter {key}={wanted}: no cell has the value "
+                                    f"{option!r}{tail}; drop it from the list"))
+    return issues
 
 
 def _warn_inert(planned, overrides: Sequence[Tuple[str, Any]]) -> None:

@@ -276,6 +276,8 @@ def run_suite(suite_data: Dict[str, Any], cells: Sequence[Cell], *, out_root: Pa
     meta: Dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     earlier = _commits_of(meta)
     meta.update(run_meta.collect(",".join(devices), argv))
+    if not meta.get("dirty"):
+        meta.pop("changes", None)  # left by an earlier, dirty part of the run
     commits = list(dict.fromkeys(earlier + _commits_of(meta)))
     if len(commits) > 1:  # resumed at another commit (--allow-other-commit): each row has its own
         meta["commits"] = ", ".join(commits)

@@ -187,7 +187,6 @@ def collect(device: str, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     meta: Dict[str, Any] = {
         "commit": git["commit"],
         "dirty": git["dirty"],
-        "changes": git.get("changes"),
         "host": socket.gethostname(),
         "command": " ".join(argv if argv is not None else sys.argv),
         "cwd": os.getcwd(),
@@ -200,6 +199,8 @@ def collect(device: str, argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "device": device,
     }
+    if git.get("changes"):  # which uncommitted changes (see git_state)
+        meta["changes"] = git["changes"]
     meta.update(machine_load())
     try:
         import torch

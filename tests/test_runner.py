@@ -408,6 +408,9 @@ def test_resume_at_another_commit_is_refused_unless_asked(write_suite, cli, tmp_
     rows = read_rows(run_dir / "rows.jsonl")
     assert {r["commit"] for r in rows} == {"a" * 40, "b" * 40} and len(rows) == 8
     assert load_meta(run_dir)["commits"] == "aaaaaaa, bbbbbbb"
+    from harness.analysis.report import build_report
+    report = build_report([run_dir], out_dir=tmp_path / "report")
+    assert "aaaaaaa, bbbbbbb" in (report / "report.md").read_text()  # the report names both
     at_commit("b" * 40)  # the same code as the last resume: nothing to refuse
     assert cli("run", "--resume", run_dir, "--no-report", "--quiet").code == 0
 

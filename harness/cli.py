@@ -1,7 +1,7 @@
 """``ssmbench``: list what is registered, validate suites, run them.
 
 Exit codes: 0 every cell ended ok/oom/diverged/skipped/timeout; 1 some cell errored, every cell of a
-suite was skipped (nothing was measured), or a command failed; 2 usage or validation error (nothing is
+suite was skipped (nothing was measured), the report asked for could not be written, or a command failed; 2 usage or validation error (nothing is
 written); 130 interrupted (the run can be
 resumed with ``--resume RUN_DIR``).  ``SSMBENCH_PLUGINS=mod1,mod2`` imports extra modules first
 (e.g. to register a kind, mixer or benchmark target that lives outside the repo).
@@ -209,24 +209,29 @@ def _ray_executor(args: argparse.Namespace):
                        cpus_per_cell=args.cpus_per_cell, retries=args.retries or 0)
 
 
-def _build_report(run_dirs: List[Path], out_dir: Optional[str] = None) -> None:
+def _build_report(run_dirs: List[Path], out_dir: Optional[str] = None) -> bool:
+    """Write the run's report; False when it was asked for and could not be written (the results are
+    safe either way, and the message says how to make it later).  An install without the analysis
+    package has no reports to make: True."""
     try:
         from harness.analysis.report import build_report
     except ModuleNotFoundError as exc:
-        if exc.name != "harness.analysis.report":
-            _err(f"report: skipped, it cannot be imported ({exc})")
-        return
+        if exc.name == "harness.analysis.report":
+            return True
+        _err(f"report: skipped, it cannot be imported ({exc})")
+        return False
     except Exception as exc:  # noqa: BLE001 - a broken report module must not hide the results
         _err(f"report: skipped, it cannot be imported ({type(exc).__name__}: {exc})")
-        return
+        return False
     try:
         report_dir = build_report(run_dirs, out_dir=out_dir)
     except Exception as exc:  # noqa: BLE001 - the results are safe; say why there is no report
         _err(f"report: failed ({type(exc).__name__}: {exc}); the results are written, "
              f"try `ssmbench report {' '.join(map(str, run_dirs))}`")
-        return
+        return False
     if report_dir:
         print(f"report: {report_dir}")
+    return True
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -330,13 +335,15 @@ def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple
         counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
         print(f"{result.run_id}: {counts or 'no cells'} -> {result.run_dir}", flush=True)
     executor.close()  # before the report: a local Ray cluster's workers hold memory
+    reported = True
     if not args.no_report and results:
-        _build_report([r.run_dir for r in results], args.report_dir)
+        reported = _build_report([r.run_dir for r in results], args.report_dir)
     nothing_ran = [r for r in results if r.total and r.counts.get("skipped", 0) == r.total]
     for r in nothing_ran:
         _err(f"{r.run_id}: nothing was measured: all {r.total} cells were skipped (their rows say why, "
              f"e.g. no CUDA on this machine)")
-    return EXIT_FAILED if nothing_ran or any(r.any_error for r in results) else EXIT_OK
+    failed = nothing_ran or not reported or any(r.any_error for r in results)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # --------------------------------------------------------------------------- parser

@@ -273,3 +273,16 @@ def test_a_filter_list_with_a_value_no_cell_has_is_an_error(cli, write_suite):
     res = cli("validate", path, "--filter", "model.mixer=[s6, s7]")
     assert res.code == 2 and "no cell has the value 's7'" in res.err and "did you mean" in res.err
     assert cli("validate", path, "--filter", "model.mixer=[s6, s4]").code == 0
+
+
+def test_a_report_that_cannot_be_written_makes_the_run_exit_1(cli, write_suite, tmp_path, monkeypatch):
+    """The results are safe, but the run did less than asked: it says so and exits 1 (it exited 0)."""
+    import harness.analysis.report as report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(report, "build_report", broken)
+    res = cli("run", write_suite(SUITE), "--quiet", "--filter", "batch=1")
+    assert res.code == 1 and "report: failed (RuntimeError: no fonts); the results are written" in res.err
+    assert len(run_dirs(tmp_path / "results")) == 1

@@ -90,8 +90,13 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
         issues.extend(_unused_filter_options(planned, filters))
     if issues:
         sources = sorted({i.source for i in issues})
-        raise SuiteError(issues, headline=f"{sources[0]} is not a valid suite file:" if len(sources) == 1
-                         else "the suites are not valid:")
+        if sources == ["command line"]:
+            headline = "the command line does not fit the suites:"
+        elif len(sources) == 1:
+            headline = f"{sources[0]} is not a valid suite file:"
+        else:
+            headline = "the suites are not valid:"
+        raise SuiteError(issues, headline=headline)
     _warn_inert(planned, cell_overrides)
     return planned
 

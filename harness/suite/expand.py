@@ -14,6 +14,13 @@ added, so a new optional field does not change every cell id):
    is independent of key order and of the suite's name; duplicates collapse;
 6. ``--filter key=value`` keeps matching cells; every cell is validated by its kind's
    ``config_model`` and each error points at the line that produced the bad value.
+
+``1``/``0`` for a true/false field become ``true``/``false`` before the id is taken, so ``--set x=1``
+and ``x: true`` are one cell.  Nothing that selects is allowed to select nothing: an ``exclude`` that
+matches no cell, an ``include`` that adds none, excludes that drop every cell, an ``expect`` that no
+cell (or no metric of the kind) can answer, and a ``--filter`` that keeps no cell are errors, each
+saying which key or value no cell has and the closest ones that some cell has
+(:func:`why_nothing_matches`).
 """
 from __future__ import annotations
 
@@ -338,6 +345,8 @@ def _expect_issues(suite: LoadedSuite, params_list: Sequence[Dict[str, Any]],
     """``expect`` entries that can never be judged: a metric the kind does not write, or a ``where``
     that matches no cell of the suite (a reference value nobody sees is silently lost)."""
     spec, doc = suite.spec, suite.doc
+    if not spec.expect:
+        return []
     kind = KINDS.get(spec.kind) if kind_model is not None else None
     metrics = getattr(kind, "metrics", None)
     row_columns = set(getattr(kind, "row_columns", ()) or ())

@@ -475,8 +475,11 @@ def _closed_pipe(command: str) -> int:
         pass
     if command in READ_ONLY_COMMANDS:
         return EXIT_OK
-    _err("stopped: standard output was closed (broken pipe); finished cells are saved and "
-         "`ssmbench run --resume RUN_DIR` finishes the run")
+    try:
+        _err("stopped: standard output was closed (broken pipe); finished cells are saved and "
+             "`ssmbench run --resume RUN_DIR` finishes the run")
+    except OSError:  # stderr is gone too: the exit code is all that is left to say it
+        pass
     return EXIT_FAILED
 
 

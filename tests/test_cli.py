@@ -286,3 +286,17 @@ def test_a_report_that_cannot_be_written_makes_the_run_exit_1(cli, write_suite, 
     res = cli("run", write_suite(SUITE), "--quiet", "--filter", "batch=1")
     assert res.code == 1 and "report: failed (RuntimeError: no fonts); the results are written" in res.err
     assert len(run_dirs(tmp_path / "results")) == 1
+
+
+def test_a_run_whose_output_is_closed_stops_with_exit_1_and_can_be_resumed(write_suite, tmp_path):
+    """Unlike a listing, a run that cannot print did less than asked: not 0, and its directory resumes."""
+    import subprocess
+    from conftest import subprocess_env
+    path = write_suite(SUITE)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--no-report"], cwd=tmp_path,
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1, err
+    assert "broken pipe" in err and "--resume" in err and "Traceback" not in err
+    assert len(run_dirs(tmp_path / "results")) == 1

@@ -36,11 +36,13 @@ def render_markdown(data: ReportData, figure_paths: dict) -> str:
     out: List[str] = [f"# {md_escape(data.title)}", ""]
     for note in data.notes:
         out += [f"*{md_escape(note)}*", ""]
-    out += ["## Run", ""]
-    out += md_table(["", *data.meta_columns], [[label, *vals] for label, vals in data.meta_rows])
     many = len(data.sections) > 1
     for sec in data.sections:
         out += _section(sec, figure_paths, "###" if many else "##", many)
+    # the findings first, the run's provenance folded at the end (GitHub renders <details>)
+    out += ["", "## Run metadata", "", "<details><summary>commits, versions, machine, command</summary>", ""]
+    out += md_table(["", *data.meta_columns], [[label, *vals] for label, vals in data.meta_rows])
+    out += ["", "</details>"]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -62,6 +64,13 @@ def _section(sec: Section, figure_paths: dict, h: str, titled: bool) -> List[str
             out += md_table(t.columns, t.frame.astype(str).values.tolist(),
                             align=["l"] + ["r"] * (len(t.columns) - 1))
             out.append("")
+    if sec.tuned or sec.tune_warnings:
+        out += ["", f"{h} Tuned", ""]
+        for t in sec.tuned:
+            out += [f"**{md_escape(t.metric)}**", ""]
+            out += md_table(t.columns, t.frame.astype(str).values.tolist())
+            out.append("")
+        out += [f"- ⚠️ {md_escape(w)}" for w in sec.tune_warnings]
     if sec.expects:
         out += ["", f"{h} Measured vs expected", ""]
         out += md_table(["where", "metric", "expected", "measured", "n", "verdict", "rule", "source", "note"],

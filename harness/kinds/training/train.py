@@ -12,8 +12,8 @@ Rows it yields
   ``curve_seq_lens``, the same three ``val_*`` rows again per extra length, with an ``eval_seq_len``
   column (the training-length rows have none); a length that runs out of memory gives one ``oom``
   ``val_accuracy`` row and is left out of later points.
-* final metrics, after training, one set per ``eval_seq_len`` (a column): ``accuracy`` (per answer
-  token), ``seq_accuracy`` (fraction of sequences with every answer right), ``loss`` (mean
+* final metrics, after training, one set per ``eval_seq_len`` (a column; the validation sequences, or with
+  ``train.test_set: held_out`` others drawn apart from them): ``accuracy`` (per answer token), ``seq_accuracy`` (fraction of sequences with every answer right), ``loss`` (mean
   cross-entropy per answer, nats).  A length that runs out of memory, even one sequence at a time,
   gives those three metrics as ``oom`` rows and the other lengths are still evaluated.
 * ``train_time_s`` (training only, evaluation excluded), ``steps`` (steps actually taken; its
@@ -35,13 +35,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from harness.cells import CellContext, CellDiverged, CellOOM, make_row
+from harness.cells import CellContext, CellDiverged, is_oom, make_row
 from harness.config_types import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
 from harness.kinds.training.determinism import deterministic_algorithms
 from harness.kinds.tasks.base import SyntheticTask, TaskBatch, ValidationSet
 from harness.kinds.training.train_step import EagerStep, GraphedStep, set_lr
 
 DATA_SEED_OFFSET = 1000  # data seed = init seed + 1000: init and data vary independently of each other
+#: ``train.test_set: held_out``: the final sets are drawn from data seed + this, apart from the validation sets
+HELD_OUT_SEED_OFFSET = 7919
 IGNORE_INDEX = -100  # target of the positions that are not scored (torch's default ignore_index)
 DIVERGED_LOSS_FACTOR = 100.0  # a loss above 100 x ln(vocab) (the uniform guess) has blown up
 
@@ -50,26 +52,39 @@ class TrainConfig(StrictModel):
     """The ``train:`` section of a task cell."""
 
     steps: PositiveInt = 1000
+    """optimizer steps (training may stop earlier at target_accuracy or timeout_s)"""
     batch: PositiveInt = 64
+    """sequences per training step"""
     lr: PositiveFloat = 1e-3
+    """peak learning rate"""
     ssm_lr: Optional[PositiveFloat] = Field(
         None, description="learning rate of the parameters a model marks as SSM parameters (_no_weight_decay: "
                           "S6's A and D, S4's A, B and dt), capped at train.lr as S4/safari do (lr=min(0.001, lr)); "
                           "it follows the same schedule. Default: train.lr")
     optimizer: Literal["adam", "adamw"] = "adamw"
+    """adam or adamw (decoupled weight decay)"""
     weight_decay: float = Field(0.0, ge=0.0)
+    """weight decay of the parameters that take it (not SSM parameters, norms or biases)"""
     betas: Tuple[float, float] = (0.9, 0.999)
+    """Adam's (beta1, beta2)"""
     schedule: Literal["constant", "cosine"] = "constant"
+    """learning-rate schedule after warm-up: constant, or cosine down to min_lr"""
     warmup_steps: NonNegativeInt = 0
+    """linear warm-up steps from 0 to lr"""
     min_lr: float = Field(0.0, ge=0.0, description="where the cosine schedule ends")
     grad_clip: Optional[PositiveFloat] = None
+    """clip the global gradient norm to this; null: no clipping"""
     eval_every: PositiveInt = 1000
+    """steps between validation points of the learning curve"""
     eval_seq_lens: Optional[List[PositiveInt]] = Field(
         None, description="lengths of the final evaluation; default [task.seq_len]")
     curve_seq_lens: Optional[List[PositiveInt]] = Field(
         None, description="extra lengths also evaluated at every eval_every point: the learning curve of "
                           "extrapolation (rows carry eval_seq_len)")
     eval_size: PositiveInt = Field(256, description="validation sequences per length")
+    test_set: Literal["validation", "held_out"] = "validation"
+    """data of the final metrics: the validation set of the learning curve, or held_out (other sequences, so
+    a choice made on val_accuracy -- a suite's tune: -- is not judged on the data it was chosen on)"""
     eval_batch: Optional[PositiveInt] = Field(None, description="sequences per eval chunk; default train.batch")
     eval_max_tokens: PositiveInt = Field(
         1 << 18, description="cap on tokens per eval chunk (chunk >= 1 sequence), to bound memory at long lengths")
@@ -78,6 +93,7 @@ class TrainConfig(StrictModel):
     timeout_s: Optional[PositiveFloat] = Field(
         None, description="training-time budget: training stops there and the final evaluation still runs")
     amp: Literal["auto", "bf16", "none"] = "auto"
+    """mixed precision: auto (bf16 autocast on CUDA, none on the CPU), bf16, or none"""
     cuda_graph: bool = Field(
         False, description="on CUDA, capture the whole training step as a CUDA graph after 3 eager steps and "
                            "replay it (harness/kinds/training/train_step.py): a small model alone on a GPU is host-bound; "
@@ -175,17 +191,6 @@ def answer_loss(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def is_oom(err: BaseException) -> bool:
-    """CUDA out-of-memory, our own CellOOM, or a CPU allocator failure."""
-    if isinstance(err, CellOOM):
-        return True
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(err, oom_type):
-        return True
-    return isinstance(err, RuntimeError) and (
-        "out of memory" in str(err).lower() or "can't allocate memory" in str(err).lower())
 
 
 def _elapsed_since(start: float, device: torch.device) -> float:
@@ -377,5 +382,6 @@ def _train_and_evaluate(model, task, cfg, seed, device, ctx) -> Iterator[Dict[st
     yield make_row("steps", step, "steps", **({"message": stop_reason} if stop_reason else {}))
     for seq_len in (cfg.eval_seq_lens or [task.seq_len]):
         ctx.check_deadline()
-        vset = task.validation_set(seq_len, cfg.eval_size, data_seed)
+        test_seed = data_seed + (HELD_OUT_SEED_OFFSET if cfg.test_set == "held_out" else 0)
+        vset = task.validation_set(seq_len, cfg.eval_size, test_seed)
         yield from evaluate_or_oom(model, vset, cfg, device)

@@ -100,24 +100,8 @@ def _used_in_a_skip(tree: ast.AST, name: str) -> bool:
                for node in ast.walk(tree))
 
 
-def _ssd_dispatch_missing() -> bool:
-    import kernels
-    return not callable(getattr(kernels, "ssd", None))   # (the subpackage kernels.ssd is an attribute too)
-
-
-#: skips for a subject another branch is landing right now, each allowed only while its condition holds: once
-#: the subject exists the skip is reported like any other (make the test unconditional then)
-PENDING = {("test_ssd_triton.py", "kernels.ssd (the dispatch) is not in this checkout"): _ssd_dispatch_missing}
-
-
-def _pending(problem: str) -> bool:
-    return any(problem.startswith(f"{where}:") and f"{reason!r}" in problem and still()
-               for (where, reason), still in PENDING.items())
-
-
 def test_no_test_file_hides_a_failure_behind_a_skip():
     found = [p for path in _sources() for p in problems(ast.parse(path.read_text()), str(path.relative_to(TESTS)))]
-    found = [p for p in found if not _pending(p)]
     assert not found, "skips that can hide a failure:\n" + "\n".join(found)
 
 

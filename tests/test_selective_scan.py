@@ -256,3 +256,10 @@ def test_bf16_inputs_are_computed_in_float32_and_only_y_is_rounded(backend):
     y32, last32 = run(up)
     assert torch.equal(y, y32.to(torch.bfloat16)), f"seed={seed}"
     assert torch.equal(last, last32), f"seed={seed}"
+
+
+def test_default_chunk_is_a_power_of_two_near_sqrt_L_between_8_and_256():
+    """Performance, not correctness (any chunk gives the same result): ~2 sqrt(L) Python steps per scan."""
+    from kernels.selective_scan.chunked import default_chunk
+    table = {0: 8, 1: 8, 100: 8, 300: 16, 1000: 32, 4096: 64, 5000: 64, 2**16: 256, 2**18: 256, 2**22: 256}
+    assert {L: default_chunk(L) for L in table} == table

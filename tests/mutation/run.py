@@ -118,17 +118,20 @@ def _copy_tree(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
-def run_target(target: Target, workdir: Path, jobs: int) -> Dict[str, object]:
-    """Mutate one target in a fresh copy of the repository; its summary plus every survivor's diff."""
+def run_target(target: Target, workdir: Path, jobs: int, collect_only: bool = False) -> Dict[str, object]:
+    """Mutate one target in a fresh copy of the repository; its summary plus every survivor's diff.
+    ``collect_only``: summarise the copy an earlier (perhaps stopped) run left, running nothing."""
     here = workdir / target.name
-    _copy_tree(here)
-    with open(here / "pyproject.toml", "a", encoding="utf-8") as f:
-        f.write(mutmut_config(target))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     mutmut = [sys.executable, "-m", "mutmut"]
     started = dt.datetime.now(dt.timezone.utc)
-    run = subprocess.run([*mutmut, "run", "--max-children", str(jobs), *target.mutant_globs()], cwd=here, env=env,
-                         capture_output=True, text=True)
+    run = subprocess.CompletedProcess([], 0, "", "")
+    if not collect_only:
+        _copy_tree(here)
+        with open(here / "pyproject.toml", "a", encoding="utf-8") as f:
+            f.write(mutmut_config(target))
+        run = subprocess.run([*mutmut, "run", "--max-children", str(jobs), *target.mutant_globs()], cwd=here,
+                             env=env, capture_output=True, text=True)
     results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=here, env=env, capture_output=True,
                              text=True)
     statuses = parse_results(results.stdout)
@@ -139,8 +142,8 @@ def run_target(target: Target, workdir: Path, jobs: int) -> Dict[str, object]:
         summary["error"] = (run.stdout + run.stderr)[-3000:]
     summary["diffs"] = {name: _diff(mutmut, here, env, name) for name in summary["survivors"]}
     summary.update(module=target.path, tests=list(target.tests), functions=list(target.functions),
-                   date=started.strftime("%Y-%m-%d %H:%M UTC"),
-                   minutes=round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1))
+                   date=started.strftime("%Y-%m-%d %H:%M UTC"), collected_only=collect_only,
+                   minutes=None if collect_only else round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1))
     return summary
 
 
@@ -157,6 +160,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/ssmbench-mutation"), help="where the copies go")
     ap.add_argument("--record", type=Path, default=RESULTS, help="JSON file the results are merged into")
     ap.add_argument("--list", action="store_true", help="print the targets and their tests, run nothing")
+    ap.add_argument("--collect-only", action="store_true",
+                    help="summarise what a stopped run left in --workdir (mutants not run count as 'not checked')")
     args = ap.parse_args(argv)
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:
@@ -170,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     record = json.loads(args.record.read_text()) if args.record.exists() else {}
     worst = 0
     for target in chosen:
-        summary = run_target(target, args.workdir, args.jobs)
+        summary = run_target(target, args.workdir, args.jobs, args.collect_only)
         record[target.name] = summary
         args.record.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         score = summary["score"]

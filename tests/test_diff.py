@@ -203,6 +203,7 @@ def test_info_values_compare_as_multisets():
     assert compare_info([1], [1, 1])["verdict"] == "changed"
     assert compare_info([float("nan")], [float("nan")])["verdict"] == "unchanged"
     assert compare_info([1.0], [1.0 + 1e-12])["verdict"] == "changed"          # exact, no tolerance
+    assert compare_info([None, 2], [2, None])["verdict"] == "unchanged"        # a failure row's value: NaN
 
 
 # --------------------------------------------------------------------------- whole runs

@@ -238,6 +238,8 @@ def test_an_empty_sequence_gives_an_empty_y_and_a_zero_float32_state(backend, dt
                                      return_last_state=True, backend=backend)
     assert y.shape == (3, 4, 0) and y.dtype == dtype
     assert last.shape == (3, 4, 5) and last.dtype == torch.float32 and not last.any()
+    y_only = kernels.selective_scan(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], backend=backend)
+    assert isinstance(y_only, torch.Tensor) and y_only.shape == (3, 4, 0)
 
 
 @pytest.mark.parametrize("backend", ["reference", "chunked"])

@@ -3,8 +3,15 @@
 ``add_commands(subparsers)`` adds them; each sets ``func`` (args -> exit code).  Also runnable
 alone: ``python -m harness.analysis.cli diff BASE NEW``.
 
-Exit codes: 0 fine; 1 the ``--fail-on`` condition held (diff/compare); 2 usage errors and bad paths
-(a one-line message on stderr, no traceback).
+Exit codes (the README's table says the same):
+
+* ``report``: 0 every planned cell of the runs has rows; 1 the report was written but some planned
+  cells have no rows (the run did less than it planned: the report and stderr say which); 2 bad paths.
+* ``diff`` / ``compare``: 0 the gate held and had teeth; 1 the ``--fail-on`` condition held (a regression,
+  a status change to a failure, or a cell/metric of BASE missing from NEW unless ``--allow-missing``);
+  2 usage errors, bad paths, and comparisons that could not fail: no cell in common, a ``--metric``
+  that matches nothing, a gate whose families reached no verdict (one paragraph on stderr, no traceback).
+
 """
 from __future__ import annotations
 
@@ -72,6 +79,9 @@ def add_diff_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cross-machine", action="store_true",
                    help="judge timing/memory even when the runs' machines or versions differ")
     p.add_argument("--include-curves", action="store_true", help="also compare learning-curve points")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="cells or metrics of BASE that NEW no longer has are listed, not counted as "
+                        "regressions (for intended suite changes)")
     p.add_argument("--all", action="store_true", dest="verbose", help="text format: list every comparison")
     p.add_argument("--output", "-o", default=None, help="also write the formatted diff to this file")
 
@@ -114,13 +124,21 @@ def _fail(msg: str) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.analysis.report import build_report
+    from harness.analysis.report import build_report, load_runs
 
     try:
-        out = build_report(args.run_dirs, out_dir=args.out)
+        runs = load_runs(args.run_dirs)
+        out = build_report(runs, out_dir=args.out)
     except RunDirError as exc:
         return _fail(str(exc))
     print(f"report: {out / 'report.md'}\n        {out / 'report.html'}")
+    for run in runs:
+        for note in run.notes:
+            print(f"warning: {note}", file=sys.stderr)
+    if any(run.missing_cells for run in runs):
+        print("ssmbench: the report covers less than the runs planned (exit 1); finish the runs with "
+              "`ssmbench run --resume RUN_DIR`", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -130,7 +148,13 @@ def _emit(result, args) -> int:
     text = FORMATTERS[args.fmt](result) if args.fmt != "text" else format_text(result, verbose=args.verbose)
     sys.stdout.write(text)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return _fail(f"{args.output}: cannot write the diff ({exc.strerror or exc})")
+    problem = result.gate_problem(args.gate) if args.fail_on != "never" else None
+    if problem:
+        return _fail(problem)
     return result.exit_code(args.fail_on, args.gate)
 
 
@@ -138,28 +162,31 @@ def diff_options(args):
     from harness.analysis.diff import DiffOptions
 
     return DiffOptions(threshold=args.threshold, alpha=args.alpha, quality_tol=args.quality_tol,
-                       metrics=args.metric, cross_machine=args.cross_machine, include_curves=args.include_curves)
+                       metrics=args.metric, cross_machine=args.cross_machine, include_curves=args.include_curves,
+                       allow_missing=args.allow_missing)
 
 
 def cmd_diff(args) -> int:
-    from harness.analysis.diff import diff_runs
+    from harness.analysis.diff import DiffError, diff_runs
     from harness.analysis.report.runs import load_runs
 
     try:
         base = load_runs(_split([args.base]))
         new = load_runs(_split([args.new]))
-    except RunDirError as exc:
+        result = diff_runs(base, new, diff_options(args))
+    except (RunDirError, DiffError) as exc:
         return _fail(str(exc))
-    return _emit(diff_runs(base, new, diff_options(args)), args)
+    return _emit(result, args)
 
 
 def cmd_compare(args) -> int:
     from harness.analysis.compare import CompareError, compare
+    from harness.analysis.diff import DiffError
 
     try:
         result = compare(args.rev_a, args.rev_b, args.suite, workdir=args.workdir, run_args=args.run_arg,
                          rounds=args.rounds, options=diff_options(args), report=args.report)
-    except (CompareError, RunDirError) as exc:
+    except (CompareError, RunDirError, DiffError) as exc:
         return _fail(str(exc))
     return _emit(result, args)
 

@@ -48,15 +48,17 @@ def default_out_dir(runs: Sequence[Run]) -> Path:
     return root / "reports" / _safe(suite) / _safe(name)
 
 
-def build_report(run_dirs: Sequence[PathLike], out_dir: Optional[PathLike] = None) -> Path:
-    """Write the report of ``run_dirs`` (one or more run directories) and return its directory."""
+def build_report(run_dirs: Sequence[Union[PathLike, Run]], out_dir: Optional[PathLike] = None) -> Path:
+    """Write the report of ``run_dirs`` (run directories, or runs already loaded) and return its directory."""
     from harness.analysis.report.html import render_html
     from harness.analysis.report.markdown import render_markdown
     from harness.analysis.report.model import assemble
 
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
-    runs = load_runs(run_dirs)
+    runs = [r for r in run_dirs if isinstance(r, Run)]
+    if len(runs) != len(run_dirs):
+        runs = load_runs(run_dirs)
     out = Path(out_dir) if out_dir is not None else default_out_dir(runs)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

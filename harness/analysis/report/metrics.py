@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
 
 TIMING_UNITS = {"ns", "us", "µs", "ms", "s", "sec", "tokens/s", "tok/s", "gb/s", "gbps", "1/s"}
 MEMORY_UNITS = {"b", "bytes", "kb", "mb", "gb", "kib", "mib", "gib"}
@@ -70,3 +73,13 @@ def is_summary_of(metric: str, available: set) -> bool:
 def is_fraction_metric(metric: str) -> bool:
     """Accuracies are fractions in [0, 1] (the suites' convention)."""
     return bool(re.search(r"accuracy|acc$|fraction", metric, re.I))
+
+
+def iqr_exceeds_median(values: Sequence[float]) -> bool:
+    """A timing sample too noisy to read: its interquartile range is larger than its median."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return False
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return bool(q3 - q1 > abs(med))

@@ -23,6 +23,7 @@ META_FIELDS = (("run id", "run_id"), ("suite", "suite"), ("kind", "kind"), ("com
                ("dirty", "dirty"), ("started", "started"), ("ended", "ended"), ("host", "host"),
                ("device", "device"), ("GPU", "gpu"), ("GPU driver", "driver"), ("CPU", "cpu"),
                ("python", "python"), ("torch", "torch"), ("triton", "triton"), ("CUDA", "cuda"),
+               ("load average", "load"), ("CPU frequency", "cpu_freq"), ("rows read from", "source"),
                ("command", "command"))
 #: meta.json keys already covered by META_FIELDS (in either layout), or too bulky for the table.
 _SHOWN = {"run_id", "suite", "kind", "commit", "dirty", "started", "ended", "start_time", "end_time", "host",
@@ -46,6 +47,14 @@ class Section:
     summary: List[MetricTable] = field(default_factory=list)
     expects_along_curve: List[MetricTable] = field(default_factory=list)   # task suites: per step budget
     overrides: List[str] = field(default_factory=list)  # "run id: key=value, ..." for runs made with --set
+    n_planned: int = 0              # cells the runs planned (suite.yaml), 0 when not recorded
+
+    @property
+    def cells_line(self) -> str:
+        """"4 cells" or, for a run that did less than it planned, "2 of 4 planned cells have rows"."""
+        if self.n_planned > self.n_cells:
+            return f"{self.n_cells} of {self.n_planned} planned cells have rows"
+        return f"{self.n_cells} cells"
 
 
 @dataclass
@@ -83,7 +92,8 @@ def _section(suite: str, runs: Sequence[Run], figure_prefix: str) -> Section:
         f.name = figure_prefix + f.name
     overrides = [f"{r.run_id}: " + ", ".join(f"{k}={v}" for k, v in r.overrides.items())
                  for r in runs if r.overrides]
-    return Section(suite=suite, kind=kind, description=description, n_cells=len(statuses),
+    planned = {cid for r in runs for cid in r.planned_cells}
+    return Section(suite=suite, kind=kind, description=description, n_cells=len(statuses), n_planned=len(planned),
                    status_counts=counts, expects=expect_mod.evaluate(entries, rows), figures=figures,
                    tables=metric_tables(rows), failed=status_table(rows), summary=summary_tables(kind, rows),
                    overrides=overrides,
@@ -107,6 +117,8 @@ def assemble(runs: Sequence[Run]) -> ReportData:
             values = [r.suite_name for r in runs]
         elif key == "kind":
             values = [r.kind for r in runs]
+        elif key == "source":
+            values = [r.source or "—" for r in runs]
         else:
             values = [_meta_value(f[key] if key in f else r.meta.get(key)) for f, r in zip(facts, runs)]
         if any(v != "—" for v in values):
@@ -117,7 +129,7 @@ def assemble(runs: Sequence[Run]) -> ReportData:
         meta_rows.append((k, [_meta_value(r.meta.get(k)) for r in runs]))
     many = len(by_suite) > 1
     sections = [_section(name, group, _slug(name) if many else "") for name, group in by_suite.items()]
-    notes = []
+    notes = [f"warning: {note}" for r in runs for note in r.notes]
     pooled = [name for name, group in by_suite.items() if len(group) > 1]
     if pooled:
         notes.append(f"several runs of {', '.join(pooled)} combined: their repeats and seeds are pooled.")

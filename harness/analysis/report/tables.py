@@ -13,11 +13,13 @@ from typing import Any, List, Optional
 import numpy as np
 import pandas as pd
 
-from harness.analysis.report.metrics import classify, is_summary_of
+from harness.analysis.report.metrics import classify, iqr_exceeds_median, is_summary_of
 from harness.analysis.report.runs import row_key_columns, varying_params
 from models.applicability import applies
 
 SEED_COLUMNS = ("seed",)
+#: Marks a timing cell whose IQR exceeds its median (too noisy to read; the diff says the same).
+NOISY = "noisy: IQR > median"
 
 
 @dataclass
@@ -131,7 +133,7 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
         shown = {k: shown_param(g, k) for k in keys}   # before overwriting: needs the raw model columns
         for k in keys:  # group on text (mixed types), order numerically where the axis is numeric
             g[k] = shown[k]
-        rows = []
+        rows, noisy = [], []
         grouped = list(g.groupby(keys, sort=False, dropna=False)) if keys else [((), g)]
         grouped.sort(key=lambda kv: tuple(order_key(v) for v in (kv[0] if isinstance(kv[0], tuple) else (kv[0],))))
         for key, sub in grouped:
@@ -144,9 +146,13 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
                 centre = np.mean(vals) if len(vals) else np.nan
                 spread = np.std(vals, ddof=1) if len(vals) > 1 else np.nan
             rows.append(list(key) + [fmt(centre), fmt(spread), str(len(vals))])
+            noisy.append(info.family == "timing" and iqr_exceeds_median(vals))
         centre_name = "median" if info.family == "timing" else "mean"
         spread_name = "IQR" if info.family == "timing" else "sd"
         cols = keys + [centre_name, spread_name, "n"]
+        if any(noisy):  # the diff marks the same cells: an IQR larger than the median
+            rows = [r + [NOISY if n else ""] for r, n in zip(rows, noisy)]
+            cols = cols + ["noise"]
         frame = pd.DataFrame(rows[:max_rows], columns=cols)
         shown_unit = "; ".join(x for x in (unit, METRIC_MEANING.get(metric, "")) if x)
         tables.append(MetricTable(metric, shown_unit, info.family, cols, frame))

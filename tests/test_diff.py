@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.analysis.diff import (DiffOptions, compare_quality, compare_timing, diff_runs, format_markdown,
+from harness.analysis.diff import (DiffError, DiffOptions, compare_quality, compare_timing, diff_runs, format_markdown,
                           format_text, min_two_sided_p)
 from harness.analysis.cli import main as cli_main
 from harness.analysis.report.runs import load_run, load_runs
@@ -265,3 +265,177 @@ def test_results_roots_compare_every_suite_newest_run(tmp_path):
     assert all(c.verdict in ("unchanged", "not enough data") for c in res.comparisons)
     assert not res.status_changes and res.exit_code("change") == 0
     assert cli_main(["diff", str(tmp_path / "base"), str(tmp_path / "new"), "--gate", "quality"]) == 0
+
+
+# --------------------------------------------------------------------------- no silent success (issue 17)
+
+
+def _speed(tmp_path, name, suite="speed-test", **kw):
+    kw.setdefault("seq_lens", (256, 512))
+    return write_run(tmp_path / "results" / suite / name, speed_rows(**kw), default_meta(name, suite, "speed"))
+
+
+def test_nothing_in_common_is_an_error_with_a_reason(tmp_path, capsys):
+    """A NEW of another suite, or with no rows, compared nothing: exit 2 and one paragraph, never 'ok'."""
+    base = _speed(tmp_path, "base", seed=1)
+    other = write_run(tmp_path / "results" / "task-test" / "t", task_rows(), default_meta("t", "task-test", "task"))
+    empty = write_run(tmp_path / "results" / "speed-test" / "empty", [], default_meta("empty", "speed-test", "speed"))
+    for new, why in ((other, "another suite"), (empty, "no rows")):
+        with pytest.raises(DiffError, match="nothing to compare"):
+            diff_runs([load_run(base)], [load_run(new)])
+        for fail_on in ("regression", "change", "never"):
+            assert cli_main(["diff", str(base), str(new), "--fail-on", fail_on]) == 2
+        err = capsys.readouterr().err
+        assert why in err and "Traceback" not in err and len(err.strip().splitlines()) == 3
+
+
+def test_cells_missing_from_new_are_regressions_unless_allowed(tmp_path, capsys):
+    """A benchmark that stopped running is a regression, under --fail-on regression and change alike."""
+    base = _speed(tmp_path, "base", seed=1, seq_lens=(256, 512))
+    half = _speed(tmp_path, "half", seed=1, seq_lens=(512,))
+    res = diff_runs([load_run(base)], [load_run(half)])
+    assert len(res.only_base) == 2 and res.missing_count == 2
+    assert res.exit_code("regression") == 1 and res.exit_code("change") == 1
+    assert cli_main(["diff", str(base), str(half)]) == 1
+    out = capsys.readouterr().out
+    assert "compared 2 of 4 cells" in out and "missing in new (2 cells, counted as regressions)" in out
+    assert cli_main(["diff", str(base), str(half), "--allow-missing"]) == 0
+    assert "--allow-missing" in capsys.readouterr().out
+    assert cli_main(["diff", str(base), str(half), "--allow-missing", "--format", "md"]) == 0
+    # new cells are a change, not a regression
+    assert cli_main(["diff", str(half), str(base), "--fail-on", "regression"]) == 0
+    assert cli_main(["diff", str(half), str(base), "--fail-on", "change"]) == 1
+
+
+def test_a_metric_that_vanished_from_a_cell_is_missing(tmp_path):
+    base = _task_run(tmp_path, "base", seed=0)
+    rows = [r for r in task_rows(seed=0) if not (r["metric"] == "accuracy" and r.get("eval_seq_len") == 256)]
+    new = write_run(tmp_path / "results" / "task-test" / "new", rows, default_meta("new", "task-test", "task"))
+    res = diff_runs([load_run(base)], [load_run(new)])
+    assert res.missing_metrics and all("eval_seq_len=256" in where for _, where in res.missing_metrics)
+    assert res.exit_code("regression", gate=["quality"]) == 1
+    assert diff_runs([load_run(base)], [load_run(new)], DiffOptions(allow_missing=True)).exit_code("regression") == 0
+
+
+def test_metric_pattern_that_matches_nothing_is_an_error_with_did_you_mean(tmp_path, capsys):
+    base = _speed(tmp_path, "base", seed=1)
+    new = _speed(tmp_path, "new", seed=2)
+    assert cli_main(["diff", str(base), str(new), "--metric", "time_sm"]) == 2
+    err = capsys.readouterr().err
+    assert "--metric 'time_sm' matches no metric" in err and "Did you mean 'time_ms'" in err
+    # one good pattern does not excuse a typo beside it
+    assert cli_main(["diff", str(base), str(new), "--metric", "time_ms", "--metric", "acuracy"]) == 2
+
+
+def test_summary_line_says_how_much_was_compared(tmp_path, capsys):
+    base = _speed(tmp_path, "base", seed=1)
+    new = _speed(tmp_path, "new", seed=2)
+    assert cli_main(["diff", str(base), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "result: compared 4 cells, 8 metric values (2 metrics): " in out
+    md = format_markdown(diff_runs([load_run(base)], [load_run(new)]))
+    assert "compared 4 cells" in md and "Holm over the 4 timing tests" in md
+
+
+def test_a_gate_that_could_not_fail_is_an_error(tmp_path, capsys):
+    """--gate on families the runs do not measure, or whose comparisons all lack data, has no teeth."""
+    base = _speed(tmp_path, "base", seed=1, repeats=3)
+    new = _speed(tmp_path, "new", seed=2, repeats=3, slowdown={"s6.chunked": 2.0})
+    assert cli_main(["diff", str(base), str(new), "--gate", "quality"]) == 2
+    assert "no metric of these families was compared" in capsys.readouterr().err
+    # 3 repeats can never reach p < 0.01: every timing comparison is untestable
+    assert cli_main(["diff", str(base), str(new), "--gate", "timing"]) == 2
+    assert "add repeats" in capsys.readouterr().err
+    assert cli_main(["diff", str(base), str(new), "--gate", "timing", "--fail-on", "never"]) == 0
+
+
+def test_holm_adjusted_p_values():
+    from harness.analysis.diff import holm_adjust
+
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([0.5]) == [0.5]
+    assert holm_adjust([]) == []
+
+
+def test_holm_keeps_the_family_wise_false_alarm_rate_at_alpha():
+    """Forty same-distribution tests per diff at alpha 0.05: uncorrected, most diffs raise a false alarm
+    somewhere; with Holm at most ~alpha of them do."""
+    from scipy.stats import mannwhitneyu
+
+    from harness.analysis.diff import holm_adjust
+
+    rng = np.random.default_rng(17)
+    alpha, diffs, m = 0.05, 200, 40
+    raw_alarms = holm_alarms = 0
+    for _ in range(diffs):
+        ps = [mannwhitneyu(_lognormal(rng, 12, sigma=0.1), _lognormal(rng, 12, sigma=0.1)).pvalue for _ in range(m)]
+        raw_alarms += min(ps) < alpha
+        holm_alarms += min(holm_adjust(ps)) < alpha
+    assert raw_alarms / diffs > 0.6
+    assert holm_alarms / diffs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / diffs)
+
+
+def test_diff_judges_timing_with_holm_and_says_so(tmp_path):
+    """A p below alpha on its own is not enough when many cells are tested: the verdict uses Holm's p."""
+    base = _speed(tmp_path, "base", seed=1, seq_lens=tuple(range(64, 64 * 21, 64)), repeats=6)
+    new = _speed(tmp_path, "new", seed=2, seq_lens=tuple(range(64, 64 * 21, 64)), repeats=6,
+                 slowdown={"s6.chunked": 1.5})
+    res = diff_runs([load_run(base)], [load_run(new)], DiffOptions(n_boot=100))
+    assert res.timing_tests == 40
+    slowed = [c for c in res.comparisons if c.family == "timing" and "s6.chunked" in c.label]
+    # 6 vs 6 fully separated: raw p = 0.0022 < 0.01, but Holm over 40 tests cannot confirm it
+    assert all(c.p_value < 0.01 <= c.p_adjusted for c in slowed)
+    assert {c.verdict for c in slowed} == {"inconclusive"} and res.exit_code("regression") == 0
+    assert "Holm over the 40 timing tests" in format_text(res)
+
+
+def test_one_sample_rss_change_is_inconclusive_not_a_regression(tmp_path):
+    """The issue's case: peak RSS x1.053 on one sample judged a regression (exit 1) in a self-compare."""
+    rows_b = speed_rows(seed=1, seq_lens=(256,), repeats=2)
+    rows_n = speed_rows(seed=1, seq_lens=(256,), repeats=2)
+    for r in rows_n:
+        if r["metric"] == "peak_rss_bytes":
+            r["value"] *= 1.053
+    base = write_run(tmp_path / "b", rows_b, default_meta("b", "speed-test", "speed"))
+    new = write_run(tmp_path / "n", rows_n, default_meta("n", "speed-test", "speed"))
+    res = diff_runs([load_run(base)], [load_run(new)])
+    rss = [c for c in res.comparisons if c.metric == "peak_rss_bytes"]
+    assert rss and {c.verdict for c in rss} == {"inconclusive"}   # shown, never "unchanged"
+    assert "inconclusive" in format_text(res)
+    assert res.exit_code("regression") == 0 and res.exit_code("change") == 0
+    # an exact byte count (saved activations) still regresses on one sample
+    for r in rows_n:
+        if r["metric"] == "peak_rss_bytes":
+            r["metric"] = "saved_activation_bytes"
+    for r in rows_b:
+        if r["metric"] == "peak_rss_bytes":
+            r["metric"] = "saved_activation_bytes"
+    base = write_run(tmp_path / "b2", rows_b, default_meta("b2", "speed-test", "speed"))
+    new = write_run(tmp_path / "n2", rows_n, default_meta("n2", "speed-test", "speed"))
+    assert diff_runs([load_run(base)], [load_run(new)]).exit_code("regression") == 1
+
+
+def test_noisy_timing_cells_are_marked(tmp_path):
+    base = _speed(tmp_path, "base", seed=1, noise=3.0, repeats=12)
+    new = _speed(tmp_path, "new", seed=2, noise=0.01, repeats=12)
+    res = diff_runs([load_run(base)], [load_run(new)], DiffOptions(n_boot=100))
+    timing = [c for c in res.comparisons if c.metric == "time_ms"]
+    assert timing and all(c.noisy and "noisy: IQR > median" in c.note for c in timing)
+    quiet = diff_runs([load_run(new)], [load_run(new)], DiffOptions(n_boot=100))
+    assert not any(c.noisy for c in quiet.comparisons)
+    assert "noisy" in format_text(res, verbose=True)
+
+
+def test_diff_warns_about_incomplete_and_truncated_runs(tmp_path, capsys):
+    from harness.store.results import write_tables
+
+    base = _speed(tmp_path, "base", seed=1)
+    new = _speed(tmp_path, "new", seed=1)
+    write_tables(new)
+    lines = (new / "rows.jsonl").read_text().splitlines(keepends=True)
+    (new / "rows.jsonl").write_text("".join(lines[: len(lines) // 2]))      # cut short after the run
+    res = diff_runs([load_run(base)], [load_run(new)])
+    assert any("read results.parquet" in w and "truncated" in w for w in res.warnings)
+    assert not res.only_base   # the complete table was used
+    assert cli_main(["diff", str(base), str(new)]) == 0
+    assert "warning: new:" in capsys.readouterr().out

@@ -104,8 +104,9 @@ def add_commands(subparsers) -> None:
 
     cp = subparsers.add_parser(
         "compare", help="run a suite at two git revisions (interleaved) and diff them",
-        description="Check out REV_A and REV_B as git worktrees, run SUITE's cells alternately at A "
-                    "and B (cancelling drift), then diff B against A.")
+        description="Check out REV_A and REV_B as git worktrees, run SUITE alternately at A and B "
+                    "(per suite document, or per cell with --interleave cell; cancelling drift), then "
+                    "diff B against A.")
     cp.add_argument("rev_a", metavar="REV_A")
     cp.add_argument("rev_b", metavar="REV_B")
     cp.add_argument("suite", metavar="SUITE")
@@ -113,6 +114,9 @@ def add_commands(subparsers) -> None:
     cp.add_argument("--run-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for each `ssmbench run` (repeatable), e.g. --run-arg=--device=cuda")
     cp.add_argument("--rounds", type=int, default=1, help="A/B passes over the cells (default 1)")
+    cp.add_argument("--interleave", choices=("suite", "cell"), default="suite",
+                    help="alternate A and B per suite document, one process each (default), or per cell, "
+                         "one process per cell and side (finer drift cancellation for long cells)")
     cp.add_argument("--report", action="store_true", help="also write a report for each side")
     add_diff_options(cp)
     cp.set_defaults(func=cmd_compare)
@@ -185,7 +189,8 @@ def cmd_compare(args) -> int:
 
     try:
         result = compare(args.rev_a, args.rev_b, args.suite, workdir=args.workdir, run_args=args.run_arg,
-                         rounds=args.rounds, options=diff_options(args), report=args.report)
+                         rounds=args.rounds, options=diff_options(args), report=args.report,
+                         interleave=args.interleave)
     except (CompareError, RunDirError, DiffError) as exc:
         return _fail(str(exc))
     return _emit(result, args)

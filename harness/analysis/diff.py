@@ -110,6 +110,12 @@ class Comparison:
     def reported(self) -> bool:
         return self.verdict in REPORTED
 
+    @property
+    def decisive(self) -> bool:
+        """Could this comparison have failed a gate?  A tested one could (whatever its verdict); an
+        untested one only if its rule gave a verdict (not "not enough data", "no verdict", "inconclusive")."""
+        return self.p_value is not None or self.verdict not in UNJUDGED + ("inconclusive",)
+
 
 @dataclass
 class StatusChange:
@@ -172,21 +178,20 @@ class DiffResult:
     def gate_problem(self, gate: Sequence[str] = ("all",)) -> Optional[str]:
         """Why a gate on these families could not fail whatever the numbers were, or None.
 
-        A gate whose families hold no comparison that reached a verdict (none of them measured, all
-        "not enough data" or withheld across machines), while no status changed and nothing went
-        missing, passed vacuously.
+        A gate whose families hold no comparison that could have failed it (none of them measured, all
+        untestable for want of repeats or withheld across machines: see :attr:`Comparison.decisive`),
+        while no status changed and nothing went missing, passed vacuously.
         """
         if self.status_changes or self.missing_count:
             return None
         comps = self.gated(gate)
-        judged = [c for c in comps if c.verdict not in UNJUDGED]
-        if judged:
+        if any(c.decisive for c in comps):
             return None
         names = "all families" if "all" in gate else ", ".join(gate)
         found = ", ".join(f"{fam} {n}" for fam, n in sorted(
             {fam: sum(counts.values()) for fam, counts in self.counts_by_family().items()}.items())) or "none"
         if comps:
-            why = (f"all {len(comps)} of its comparisons ended without a verdict "
+            why = (f"none of its {len(comps)} comparisons could be tested "
                    f"({', '.join(sorted({c.verdict for c in comps}))}: "
                    + ("the runs come from different machines; pass --cross-machine"
                       if any(c.verdict == "no verdict" for c in comps) else "add repeats") + ")")

@@ -420,7 +420,7 @@ def test_noisy_timing_cells_are_marked(tmp_path):
     new = _speed(tmp_path, "new", seed=2, noise=0.01, repeats=12)
     res = diff_runs([load_run(base)], [load_run(new)], DiffOptions(n_boot=100))
     timing = [c for c in res.comparisons if c.metric == "time_ms"]
-    assert timing and all(c.noisy and "noisy: IQR > median" in c.note for c in timing)
+    assert timing and all(c.noisy and "noisy: IQR exceeds median" in c.note for c in timing)
     quiet = diff_runs([load_run(new)], [load_run(new)], DiffOptions(n_boot=100))
     assert not any(c.noisy for c in quiet.comparisons)
     assert "noisy" in format_text(res, verbose=True)

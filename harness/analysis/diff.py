@@ -596,7 +596,7 @@ def _holm(comps: List[Comparison], opts: DiffOptions) -> int:
                                          direction=direction)
         if len(tested) > 1:
             note = note.replace("p=", "Holm p=")
-        c.note = "; ".join(filter(None, [note, "noisy: IQR > median" if c.noisy else ""]))
+        c.note = "; ".join(filter(None, [note, "noisy: IQR exceeds median" if c.noisy else ""]))
     return len(tested)
 
 
@@ -703,7 +703,7 @@ def _judge(comp: Comparison, b: np.ndarray, n: np.ndarray, info: MetricInfo, opt
         if comp.base is not None and comp.new is not None:
             comp.delta = comp.new - comp.base
     comp.verdict = res["verdict"]
-    comp.note = "; ".join(filter(None, [res["note"], "noisy: IQR > median" if comp.noisy else ""]))
+    comp.note = "; ".join(filter(None, [res["note"], "noisy: IQR exceeds median" if comp.noisy else ""]))
 
 
 def _first_message(df: pd.DataFrame, cid: str) -> str:

@@ -19,7 +19,7 @@ from models.applicability import applies
 
 SEED_COLUMNS = ("seed",)
 #: Marks a timing cell whose IQR exceeds its median (too noisy to read; the diff says the same).
-NOISY = "noisy: IQR > median"
+NOISY = "noisy: IQR exceeds median"
 
 
 @dataclass

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.analysis.diff import (DiffError, DiffOptions, compare_quality, compare_timing, diff_runs, format_markdown,
+from harness.analysis.diff import (DiffOptions, compare_quality, compare_timing, diff_runs, format_markdown,
                           format_text, min_two_sided_p)
 from harness.analysis.cli import main as cli_main
 from harness.analysis.report.runs import load_run, load_runs
@@ -277,6 +277,8 @@ def _speed(tmp_path, name, suite="speed-test", **kw):
 
 def test_nothing_in_common_is_an_error_with_a_reason(tmp_path, capsys):
     """A NEW of another suite, or with no rows, compared nothing: exit 2 and one paragraph, never 'ok'."""
+    from harness.analysis.diff import DiffError
+
     base = _speed(tmp_path, "base", seed=1)
     other = write_run(tmp_path / "results" / "task-test" / "t", task_rows(), default_meta("t", "task-test", "task"))
     empty = write_run(tmp_path / "results" / "speed-test" / "empty", [], default_meta("empty", "speed-test", "speed"))
@@ -446,3 +448,4 @@ def test_diff_warns_about_incomplete_and_truncated_runs(tmp_path, capsys):
     assert not res.only_base   # the complete table was used
     assert cli_main(["diff", str(base), str(new)]) == 0
     assert "warning: new:" in capsys.readouterr().out
+    assert any("compared with themselves" in w for w in diff_runs([load_run(base)], [load_run(base)]).warnings)

@@ -418,3 +418,16 @@ def test_report_shows_machine_noise_and_marks_noisy_timings(tmp_path):
                       default_meta("quiet", "speed-test", "speed"))
     md = (build_report([quiet], out_dir=tmp_path / "rep2") / "report.md").read_text()
     assert "noisy" not in md and "load average" not in md
+
+
+def test_report_of_a_run_without_rows_or_to_an_unwritable_place_is_not_a_success(tmp_path, capsys):
+    empty = write_run(tmp_path / "results" / "speed-test" / "empty", [], default_meta("empty", "speed-test", "speed"))
+    assert cli_main(["report", str(empty), "--out", str(tmp_path / "rep")]) == 1
+    assert "no rows at all" in capsys.readouterr().err
+    run = write_run(tmp_path / "results" / "speed-test" / "r", speed_rows(seq_lens=(64,), repeats=3),
+                    default_meta("r", "speed-test", "speed"))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert cli_main(["report", str(run), "--out", str(blocker / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report" in err and "Traceback" not in err

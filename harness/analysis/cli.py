@@ -135,10 +135,15 @@ def cmd_report(args) -> int:
         out = build_report(runs, out_dir=args.out)
     except RunDirError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # an unwritable --out (or reports/): a usage error, not a crash
+        return _fail(f"{exc.filename or args.out}: cannot write the report ({exc.strerror or exc})")
     print(f"report: {out / 'report.md'}\n        {out / 'report.html'}")
     for run in runs:
         for note in run.notes:
             print(f"warning: {note}", file=sys.stderr)
+    if not any(len(run.rows) for run in runs):
+        print("ssmbench: the runs have no rows at all: the report is empty (exit 1)", file=sys.stderr)
+        return 1
     if any(run.missing_cells for run in runs):
         print("ssmbench: the report covers less than the runs planned (exit 1); finish the runs with "
               "`ssmbench run --resume RUN_DIR`", file=sys.stderr)

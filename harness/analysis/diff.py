@@ -527,6 +527,10 @@ def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOpt
         machine_differences=differences, options=opts,
         warnings=[f"{side}: {note}" for side, runs in (("base", base), ("new", new)) for r in runs for note in r.notes])
 
+    same = {r.path.resolve() for r in base} & {r.path.resolve() for r in new}
+    if same:
+        result.warnings.append(f"BASE and NEW share {len(same)} run(s) ({', '.join(sorted(str(p) for p in same))}): "
+                               "those cells are compared with themselves")
     bcells, ncells = set(bdf["cell_id"]), set(ndf["cell_id"])
     result.only_base = [(c, labels.get(c, c)) for c in sorted(bcells - ncells)]
     result.only_new = [(c, labels.get(c, c)) for c in sorted(ncells - bcells)]

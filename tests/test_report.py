@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -49,7 +50,12 @@ def speed_report(tmp_path_factory):
                     speed_rows(seq_lens=(256, 512, 1024), repeats=8, passes=("fwd", "fwd+bwd"),
                                failures={("attention.sdpa", 1024): "oom"}),
                     default_meta("speed-test/20260101T000000Z-abc1234", "speed-test", "speed"), suite)
-    return build_report([run]), run
+    cwd = os.getcwd()
+    os.chdir(root)  # the default report folder is reports/<suite>/<run> under the current directory
+    try:
+        return build_report([run]), run
+    finally:
+        os.chdir(cwd)
 
 
 def test_report_files_and_default_location(speed_report):
@@ -126,7 +132,8 @@ def test_task_report_figures_and_expectations(tmp_path):
     assert len(parsed.imgs) == 3
 
 
-def test_several_suites_make_one_report_with_sections(tmp_path):
+def test_several_suites_make_one_report_with_sections(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the report goes to reports/<suite>/<run> under the current directory
     a = write_run(tmp_path / "results" / "smoke-speed" / "r1", speed_rows(seq_lens=(128, 256), repeats=3),
                   default_meta("r1", "smoke-speed", "speed"))
     b = write_run(tmp_path / "results" / "smoke-task" / "r2", task_rows(archs=("mamba",), steps=(0, 5)),
@@ -407,12 +414,13 @@ def test_truncated_rows_jsonl_next_to_a_complete_table_is_noticed(cli, write_sui
 
 def test_report_shows_machine_noise_and_marks_noisy_timings(tmp_path):
     meta = default_meta("noisy", "speed-test", "speed")
-    meta.update(load_avg=[1.5, 0.75, 0.5], cpu_freq_mhz={"start": 2400.0, "end": 1800.0})
+    meta.update(load_avg_1m=1.5, load_avg_5m=0.75, load_avg_15m=0.5, cpu_freq_mhz=1800.0, cpu_freq_max_mhz=3000.0)
     run = write_run(tmp_path / "results" / "speed-test" / "noisy", speed_rows(seq_lens=(128,), noise=3.0, repeats=12),
                     meta)
     out = build_report([run], out_dir=tmp_path / "rep")
     md = (out / "report.md").read_text()
-    assert "| load average | 1.5 0.75 0.5 |" in md and "start 2400, end 1800" in md
+    assert "| load average | 1.5 0.75 0.5 (1/5/15 min) |" in md and "| CPU frequency | 1800 MHz (max 3000) |" in md
+    assert "load_avg_1m" not in md and "cpu_freq_mhz" not in md   # folded into the two rows above
     assert "noisy: IQR exceeds median" in md
     quiet = write_run(tmp_path / "results" / "speed-test" / "quiet", speed_rows(seq_lens=(128,), repeats=12),
                       default_meta("quiet", "speed-test", "speed"))

@@ -14,7 +14,7 @@ import pandas as pd
 from harness.analysis.report import expect as expect_mod
 from harness.analysis.report.expect_curve import curve_expectations
 from harness.analysis.report.figures import Figure, figures_for
-from harness.analysis.report.runs import Run, cell_status, combined_rows, meta_facts
+from harness.analysis.report.runs import NOISE_KEYS, Run, cell_status, combined_rows, meta_facts
 from harness.analysis.report.summary import summary_tables
 from harness.analysis.report.tables import MetricTable, metric_tables, status_table
 
@@ -28,7 +28,7 @@ META_FIELDS = (("run id", "run_id"), ("suite", "suite"), ("kind", "kind"), ("com
 #: meta.json keys already covered by META_FIELDS (in either layout), or too bulky for the table.
 _SHOWN = {"run_id", "suite", "kind", "commit", "dirty", "started", "ended", "start_time", "end_time", "host",
           "device", "gpu", "gpu_name", "gpus", "driver", "cpu", "python", "torch", "triton", "cuda",
-          "versions", "command"}
+          "versions", "command", *NOISE_KEYS}
 
 
 @dataclass

@@ -401,9 +401,30 @@ def meta_facts(meta: Dict[str, Any]) -> Dict[str, Any]:
         "device": _first(meta, "device"),
         "started": _first(meta, "started", "start_time"),
         "ended": _first(meta, "ended", "end_time"),
-        "load": _noise(meta, ("load_avg", "loadavg", "load_average", "load")),
-        "cpu_freq": _noise(meta, ("cpu_freq_mhz", "cpu_mhz", "cpu_freq", "cpu_frequency_mhz")),
+        "load": _load_average(meta),
+        "cpu_freq": _cpu_freq(meta),
     }
+
+
+#: meta.json keys (harness.store.meta.machine_load) that meta_facts folds into "load" and "cpu_freq".
+NOISE_KEYS = ("load_avg_1m", "load_avg_5m", "load_avg_15m", "load_avg", "cpu_freq_mhz", "cpu_freq_max_mhz")
+
+
+def _load_average(meta: Dict[str, Any]) -> Optional[str]:
+    """"1.52 0.8 0.41 (1/5/15 min)" from the runner's ``load_avg_1m/5m/15m`` (or a ``load_avg`` list)."""
+    parts = [meta.get(f"load_avg_{m}") for m in ("1m", "5m", "15m")]
+    if any(p is not None for p in parts):
+        return " ".join("?" if p is None else _spell(p) for p in parts) + " (1/5/15 min)"
+    return _noise(meta, ("load_avg", "loadavg", "load_average"))
+
+
+def _cpu_freq(meta: Dict[str, Any]) -> Optional[str]:
+    """"1800 MHz (max 3000)" from ``cpu_freq_mhz`` / ``cpu_freq_max_mhz``: a throttled CPU times slower."""
+    now = _noise(meta, ("cpu_freq_mhz",))
+    if now is None:
+        return None
+    top = meta.get("cpu_freq_max_mhz")
+    return f"{now} MHz" + (f" (max {_spell(top)})" if top is not None else "")
 
 
 def _noise(meta: Dict[str, Any], names: Sequence[str]) -> Optional[str]:

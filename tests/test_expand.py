@@ -218,6 +218,13 @@ def test_expect_entries_must_match_a_cell(write_suite):
     assert len(cells_of(write_suite, SWEEP + expect, overrides=[("seq_len", 8)])) == 4
 
 
+def test_expect_where_lists_match_any_of_their_values(write_suite):
+    listed = "expect:\n  - {where: {model.mixer: [s4, s7]}, metric: accuracy, value: 0.9, source: x}\n"
+    assert len(cells_of(write_suite, SWEEP + listed)) == 4
+    with pytest.raises(SuiteError, match="matches no cell of the suite"):
+        cells_of(write_suite, SWEEP + listed.replace("s4, s7", "s5, s7"))
+
+
 def test_expect_names_a_metric_the_kind_writes(write_suite):
     speed = """
 name: sp

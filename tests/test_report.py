@@ -348,7 +348,8 @@ def test_labels_never_go_empty_and_a_single_column_axis_says_n_a():
     frame = task_summary(pd.DataFrame(rows))[0].frame
     assert list(frame.columns) == ["model.mixer \\ model.pos", "abs", "n/a", "rope"]
     s6 = frame[frame["model.mixer \\ model.pos"] == "s6"].iloc[0]
-    assert (s6["n/a"], s6["abs"], s6["rope"]) == ("100.0% ± 0.0", "—", "—")
+    assert (s6["n/a"], s6["abs"], s6["rope"]) == ("100.0% ± 0.0 (n=2)", "—", "—")
+
 
 
 # --------------------------------------------------------------------------- incomplete data (issue 17)

@@ -145,6 +145,9 @@ class DiffResult:
     timing_tests: int = 0          # timing comparisons that ran a test (the Holm family)
     warnings: List[str] = field(default_factory=list)  # incomplete or truncated runs, files read
     options: DiffOptions = field(default_factory=DiffOptions)
+    #: quality per setting with the seeds pooled (harness.analysis.seeds); informative, not gated
+    seed_comparisons: List[Any] = field(default_factory=list)
+    seed_note: str = ""
 
     @property
     def timing_withheld(self) -> bool:
@@ -595,6 +598,7 @@ def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOpt
     result.timing_tests = _holm(result.comparisons, opts)
     result.comparisons.sort(key=lambda c: (c.label, c.metric, tuple(str(v) for v in c.key.values())))
     result.status_changes.sort(key=lambda s: s.label)
+    _add_seed_comparisons(result, bdf, ndf, opts)
     return result
 
 
@@ -644,6 +648,15 @@ def _nothing_in_common(base: Sequence[Run], new: Sequence[Run], bdf: pd.DataFram
         why = "the cells' parameters differ (a changed suite or --set), so their cell ids do not match"
     return (f"nothing to compare: no cell of BASE is in NEW; {why}. BASE: {b}. NEW: {n}. "
             "A diff that compares nothing cannot pass a gate: compare runs of the same suite.")
+
+
+def _add_seed_comparisons(result: DiffResult, bdf: pd.DataFrame, ndf: pd.DataFrame, opts: DiffOptions) -> None:
+    """Seed distributions beside the per-cell verdicts (harness.analysis.seeds)."""
+    from harness.analysis.seeds import compare_seeds, single_seed_note
+
+    result.seed_comparisons = compare_seeds(bdf, ndf, alpha=opts.alpha, tol=opts.quality_tol, metrics=opts.metrics)
+    if not result.seed_comparisons and any(c.family == "quality" for c in result.comparisons):
+        result.seed_note = single_seed_note(bdf, ndf)
 
 
 UNREPEATABLE_NOTE = "GPU training without train.deterministic: one seed differs run to run, so this may be noise"
@@ -873,6 +886,8 @@ def format_text(res: DiffResult, verbose: bool = False) -> str:
         lines.append("")
         for r in table:
             lines.append("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths)) + "  " + str(r[-1]))
+    from harness.analysis.seeds import format_seeds_text
+    lines += format_seeds_text(res.seed_comparisons, res.seed_note)
     for title, items in _missing_lines(res, 20):
         lines.append("")
         lines.append(f"{title}: {items}")
@@ -924,6 +939,8 @@ def format_markdown(res: DiffResult) -> str:
     if res.comparisons:
         lines += ["", f"<details><summary>All {len(res.comparisons)} comparisons</summary>", ""]
         lines += _md_table(res.comparisons) + ["", "</details>"]
+    from harness.analysis.seeds import format_seeds_markdown
+    lines += format_seeds_markdown(res.seed_comparisons, res.seed_note)
     for title, items in _missing_lines(res, 30):
         lines += ["", f"**{_md_cell(title[0].upper() + title[1:])}**: {_md_cell(items)}"]
     return "\n".join(lines) + "\n"

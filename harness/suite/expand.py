@@ -377,11 +377,18 @@ def _expect_issues(suite: LoadedSuite, params_list: Sequence[Dict[str, Any]],
                                     f"{key!r}{tail}; correct the key or remove the entry"))
                 where = None
                 break
-        if where and not any(all(k in flat and values_equal(flat[k], v) for k, v in where) for flat in flats):
+        if where and not any(all(k in flat and _value_matches(flat[k], v) for k, v in where) for flat in flats):
             reason = why_nothing_matches(where, resolved)
             issues.append(Issue(doc.source, where_line, f"expect[{i}] (metric {entry.metric}) matches no cell of "
                                 f"the suite ({reason}); correct the where or remove the entry"))
     return issues
+
+
+def _value_matches(value: Any, wanted: Any) -> bool:
+    """An ``expect.where`` value: one value, or a list of them (any of them matches)."""
+    if isinstance(wanted, list):
+        return any(values_equal(value, w) for w in wanted)
+    return values_equal(value, wanted)
 
 
 #: Columns the results table derives from a cell's params (harness.store.results.CANONICAL_COLUMNS,

@@ -46,8 +46,29 @@ def default_out_dir(runs: Sequence[Run]) -> Path:
     return root / "reports" / _safe(suite) / _safe(name)
 
 
-def build_report(run_dirs: Sequence[Union[PathLike, Run]], out_dir: Optional[PathLike] = None) -> Path:
-    """Write the report of ``run_dirs`` (run directories, or runs already loaded) and return its directory."""
+def use_suite_file(runs: Sequence[Run], suite_file: PathLike) -> None:
+    """Judge ``runs`` by the ``expect`` (and ``tune``) of ``suite_file`` instead of the copies their run
+    directories keep: a criterion changed after the runs were made (``ssmbench report --suite FILE``).
+    The documents are matched by suite name; a file with none of the runs' suites is an error."""
+    import yaml
+
+    try:
+        docs = [d for d in yaml.safe_load_all(Path(suite_file).read_text(encoding="utf-8")) if isinstance(d, dict)]
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunDirError(f"{suite_file}: cannot read the suite ({str(exc).splitlines()[0]})") from None
+    by_name = {str(d.get("name")): d for d in docs}
+    matched = [r for r in runs if r.suite_name in by_name]
+    if not matched:
+        raise RunDirError(f"{suite_file}: holds no suite named {', '.join(sorted({r.suite_name for r in runs}))}")
+    for r in matched:
+        doc = by_name[r.suite_name]
+        r.suite = {**r.suite, "expect": doc.get("expect") or [], "tune": doc.get("tune")}
+
+
+def build_report(run_dirs: Sequence[Union[PathLike, Run]], out_dir: Optional[PathLike] = None,
+                 suite_file: Optional[PathLike] = None) -> Path:
+    """Write the report of ``run_dirs`` (run directories, or runs already loaded) and return its directory;
+    ``suite_file`` replaces the runs' own expectations (see :func:`use_suite_file`)."""
     from harness.analysis.report.html import render_html
     from harness.analysis.report.markdown import render_markdown
     from harness.analysis.report.model import assemble
@@ -57,6 +78,8 @@ def build_report(run_dirs: Sequence[Union[PathLike, Run]], out_dir: Optional[Pat
     runs = [r for r in run_dirs if isinstance(r, Run)]
     if len(runs) != len(run_dirs):
         runs = load_runs(run_dirs)
+    if suite_file is not None:
+        use_suite_file(runs, suite_file)
     out = Path(out_dir) if out_dir is not None else default_out_dir(runs)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

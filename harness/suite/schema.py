@@ -180,6 +180,7 @@ class LoadedSuite:
     spec: SuiteSpec
     doc: Document
     index: int  # position of the document in its file
+    overridden: bool = False  # a --set changed the suite itself (device, repeats, sweep.<axis>, ...)
 
     @property
     def source(self) -> str:
@@ -232,13 +233,15 @@ def read_suites(path: Union[str, Path], overrides: Sequence[Tuple[str, Any]] = (
     issues: List[Issue] = []
     names: Dict[str, int] = {}
     for i, doc in enumerate(docs):
+        overridden = False
         if isinstance(doc.data, dict):
-            apply_suite_overrides(doc.data, overrides)
+            overridden = len(apply_suite_overrides(doc.data, overrides)) < len(overrides)
         try:
             loaded = validate_document(doc, i)
         except SuiteError as exc:
             issues.extend(exc.issues)
             continue
+        loaded.overridden = overridden
         name, line = loaded.spec.name, doc.line_of(("name",))
         if name in names:
             issues.append(Issue(doc.source, line, f"suite name {name!r} is used by two documents (lines "

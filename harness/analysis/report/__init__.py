@@ -1,8 +1,9 @@
 """Reports of finished runs: ``report.md``, a self-contained ``report.html`` and the figures.
 
 ``build_report(run_dirs, out_dir=None)`` is what ``ssmbench report`` and the end of ``ssmbench
-run`` call.  By default it writes to ``reports/<suite>/<run id>/`` beside the ``results/`` tree the
-run came from (or under the current directory when the run lives elsewhere).
+run`` call.  By default it writes to ``reports/<suite>/<run id>/`` under the current directory,
+wherever the run directory lives and whatever its folders are named (``--out``/``--report-dir``
+choose another place).
 """
 from __future__ import annotations
 
@@ -29,17 +30,14 @@ def _common_name(names: Sequence[str]) -> str:
 
 
 def default_out_dir(runs: Sequence[Run]) -> Path:
-    """``<root>/reports/<suite>/<run dir name>``, ``<root>`` holding the ``results/`` dir of the first run.
+    """``reports/<suite>/<run dir name>`` under the current directory (never dependent on where the
+    run directory is or what its folders are called, so a user can tell in advance where it goes).
 
     Runs of several suites (a multi-document suite file) share one report named after their
     common prefix (``smoke`` for smoke-task, smoke-speed, ...).
     """
     first = runs[0]
     root = Path.cwd()
-    for parent in first.path.resolve().parents:
-        if parent.name == "results":
-            root = parent.parent
-            break
     suites = sorted({r.suite_name for r in runs})
     suite = suites[0] if len(suites) == 1 else _common_name(suites)
     name = first.path.name

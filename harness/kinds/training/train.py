@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from harness.cells import CellContext, CellDiverged, CellOOM, make_row
+from harness.cells import CellContext, CellDiverged, is_oom, make_row
 from harness.config_types import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
 from harness.kinds.training.determinism import deterministic_algorithms
 from harness.kinds.tasks.base import SyntheticTask, TaskBatch, ValidationSet
@@ -186,17 +186,6 @@ def answer_loss(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def is_oom(err: BaseException) -> bool:
-    """CUDA out-of-memory, our own CellOOM, or a CPU allocator failure."""
-    if isinstance(err, CellOOM):
-        return True
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(err, oom_type):
-        return True
-    return isinstance(err, RuntimeError) and (
-        "out of memory" in str(err).lower() or "can't allocate memory" in str(err).lower())
 
 
 def _elapsed_since(start: float, device: torch.device) -> float:

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 import models
-from harness.bench.static_step import StaticStepper, capture_problem, leaves
-from harness.bench.testing import greedy_logits, stepper_logits
+from harness.kinds.bench.static_step import StaticStepper, capture_problem, leaves
+from harness.kinds.bench.testing import greedy_logits, stepper_logits
 from models import ModelConfig, build_lm, build_mixer, count_params, mamba2_layer_params
 from models.mamba2 import Mamba2Block
 from models.ssd import SSD

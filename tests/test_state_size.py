@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from harness.bench.static_step import leaves
+from harness.kinds.bench.static_step import leaves
 from models import ARCHS, MIXERS, ModelConfig, build_lm, state_size, state_size_parts
 
 VOCAB = 11

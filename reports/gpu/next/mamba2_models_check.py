@@ -33,8 +33,8 @@ def ssd_fallback(*a, backend="auto", **k):
 kernels.ssd = ssd_fallback
 
 import models
-from harness.bench.static_step import StaticStepper
-from harness.bench.testing import greedy_logits, stepper_logits, cell, ctx, by_metric
+from harness.kinds.bench.static_step import StaticStepper
+from harness.kinds.bench.testing import greedy_logits, stepper_logits, cell, ctx, by_metric
 from harness.execute import execute_cell
 from harness.cells import CellContext
 

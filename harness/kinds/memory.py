@@ -5,7 +5,8 @@ and activations all count (the Mamba paper's Table 15 measures a whole training 
 passes first (the optimizer's state exists only after one step), then ``repeats`` measured passes,
 each after a reset of the peak: one ``peak_mem_bytes`` row per repeat on CUDA (``peak_rss_bytes`` /
 ``peak_rss_delta_bytes`` on CPU), plus ``peak_mem_GB`` (the largest repeat, in 1e9 bytes, the unit of
-the paper's table) and the target's facts (``n_params``).  Passes with a backward also give
+the paper's table) and the target's facts (``n_params``; for impl model / layer ``state_elements`` and
+``state_bytes``, harness/kinds/state_rows.py).  Passes with a backward also give
 ``saved_activation_bytes`` (what the forward kept for the backward, counted on the first measured
 repeat: exact and the same on every machine for one code path; see ``harness/kinds/bench/saved_activations``).
 """
@@ -17,7 +18,7 @@ from typing import Any, Dict, Iterator
 import torch
 
 from harness.kinds.bench import IMPLS
-from harness.kinds.bench.config import MemoryConfig, cell_device
+from harness.kinds.bench.config import MemoryConfig, cell_device, model_state_rows
 from harness.kinds.bench.device_info import gpu_meta, gpu_state_rows
 from harness.kinds.bench.skips import skip_reason
 from harness.kinds.bench.peak_memory import GB, PeakMemory
@@ -51,6 +52,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
         yield make_row("saved_activation_bytes", saved.bytes, "bytes")
     for key, value in work.info.items():
         yield make_row(key, value, "")
+    yield from model_state_rows(cfg)
     yield from gpu_state_rows(device)
 
 

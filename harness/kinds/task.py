@@ -3,7 +3,8 @@
 A cell's params are nested: ``{task: {...}, model: {...}, train: {...}, device: ..., seed: ...}``
 (see :class:`TaskCellConfig`).  ``seed`` seeds the model's initialisation; the data are seeded with
 ``seed + 1000`` (:data:`harness.kinds.training.train.DATA_SEED_OFFSET`), so changing one does not move the other.
-The rows are those of :func:`harness.kinds.training.train.train_and_evaluate`.
+The rows are the model's state size per sequence at the training length, then those of
+:func:`harness.kinds.training.train.train_and_evaluate` (``state_elements``, ``state_bytes``: harness/kinds/state_rows.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from harness.cells import Cell, CellContext
 from harness.config_types import NonNegativeInt, StrictModel
 from harness.kinds import KindSpec
+from harness.kinds.state_rows import state_size_rows
 from harness.kinds.tasks.config import TaskConfig
 from harness.kinds.training.train import TrainConfig, train_and_evaluate
 from models.config import ModelConfig
@@ -83,6 +85,7 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
     task = cfg.task.build()
     torch.manual_seed(cfg.seed)  # the model's initialisation
     model = build_model(cfg.model, task.vocab_size).to(device)
+    yield from state_size_rows(cfg.model, cfg.task.seq_len, torch.float32)
     yield from train_and_evaluate(model, task, cfg.train, seed=cfg.seed, device=device, ctx=ctx)
 
 

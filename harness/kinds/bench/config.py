@@ -196,6 +196,14 @@ class DecodeConfig(StrictModel):
         return self.model.model_dump()
 
 
+def model_state_rows(cfg: BenchConfig):
+    """State-size rows of a model-level cell (impl model: the whole LM; layer: one block), none for operators."""
+    from harness.kinds.state_rows import state_size_rows
+    if cfg.impl not in MODEL_LEVEL_IMPLS:
+        return iter(())
+    return state_size_rows(cfg.model_dict(), cfg.seq_len, cfg.torch_dtype, n_layers=1 if cfg.impl == "layer" else None)
+
+
 def cell_device(cfg: Any, ctx: CellContext) -> str:
     """The context's device (the runner resolved ``auto`` and may pin ``cuda:i``), else the cell's."""
     return str(ctx.device or cfg.device)

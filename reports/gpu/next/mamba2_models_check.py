@@ -35,7 +35,7 @@ kernels.ssd = ssd_fallback
 import models
 from harness.kinds.bench.static_step import StaticStepper
 from harness.kinds.bench.testing import greedy_logits, stepper_logits, cell, ctx, by_metric
-from harness.execute import execute_cell
+from harness.run.execute import execute_cell
 from harness.cells import CellContext
 
 dev = os.environ.get("DEV", "cuda")          # DEV=cpu: part 1 only, a smoke test of the script

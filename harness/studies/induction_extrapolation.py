@@ -8,13 +8,14 @@ where the first trigger sat: its distance to the query (the gap the state must b
 the start of the sequence.  A decaying memory fails at long gaps whatever the length; a solution tied to the
 training length fails by length, at any gap.
 
-    PYTHONPATH=. python reports/analysis/induction_extrapolation/measure.py --seeds 0 1 2 --device cpu \
+    python -m harness.studies.induction_extrapolation --seeds 0 1 2 --device cpu \
         > reports/analysis/induction_extrapolation/measured.txt
 """
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -23,13 +24,15 @@ import yaml
 from harness.kinds.task import TaskCellConfig, build_model
 from harness.kinds.training.train import DATA_SEED_OFFSET, autocast_for, logits_of, train_and_evaluate
 
-SUITE = "suites/quick/induction_heads.yaml"
+SUITE = Path(__file__).resolve().parents[2] / "suites" / "quick" / "induction_heads.yaml"
 
 
-def cell_config(seed: int, steps: int, device: str) -> TaskCellConfig:
+def cell_config(seed: int, steps: int, device: str, eval_size=None) -> TaskCellConfig:
     defaults = yaml.safe_load(open(SUITE))["defaults"]
     train = {**defaults["train"], "steps": steps, "timeout_s": None, "curve_seq_lens": None,
              "eval_seq_lens": [defaults["task"]["seq_len"]]}
+    if eval_size is not None:
+        train["eval_size"] = eval_size
     return TaskCellConfig.model_validate({"task": defaults["task"], "model": defaults["model"], "train": train,
                                           "device": device, "seed": seed})
 
@@ -52,18 +55,20 @@ def per_sequence(model, task, seq_len: int, size: int, data_seed: int, device, a
     return pd.DataFrame(out)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--steps", type=int, default=None, help="default: the suite's train.steps")
     ap.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024, 4096])
     ap.add_argument("--size", type=int, default=512, help="validation sequences per length")
+    ap.add_argument("--eval-size", type=int, default=None, help="validation sequences of training's own "
+                                                                  "evaluation (default: the suite's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     device = torch.device(args.device)
     steps = args.steps or yaml.safe_load(open(SUITE))["defaults"]["train"]["steps"]
     for seed in args.seeds:
-        cfg = cell_config(seed, steps, args.device)
+        cfg = cell_config(seed, steps, args.device, args.eval_size)
         task = cfg.task.build()
         torch.manual_seed(seed)
         model = build_model(cfg.model, task.vocab_size).to(device)

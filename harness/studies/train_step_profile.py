@@ -5,7 +5,7 @@ per training step (eager, bf16 autocast, 60 steps after 10 of warm-up, synchroni
 time per step and the kernels launched per step (torch.profiler over 5 steps).  With ``--top`` it prints
 the profiler's top kernels for h3/s6, mamba/s4 and mamba/s6 at L 1024 instead.
 
-    PYTHONPATH=. python reports/gpu/h200-2026-12-02/train_step_profile.py [--top] [arch/mixer ...]
+    python -m harness.studies.train_step_profile [--top] [arch/mixer ...]   (CUDA only; made reports/gpu, 2026-12-02)
 """
 import sys
 import time
@@ -13,19 +13,24 @@ import torch
 from harness.kinds.task import TaskCellConfig, build_model
 from harness.kinds.training.train import answer_loss, logits_of, make_optimizer
 
-dev = torch.device("cuda")
-CASES = []
-for L in (512, 1024):
-    for arch, mixer in [("none", "s4"), ("none", "s6"), ("h3", "s4"), ("h3", "hyena"), ("h3", "s6"),
-                        ("mamba", "s4"), ("mamba", "hyena"), ("mamba", "s6")]:
-        CASES.append(dict(task=dict(name="selective_copying", seq_len=L, vocab=16, n_tokens=16),
-                          model=dict(arch=arch, mixer=mixer, n_layers=2, d_model=64, d_state=16, expand=2, max_len=L),
-                          train=dict(batch=64, lr=2e-3, optimizer="adamw", grad_clip=1.0)))
-CASES.append(dict(task=dict(name="induction_heads", seq_len=256, vocab=16, n_tokens=1),
-                  model=dict(arch="mamba", mixer="s6", n_layers=2, d_model=64, d_state=16, expand=2),
-                  train=dict(batch=32, lr=1e-3, optimizer="adam")))
-TOP = "--top" in sys.argv
-only = [a for a in sys.argv[1:] if a != "--top"]
+dev = torch.device("cuda")  # profiles CUDA kernels: the functions below need a GPU; importing does not
+
+
+def cases():
+    """The quick task suites' cells this profile covers (selective copying at L 512 / 1024, induction heads)."""
+    out = []
+    for L in (512, 1024):
+        for arch, mixer in [("none", "s4"), ("none", "s6"), ("h3", "s4"), ("h3", "hyena"), ("h3", "s6"),
+                            ("mamba", "s4"), ("mamba", "hyena"), ("mamba", "s6")]:
+            out.append(dict(task=dict(name="selective_copying", seq_len=L, vocab=16, n_tokens=16),
+                            model=dict(arch=arch, mixer=mixer, n_layers=2, d_model=64, d_state=16, expand=2,
+                                       max_len=L),
+                            train=dict(batch=64, lr=2e-3, optimizer="adamw", grad_clip=1.0)))
+    out.append(dict(task=dict(name="induction_heads", seq_len=256, vocab=16, n_tokens=1),
+                    model=dict(arch="mamba", mixer="s6", n_layers=2, d_model=64, d_state=16, expand=2),
+                    train=dict(batch=32, lr=1e-3, optimizer="adam")))
+    return out
+
 
 def build(c):
     cfg = TaskCellConfig.model_validate(c)
@@ -63,7 +68,7 @@ def eager_rate(cfg, task, model, n=60):
 
 def top_kernels():
     from torch.profiler import profile, ProfilerActivity
-    for c in CASES:
+    for c in cases():
         name = f"{c['model']['arch']}/{c['model']['mixer']}"
         if c["task"]["seq_len"] != 1024 or name not in ("h3/s6", "mamba/s4", "mamba/s6"): continue
         cfg, task, model = build(c)
@@ -83,9 +88,9 @@ def top_kernels():
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
 
 
-def table():
+def table(only=()):
     print(f"{'task':18s} {'L':>5s} {'model':12s} {'eager ms':>9s} {'kernel ms':>9s} {'kernels':>8s} ", flush=True)
-    for c in CASES:
+    for c in cases():
         name = f"{c['model']['arch']}/{c['model']['mixer']}"
         if only and name not in only: continue
         try:
@@ -96,5 +101,15 @@ def table():
         print(f"{c['task']['name']:18s} {c['task']['seq_len']:5d} {name:12s} {w:9.2f} {k:9.2f} {nk:8.0f}", flush=True)
 
 
+def main(argv=None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("train_step_profile profiles CUDA kernels: run it on a GPU machine")
+    if "--top" in args:
+        top_kernels()
+    else:
+        table([a for a in args if a != "--top"])
+
+
 if __name__ == "__main__":
-    top_kernels() if TOP else table()
+    main()

@@ -7,7 +7,7 @@ depthwise conv, kernel 4, over d_inner 128 in bf16), torch's op against alternat
 ops (and those compiled), all checked against the torch op's outputs and gradients first.  CUDA events,
 warm-up, median of repeats; the ratio is against the torch op measured in the same run.
 
-    PYTHONPATH=. python reports/gpu/scripts/small_op_ab.py          (--device cpu: a correctness dry run)
+    python -m harness.studies.small_op_ab          (--device cpu: a correctness dry run)
 """
 from __future__ import annotations
 
@@ -71,12 +71,12 @@ def check(name, op, ref, inputs, dy, tol):
     return max(errs)
 
 
-def main():
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--L", type=int, default=1024)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     dev = torch.device(args.device)
     B, L = (args.batch, args.L) if dev.type == "cuda" else (2, 64)
     g = torch.Generator(device=dev).manual_seed(0)

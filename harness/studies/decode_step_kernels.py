@@ -4,7 +4,7 @@ Why: graphed, the Transformer's step took 1.39-1.65 ms and Mamba's 2.13-3.29 ms 
 at these sizes the step is not bound by the state or the KV cache.  This counts the GPU kernels one eager step
 launches and sums their device time, per model and batch, with the static states the graphed decode uses.
 
-    python reports/analysis/decode_step_kernels/count.py            # on a GPU machine
+    python -m harness.studies.decode_step_kernels            # on a GPU machine (CPU: counts aten ops)
 """
 from __future__ import annotations
 
@@ -21,21 +21,23 @@ COMMON = dict(d_model=768, d_state=16, expand=2, heads=12, pos="rope", mlp_ratio
 MODELS = [("mamba", "s6", 24), ("transformer", "attention", 12)]
 
 
-def main() -> None:
+def main(argv=None, batches=(1, 8, 64), prompt=128, models=None, vocab=50280) -> None:
+    """``models``/``batches``/``prompt``/``vocab``: smaller settings for a quick check (tests use them)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     activity = ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     print(f"device {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}, torch {torch.__version__}")
     print("| model | batch | context | kernels per step | per layer | kernel time per step (us) | top kernels |")
     print("|---|---|---|---|---|---|---|")
-    for arch, mixer, n_layers in MODELS:
-        lm = build_lm(dict(COMMON, arch=arch, mixer=mixer, n_layers=n_layers), 50280).to(device, dtype).eval()
-        for batch in (1, 8, 64):
-            capacity = 160
+    for arch, mixer, n_layers, *width in models or MODELS:
+        cfg = dict(COMMON, arch=arch, mixer=mixer, n_layers=n_layers, **(dict(d_model=width[0]) if width else {}))
+        lm = build_lm(cfg, vocab).to(device, dtype).eval()
+        for batch in batches:
+            capacity = prompt + 32
             state = lm.init_state(batch, device, dtype, capacity=capacity, static=True)
             token = torch.zeros(batch, dtype=torch.long, device=device)
             with torch.no_grad():
-                for _ in range(128):   # a prompt's worth of steps, as in the suite
+                for _ in range(prompt):   # a prompt's worth of steps, as in the suite
                     logits, state = lm.step(token, state)
                 if device == "cuda":
                     torch.cuda.synchronize()

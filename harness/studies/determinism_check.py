@@ -7,8 +7,9 @@ the last 100 steps (each cell alone; the step synchronised only at the ends).  d
 made (H200, 2026-12-02) with the first version of harness/kinds/training/determinism.py, which ran the same settings in
 PyTorch's warn_only mode and named the ops that warned: none did for these five models.
 
-    PYTHONPATH=. python reports/gpu/h200-2026-12-02b/determinism_check.py
+    python -m harness.studies.determinism_check [--device cpu --steps 4 --length 64]   (made reports/gpu, 2026-12-02b)
 """
+import argparse
 import contextlib
 import time
 
@@ -19,11 +20,16 @@ from harness.kinds.task import TaskCellConfig, build_model
 from harness.kinds.training.train import answer_loss, autocast_for, logits_of, make_optimizer
 from harness.kinds.training.train_step import EagerStep, set_lr
 
-dev = torch.device("cuda")
-L, BATCH, STEPS, TIMED = 1024, 64, 200, 100
+BATCH = 64
 
 
-def train(arch, mixer, deterministic):
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        _sync(dev)
+
+
+def train(arch, mixer, deterministic, dev, L=1024, steps=200):
+    timed = max(1, steps // 2)
     cfg = TaskCellConfig.model_validate(dict(
         task=dict(name="selective_copying", seq_len=L, vocab=16, n_tokens=16),
         model=dict(arch=arch, mixer=mixer, n_layers=2, d_model=64, d_state=16, expand=2, max_len=L),
@@ -40,21 +46,33 @@ def train(arch, mixer, deterministic):
 
         step = EagerStep(loss_of, opt, [p for p in model.parameters()], 1.0)
         gen = torch.Generator(device=dev).manual_seed(1)
-        for i in range(STEPS):
-            if i == STEPS - TIMED:
-                torch.cuda.synchronize()
+        for i in range(steps):
+            if i == steps - timed:
+                _sync(dev)
                 t = time.perf_counter()
             set_lr(opt, 2e-3)
             step(task.sample(BATCH, L, gen))
-        torch.cuda.synchronize()
-        ms = (time.perf_counter() - t) / TIMED * 1e3
+        _sync(dev)
+        ms = (time.perf_counter() - t) / timed * 1e3
     return [p.detach().float().clone() for p in model.parameters()], ms
 
 
-print(f"{'model':12s} {'mode':14s} {'max |dparam|':>13s} {'ms/step':>8s}")
-for arch, mixer in [("mamba", "s6"), ("none", "s6"), ("h3", "s6"), ("h3", "hyena"), ("h3", "s4")]:
-    for det in (False, True):
-        (p1, ms1), (p2, ms2) = train(arch, mixer, det), train(arch, mixer, det)
-        diff = max(float((a - b).abs().max()) for a, b in zip(p1, p2))
-        print(f"{arch + '/' + mixer:12s} {'deterministic' if det else 'default':14s} {diff:13.3g} "
-              f"{min(ms1, ms2):8.2f}", flush=True)
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--length", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("models", nargs="*", default=["mamba/s6", "none/s6", "h3/s6", "h3/hyena", "h3/s4"])
+    args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+    print(f"{'model':12s} {'mode':14s} {'max |dparam|':>13s} {'ms/step':>8s}")
+    for arch, mixer in (m.split("/") for m in args.models):
+        for det in (False, True):
+            (p1, ms1), (p2, ms2) = (train(arch, mixer, det, dev, args.length, args.steps) for _ in range(2))
+            diff = max(float((a - b).abs().max()) for a, b in zip(p1, p2))
+            print(f"{arch + '/' + mixer:12s} {'deterministic' if det else 'default':14s} {diff:13.3g} "
+                  f"{min(ms1, ms2):8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -85,3 +85,18 @@ def test_state_size_metrics_are_facts_not_regressions():
         info = classify(metric, unit)
         assert (info.family, info.direction) == ("info", 0)
     assert classify("decode_state_bytes", "bytes").family == "memory"
+
+
+def test_task_reports_plot_accuracy_against_state_size():
+    import pandas as pd
+    from harness.analysis.report.figures import state_size_figure
+    rows = []
+    for i, (arch, n, acc) in enumerate([("mamba", 16, 0.3), ("mamba2", 16, 0.6), ("mamba2", 64, 0.9)]):
+        base = {"cell_id": f"c{i}", "status": "ok", "model.arch": arch, "model.d_state": n, "task.seq_len": 64}
+        rows += [{**base, "metric": "accuracy", "value": acc, "eval_seq_len": 64},
+                 {**base, "metric": "state_bytes", "value": 1024.0 * n * (2 if arch == "mamba2" else 1)}]
+    df = pd.DataFrame(rows)
+    fig = state_size_figure(df)
+    assert fig is not None and fig.name == "task_accuracy_vs_state" and fig.png[:4] == b"\x89PNG"
+    same = df.assign(value=[0.3, 1.0, 0.6, 1.0, 0.9, 1.0])   # one state size: nothing to plot against
+    assert state_size_figure(same) is None

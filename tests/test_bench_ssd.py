@@ -111,3 +111,19 @@ def test_speed_and_memory_cells_of_ssd_give_roofline_rows():
     assert len(rows["time_ms"]) == 2 and rows["tokens_per_s"][0]["value"] > 0
     rows = by_metric(memory.run_cell(cell("memory", impl="ssd.chunked", **{**TINY_SSD, "pass": "fwd+bwd"}), ctx()))
     assert rows["saved_activation_bytes"][0]["value"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype,tol", [("fp32", 1e-4), ("bf16", 1e-2)])
+def test_ssd_triton_target_equals_the_chunked_one_on_cuda(dtype, tol):
+    import importlib.util
+    if importlib.util.find_spec("kernels.ssd.triton_backend") is None:
+        pytest.skip("the Triton SSD (branch h-ssd-triton) is not in this checkout")
+    seed = secrets.randbelow(2 ** 31)
+    shape = dict(seq_len=1000, batch=2, d_model=256, d_state=64, ssd_headdim=64, ngroups=2, chunk_size=256,
+                 dtype=dtype, device="cuda", seed=seed)
+    out = {impl: IMPLS.get(impl).workload(cfg_for(impl, **shape), "cuda").fn().double() for impl in
+           ("ssd.triton", "ssd.chunked")}
+    err = ((out["ssd.triton"] - out["ssd.chunked"]).norm() / out["ssd.chunked"].norm()).item()
+    assert err < tol, f"seed {seed}: relative error {err:.2e}"

@@ -127,3 +127,35 @@ def test_ssd_triton_target_equals_the_chunked_one_on_cuda(dtype, tol):
            ("ssd.triton", "ssd.chunked")}
     err = ((out["ssd.triton"] - out["ssd.chunked"]).norm() / out["ssd.chunked"].norm()).item()
     assert err < tol, f"seed {seed}: relative error {err:.2e}"
+
+
+_INTERPRETED = """
+import torch
+from harness.kinds.bench.config import SpeedConfig
+from harness.kinds.bench.ops import _ssd_build
+for p in ("fwd", "fwd+bwd"):
+    cfg = SpeedConfig.model_validate(dict(impl="ssd.chunked", seq_len=40, batch=1, d_model=8, expand=2, d_state=8,
+                                          ssd_headdim=8, ngroups=2, chunk_size=16, dtype="fp32", device="cpu",
+                                          **{"pass": p}))
+    torch.manual_seed(0); a = _ssd_build("triton")(cfg, "cpu").fn()
+    torch.manual_seed(0); b = _ssd_build("chunked")(cfg, "cpu").fn()
+    a, b = ([a], [b]) if p == "fwd" else (a, b)
+    err = max(((x - y).norm() / y.norm()).item() for x, y in zip(a, b))
+    assert len(a) == (1 if p == "fwd" else 7) and err < 1e-5, (p, err)
+print("ok")
+"""
+
+
+def test_ssd_triton_target_under_the_interpreter_equals_the_chunked_one():
+    """The ssd.triton target's call (inputs, dt_softplus, dt_bias, D; the same dy) through the Triton kernels
+    under TRITON_INTERPRET=1, values and every gradient, against ssd.chunked (a subprocess: the flag is read
+    when triton is imported)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    if importlib.util.find_spec("triton") is None or importlib.util.find_spec("kernels.ssd.triton_backend") is None:
+        pytest.skip("triton or the Triton SSD is not installed here")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _INTERPRETED], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

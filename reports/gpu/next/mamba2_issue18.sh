@@ -8,8 +8,8 @@
 # What to look for: part a, ssd.triton >= 10x ssd.chunked, below s6.triton (paper: 2-8x) and below attention.sdpa
 # from ~2K, flat over N while s6.triton grows (the roofline columns say how far from the floors); part b, the
 # expect verdicts of suites/quick/mqar.yaml (Mamba-2 > Mamba-1 at N 16, more N helps, attention near the top) and
-# the wall time (the suite promises < 10 minutes).  ssd.triton needs the Triton SSD (branch h-ssd-triton): without
-# it its cells are error rows that say so.  The official mamba_ssm peer is issue 18's other half (branch h-peers).
+# the wall time (the suite promises < 10 minutes).  ssd.triton is the Triton SSD (kernels/ssd/triton_*, merged
+# from h-ssd-triton).  The official mamba_ssm peer is issue 18's other half (branch h-peers).
 set -uo pipefail
 R=reports/gpu/run_on_device.sh
 part="${1:-a}"

@@ -309,6 +309,13 @@ def test_series_labels_leave_out_model_keys_the_row_model_ignores():
     assert series_label(bare, ["impl", "model.pos"]).tolist() == ["impl=s6.triton, pos=rope"]
 
 
+def test_series_labels_leave_out_keys_a_row_has_no_value_for():
+    """An SSD operator beside a Mamba-2 layer in one speed suite: the operator's label has no "arch=—"."""
+    from harness.analysis.report.axes import series_label
+    df = pd.DataFrame({"impl": ["ssd.chunked", "layer"], "model.arch": [None, "mamba2"]})
+    assert series_label(df, ["impl", "model.arch"]).tolist() == ["impl=ssd.chunked", "impl=layer, arch=mamba2"]
+
+
 def test_task_reports_say_which_accuracy_each_table_counts():
     from harness.analysis.report.summary import task_summary
     from harness.analysis.report.tables import metric_tables

@@ -61,3 +61,49 @@ def floor_ms(batch: int, dim: int, L: int, N: int, dtype="bf16", z: bool = False
     mem = selective_scan_bytes(batch, dim, L, N, dtype, z, groups, pass_) / bandwidth_Bps * 1e3
     exp = selective_scan_exps(batch, dim, L, N, pass_) / exp_per_s * 1e3
     return {"memory_ms": mem, "exp_ms": exp, "floor_ms": max(mem, exp)}
+
+
+# --------------------------------------------------------------------------- SSD (Mamba-2)
+def ssd_flops(batch: int, L: int, heads: int, headdim: int, N: int, ngroups: int = 1, chunk_size: int = 256,
+              pass_: str = "fwd") -> int:
+    """Matmul flops of the chunked SSD algorithm (MAMBA2_FACTS.md section 2, "Forward FLOPs [D]"), 2 per
+    multiply-add over full Q x Q blocks, Q = min(chunk_size, L), the length padded to whole chunks T:
+
+    fwd = 2 b T [H (Q P + 2 N P) + G Q N]: per head the diagonal blocks' (L o CB^T) X (Q P), the chunk states
+    (N P) and the state-to-output (N P); CB^T once per group (G Q N).  State passing (L N P / Q) is left out
+    (negligible).  The backward of a matmul is two matmuls of the same size, so bwd = 2 fwd.  These are the
+    matmul flops ``kernels.ssd_chunked`` runs (tests/test_bench_ssd.py counts them with torch's FlopCounterMode)."""
+    _check_pass(pass_)
+    Q = max(1, min(int(chunk_size), int(L)))
+    T = -(-int(L) // Q) * Q                       # the chunked algorithm pads the last chunk
+    fwd = 2 * batch * T * (heads * (Q * headdim + 2 * N * headdim) + ngroups * Q * N)
+    return {"fwd": fwd, "bwd": 2 * fwd, "fwd+bwd": 3 * fwd}[pass_]
+
+
+def ssd_bytes(batch: int, L: int, heads: int, headdim: int, N: int, ngroups: int = 1, dtype="bf16",
+              z: bool = False, pass_: str = "fwd", dt_dtype=None) -> int:
+    """Minimum bytes that must cross HBM for one SSD scan (every input read once, every output written once;
+    the chunk states stay on chip or are recomputed, as in the selective-scan floor).
+
+    fwd: read x (and z), dt, B, C, A, D, dt_bias; write y.
+    bwd: read x (and z), dt, B, C, dy and the parameters; write dx (and dz), ddt, dB, dC, dA, dD, d(dt_bias).
+    ``dt_dtype`` defaults to ``dtype``; A, D and dt_bias are float32, D per head."""
+    _check_pass(pass_)
+    e, edt = _itemsize(dtype), _itemsize(dt_dtype or dtype)
+    xs = batch * L * heads * headdim * e          # one of x, y, z
+    dts = batch * L * heads * edt                  # dt
+    bc = batch * L * ngroups * N * e               # one of B or C
+    params = 3 * heads * 4                         # A, D, dt_bias in fp32
+    nz = 1 if z else 0
+    fwd = (1 + nz) * xs + dts + 2 * bc + params + xs
+    bwd = (2 + nz) * xs + dts + 2 * bc + params + (1 + nz) * xs + dts + 2 * bc + params
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[pass_]
+
+
+def ssd_exps(batch: int, L: int, heads: int, pass_: str = "fwd") -> int:
+    """Exponentials any SSD implementation needs: one exp(dt A) per head and step (the scalar decay; the
+    chunked kernels also take one exp per pair of positions in a chunk, b H L Q, which a floor does not count);
+    the recomputing backward needs them again."""
+    _check_pass(pass_)
+    steps = batch * L * heads
+    return {"fwd": steps, "bwd": steps, "fwd+bwd": 2 * steps}[pass_]

@@ -34,9 +34,10 @@ class ModelConfig(StrictModel):
     """Every knob a suite may set under ``model:``; defaults follow mamba_simple / the papers."""
 
     arch: registered(ARCHS) = "mamba"
-    """the block around the mixer: mamba (gated, conv, expand), h3, none (mixer + MLP-free residual), transformer"""
+    """the block around the mixer: mamba (gated, conv, expand), mamba2 (official Mamba-2 block around SSD), h3,
+    none (mixer + MLP-free residual), transformer"""
     mixer: registered(MIXERS) = "s6"
-    """the sequence mixer: s6 (selective SSM), s4 (LTI SSM), hyena, attention"""
+    """the sequence mixer: s6 (selective SSM), ssd (Mamba-2's multi-head SSM), s4 (LTI SSM), hyena, attention"""
     n_layers: PositiveInt = 2
     """residual blocks"""
     d_model: PositiveInt = 64

@@ -87,9 +87,9 @@ def test_decode_cuda_graph_replays_mamba_and_static_kv_cache_steps_and_falls_bac
         m = by_metric(rows)
         assert [r["value"] for r in m["cuda_graph"]] == [1], (pos, m["cuda_graph"])
         kv_bytes = 2 * 4 * 2 * (16 + 8) * 16 * 2                    # k and v, (B, H, capacity, d_head), bf16
-        assert m["state_bytes"][0]["value"] == kv_bytes + 2 * 8      # + the layer's len and the LM's pos (int64)
+        assert m["decode_state_bytes"][0]["value"] == kv_bytes + 2 * 8      # + the layer's len and the LM's pos (int64)
         eager = by_metric(execute_cell(cell("decode", model=attn, **{**base, "cuda_graph": False}), cuda_ctx()))
-        assert "cuda_graph" not in eager and eager["state_bytes"][0]["value"] != m["state_bytes"][0]["value"]
+        assert "cuda_graph" not in eager and eager["decode_state_bytes"][0]["value"] != m["decode_state_bytes"][0]["value"]
     hyena = dict(arch="none", mixer="hyena", n_layers=1, d_model=32)
     m = by_metric(execute_cell(cell("decode", model=hyena, **base), cuda_ctx()))
     assert m["cuda_graph"][0]["value"] == 0 and "growing cache" in m["cuda_graph"][0]["message"]

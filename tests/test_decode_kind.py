@@ -32,8 +32,8 @@ def test_decode_rows(model):
 
 def test_mamba_state_is_constant_and_kv_cache_grows():
     # 70 + 3 tokens overflow the KV cache's first 64 slots, so it must have grown
-    mamba = [decode("mamba", p, warmup=0, repeats=1)["state_bytes"][0]["value"] for p in (2, 70)]
-    attn = [decode("attention", p, warmup=0, repeats=1)["state_bytes"][0]["value"] for p in (2, 70)]
+    mamba = [decode("mamba", p, warmup=0, repeats=1)["decode_state_bytes"][0]["value"] for p in (2, 70)]
+    attn = [decode("attention", p, warmup=0, repeats=1)["decode_state_bytes"][0]["value"] for p in (2, 70)]
     assert mamba[0] == mamba[1] > 0
     assert attn[1] > attn[0] > 0
 

@@ -309,6 +309,13 @@ def test_series_labels_leave_out_model_keys_the_row_model_ignores():
     assert series_label(bare, ["impl", "model.pos"]).tolist() == ["impl=s6.triton, pos=rope"]
 
 
+def test_series_labels_leave_out_keys_a_row_has_no_value_for():
+    """An SSD operator beside a Mamba-2 layer in one speed suite: the operator's label has no "arch=—"."""
+    from harness.analysis.report.axes import series_label
+    df = pd.DataFrame({"impl": ["ssd.chunked", "layer"], "model.arch": [None, "mamba2"]})
+    assert series_label(df, ["impl", "model.arch"]).tolist() == ["impl=ssd.chunked", "impl=layer, arch=mamba2"]
+
+
 def test_task_reports_say_which_accuracy_each_table_counts():
     from harness.analysis.report.summary import task_summary
     from harness.analysis.report.tables import metric_tables
@@ -349,3 +356,94 @@ def test_labels_never_go_empty_and_a_single_column_axis_says_n_a():
     assert list(frame.columns) == ["model.mixer \\ model.pos", "abs", "n/a", "rope"]
     s6 = frame[frame["model.mixer \\ model.pos"] == "s6"].iloc[0]
     assert (s6["n/a"], s6["abs"], s6["rope"]) == ("100.0% ± 0.0 (n=2)", "—", "—")
+
+
+
+# --------------------------------------------------------------------------- incomplete data (issue 17)
+
+FOUR_CELLS = """
+name: fake-four
+kind: fake
+sweep: {seq_len: [8, 16, 32, 64]}
+"""
+
+
+def _four_cell_run(cli, write_suite, tmp_path):
+    suite = write_suite(FOUR_CELLS)
+    res = cli("run", suite, "--out", tmp_path / "results", "--quiet", "--no-report")
+    assert res.code == 0, res.err
+    (run_dir,) = [p.parent for p in (tmp_path / "results").rglob("rows.jsonl")]
+    return run_dir
+
+
+def _keep_cells(run_dir, n):
+    """Cut rows.jsonl down to the rows of its first ``n`` cells (a run killed, or a file cut short)."""
+    import json
+
+    lines = (run_dir / "rows.jsonl").read_text().splitlines(keepends=True)
+    cells = list(dict.fromkeys(json.loads(line)["cell_id"] for line in lines))[:n]
+    (run_dir / "rows.jsonl").write_text("".join(l for l in lines if json.loads(l)["cell_id"] in cells))
+
+
+def test_report_of_a_run_missing_planned_cells_says_so_and_exits_1(cli, write_suite, tmp_path):
+    run_dir = _four_cell_run(cli, write_suite, tmp_path)
+    (run_dir / "results.parquet").unlink(missing_ok=True)
+    (run_dir / "results.csv").unlink(missing_ok=True)
+    _keep_cells(run_dir, 2)
+    res = cli("report", run_dir, "--out", tmp_path / "rep")
+    assert res.code == 1
+    assert "2 of 4 planned cells have rows in rows.jsonl" in res.err
+    assert "seq_len=32" in res.err and "seq_len=64" in res.err and "seq_len=8;" not in res.err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "**2 of 4 planned cells have rows**" in md and "warning:" in md
+    assert "2 of 4 planned cells have rows" in (tmp_path / "rep" / "report.html").read_text()
+    # the complete run reports cleanly
+    full = _four_cell_run(cli, write_suite, tmp_path / "again")
+    res = cli("report", full, "--out", tmp_path / "rep2")
+    assert res.code == 0 and "warning" not in res.err
+    assert "**4 cells**" in (tmp_path / "rep2" / "report.md").read_text()
+
+
+def test_truncated_rows_jsonl_next_to_a_complete_table_is_noticed(cli, write_suite, tmp_path):
+    run_dir = _four_cell_run(cli, write_suite, tmp_path)
+    assert (run_dir / "results.parquet").is_file()
+    _keep_cells(run_dir, 2)
+    with open(run_dir / "rows.jsonl", "a") as fh:
+        fh.write('{"cell_id": "torn')                       # and a last line cut mid-row
+    run = load_run(run_dir)
+    assert run.source == "results.parquet" and not run.missing_cells
+    assert any("read results.parquet" in n and "rows.jsonl looks truncated" in n for n in run.notes)
+    assert any("torn" in n for n in run.notes)
+    res = cli("report", run_dir, "--out", tmp_path / "rep")
+    assert res.code == 0 and "read results.parquet" in res.err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "rows read from" in md and "results.parquet" in md and "**4 cells**" in md
+
+
+def test_report_shows_machine_noise_and_marks_noisy_timings(tmp_path):
+    meta = default_meta("noisy", "speed-test", "speed")
+    meta.update(load_avg_1m=1.5, load_avg_5m=0.75, load_avg_15m=0.5, cpu_freq_mhz=1800.0, cpu_freq_max_mhz=3000.0)
+    run = write_run(tmp_path / "results" / "speed-test" / "noisy", speed_rows(seq_lens=(128,), noise=3.0, repeats=12),
+                    meta)
+    out = build_report([run], out_dir=tmp_path / "rep")
+    md = (out / "report.md").read_text()
+    assert "| load average | 1.5 0.75 0.5 (1/5/15 min) |" in md and "| CPU frequency | 1800 MHz (max 3000) |" in md
+    assert "load_avg_1m" not in md and "cpu_freq_mhz" not in md   # folded into the two rows above
+    assert "noisy: IQR exceeds median" in md
+    quiet = write_run(tmp_path / "results" / "speed-test" / "quiet", speed_rows(seq_lens=(128,), repeats=12),
+                      default_meta("quiet", "speed-test", "speed"))
+    md = (build_report([quiet], out_dir=tmp_path / "rep2") / "report.md").read_text()
+    assert "noisy" not in md and "load average" not in md
+
+
+def test_report_of_a_run_without_rows_or_to_an_unwritable_place_is_not_a_success(tmp_path, capsys):
+    empty = write_run(tmp_path / "results" / "speed-test" / "empty", [], default_meta("empty", "speed-test", "speed"))
+    assert cli_main(["report", str(empty), "--out", str(tmp_path / "rep")]) == 1
+    assert "no rows at all" in capsys.readouterr().err
+    run = write_run(tmp_path / "results" / "speed-test" / "r", speed_rows(seq_lens=(64,), repeats=3),
+                    default_meta("r", "speed-test", "speed"))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert cli_main(["report", str(run), "--out", str(blocker / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report" in err and "Traceback" not in err

@@ -246,7 +246,7 @@ def test_masked_attention_with_a_causal_mask_is_causal_attention(backend):
 @pytest.mark.parametrize("pos", ["rope", "abs"])
 def test_decode_cell_over_a_static_stepper(monkeypatch, pos):
     """The decode kind's stepper path with the cell's static state (what cuda_graph replays on CUDA), run
-    eagerly on the CPU: rows as usual, state_bytes the preallocated cache, cuda_graph 1."""
+    eagerly on the CPU: rows as usual, decode_state_bytes the preallocated cache, cuda_graph 1."""
     import harness.kinds.decode as decode_kind
     from harness.kinds.bench.testing import by_metric, cell, ctx
     from harness.run.execute import execute_cell
@@ -263,7 +263,7 @@ def test_decode_cell_over_a_static_stepper(monkeypatch, pos):
     assert all(r["status"] == "ok" for r in rows), rows[-1]
     m = by_metric(rows)
     assert [r["value"] for r in m["cuda_graph"]] == [1]
-    assert m["state_bytes"][0]["value"] == 2 * 2 * 2 * 8 * 8 * 4 + 2 * 8   # k, v (B, H, 5 + 3, d_head) fp32; len, pos
+    assert m["decode_state_bytes"][0]["value"] == 2 * 2 * 2 * 8 * 8 * 4 + 2 * 8   # k, v (B, H, 5 + 3, d_head) fp32; len, pos
     assert m["decode_ms_per_token_median"][0]["value"] > 0
 
 

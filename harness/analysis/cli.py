@@ -3,8 +3,15 @@
 ``add_commands(subparsers)`` adds them; each sets ``func`` (args -> exit code).  Also runnable
 alone: ``python -m harness.analysis.cli diff BASE NEW``.
 
-Exit codes: 0 fine; 1 the ``--fail-on`` condition held (diff/compare); 2 usage errors and bad paths
-(a one-line message on stderr, no traceback).
+Exit codes (the README's table says the same):
+
+* ``report``: 0 every planned cell of the runs has rows; 1 the report was written but some planned
+  cells have no rows (the run did less than it planned: the report and stderr say which); 2 bad paths.
+* ``diff`` / ``compare``: 0 the gate held and had teeth; 1 the ``--fail-on`` condition held (a regression,
+  a status change to a failure, or a cell/metric of BASE missing from NEW unless ``--allow-missing``);
+  2 usage errors, bad paths, and comparisons that could not fail: no cell in common, a ``--metric``
+  that matches nothing, a gate whose families reached no verdict (one paragraph on stderr, no traceback).
+
 """
 from __future__ import annotations
 
@@ -81,6 +88,9 @@ def add_diff_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cross-machine", action="store_true",
                    help="judge timing/memory even when the runs' machines or versions differ")
     p.add_argument("--include-curves", action="store_true", help="also compare learning-curve points")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="cells or metrics of BASE that NEW no longer has are listed, not counted as "
+                        "regressions (for intended suite changes)")
     p.add_argument("--all", action="store_true", dest="verbose", help="text format: list every comparison")
     p.add_argument("--output", "-o", default=None, help="also write the formatted diff to this file")
 
@@ -105,8 +115,9 @@ def add_commands(subparsers) -> None:
 
     cp = subparsers.add_parser(
         "compare", help="run a suite at two git revisions (interleaved) and diff them",
-        description="Check out REV_A and REV_B as git worktrees, run SUITE's cells alternately at A "
-                    "and B (cancelling drift), then diff B against A.")
+        description="Check out REV_A and REV_B as git worktrees, run SUITE alternately at A and B "
+                    "(per suite document, or per cell with --interleave cell; cancelling drift), then "
+                    "diff B against A.")
     cp.add_argument("rev_a", metavar="REV_A")
     cp.add_argument("rev_b", metavar="REV_B")
     cp.add_argument("suite", metavar="SUITE")
@@ -114,6 +125,9 @@ def add_commands(subparsers) -> None:
     cp.add_argument("--run-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for each `ssmbench run` (repeatable), e.g. --run-arg=--device=cuda")
     cp.add_argument("--rounds", type=int, default=1, help="A/B passes over the cells (default 1)")
+    cp.add_argument("--interleave", choices=("suite", "cell"), default="suite",
+                    help="alternate A and B per suite document, one process each (default), or per cell, "
+                         "one process per cell and side (finer drift cancellation for long cells)")
     cp.add_argument("--report", action="store_true", help="also write a report for each side")
     add_diff_options(cp)
     cp.set_defaults(func=cmd_compare)
@@ -156,13 +170,26 @@ def _fail(msg: str) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.analysis.report import build_report
+    from harness.analysis.report import build_report, load_runs
 
     try:
-        out = build_report(args.run_dirs, out_dir=args.out, suite_file=args.suite)
+        runs = load_runs(args.run_dirs)
+        out = build_report(runs, out_dir=args.out, suite_file=args.suite)
     except RunDirError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # an unwritable --out (or reports/): a usage error, not a crash
+        return _fail(f"{exc.filename or args.out}: cannot write the report ({exc.strerror or exc})")
     print(f"report: {out / 'report.md'}\n        {out / 'report.html'}")
+    for run in runs:
+        for note in run.notes:
+            print(f"warning: {note}", file=sys.stderr)
+    if not any(len(run.rows) for run in runs):
+        print("ssmbench: the runs have no rows at all: the report is empty (exit 1)", file=sys.stderr)
+        return 1
+    if any(run.missing_cells for run in runs):
+        print("ssmbench: the report covers less than the runs planned (exit 1); finish the runs with "
+              "`ssmbench run --resume RUN_DIR`", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -172,7 +199,13 @@ def _emit(result, args) -> int:
     text = FORMATTERS[args.fmt](result) if args.fmt != "text" else format_text(result, verbose=args.verbose)
     sys.stdout.write(text)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return _fail(f"{args.output}: cannot write the diff ({exc.strerror or exc})")
+    problem = result.gate_problem(args.gate) if args.fail_on != "never" else None
+    if problem:
+        return _fail(problem)
     return result.exit_code(args.fail_on, args.gate)
 
 
@@ -180,28 +213,32 @@ def diff_options(args):
     from harness.analysis.diff import DiffOptions
 
     return DiffOptions(threshold=args.threshold, alpha=args.alpha, quality_tol=args.quality_tol,
-                       metrics=args.metric, cross_machine=args.cross_machine, include_curves=args.include_curves)
+                       metrics=args.metric, cross_machine=args.cross_machine, include_curves=args.include_curves,
+                       allow_missing=args.allow_missing)
 
 
 def cmd_diff(args) -> int:
-    from harness.analysis.diff import diff_runs
+    from harness.analysis.diff import DiffError, diff_runs
     from harness.analysis.report.runs import load_runs
 
     try:
         base = load_runs(_split([args.base]))
         new = load_runs(_split([args.new]))
-    except RunDirError as exc:
+        result = diff_runs(base, new, diff_options(args))
+    except (RunDirError, DiffError) as exc:
         return _fail(str(exc))
-    return _emit(diff_runs(base, new, diff_options(args)), args)
+    return _emit(result, args)
 
 
 def cmd_compare(args) -> int:
     from harness.analysis.compare import CompareError, compare
+    from harness.analysis.diff import DiffError
 
     try:
         result = compare(args.rev_a, args.rev_b, args.suite, workdir=args.workdir, run_args=args.run_arg,
-                         rounds=args.rounds, options=diff_options(args), report=args.report)
-    except (CompareError, RunDirError) as exc:
+                         rounds=args.rounds, options=diff_options(args), report=args.report,
+                         interleave=args.interleave)
+    except (CompareError, RunDirError, DiffError) as exc:
         return _fail(str(exc))
     return _emit(result, args)
 
@@ -226,12 +263,12 @@ def cmd_history(args) -> int:
 def cmd_bisect(args) -> int:
     from harness.analysis.bisect import bisect
     from harness.analysis.compare import CompareError
-    from harness.analysis.diff import FORMATTERS, format_text
+    from harness.analysis.diff import FORMATTERS, DiffError, format_text
 
     try:
         res = bisect(args.good, args.bad, args.suite, args.metric or [], filters=args.filter,
                      options=diff_options(args), workdir=args.workdir, run_args=args.run_arg)
-    except (CompareError, RunDirError) as exc:
+    except (CompareError, RunDirError, DiffError) as exc:  # DiffError: a --metric that matches nothing
         return _fail(str(exc))
     text = res.text(FORMATTERS[args.fmt] if args.fmt != "text" else format_text)
     sys.stdout.write(text)

@@ -1,12 +1,20 @@
 """``ssmbench compare REV_A REV_B SUITE``: run one suite at two commits, interleaved, and diff them.
 
 The asv-continuous workflow: both revisions are checked out as detached git worktrees under a
-temporary directory, and the suite's cells are run *alternately* -- cell 1 at A then B, cell 2 at B
-then A, ... -- so slow drift of the machine (clocks, temperature, other load) lands on both sides
-instead of on one.  Each cell is selected with ``--filter`` on the parameters that vary between
-cells (robust across revisions even if a revision changes how cell ids are computed); the first
-cell of a side creates its run directory and later cells ``--resume`` it.  ``rounds > 1`` repeats
-the whole interleaved pass into fresh run directories, and the diff pools them.
+temporary directory, and the suite is run *alternately* at A and B so slow drift of the machine
+(clocks, temperature, other load) lands on both sides instead of on one.  The unit of alternation
+is ``interleave``:
+
+* ``suite`` (default): each suite document runs whole in one ``ssmbench run`` process per side --
+  document 1 at A then B, document 2 at B then A, ...; one process start per document and side, so
+  cheap cells do not pay a Python + torch start each.
+* ``cell``: each cell runs in its own process, selected with ``--filter`` on the parameters that vary
+  between cells (robust across revisions even if a revision changes how cell ids are computed); the
+  first cell of a side creates its run directory and later cells ``--resume`` it.  Finer drift
+  cancellation for long cells, at one process start per cell and side.
+
+Both give the same cells and rows.  ``rounds > 1`` repeats the whole interleaved pass into fresh run
+directories (alternating which side goes first), and the diff pools them.
 
 Both sides run the caller's suite file (the same definition), each with its own code: the
 subprocess runs ``python -m harness.cli run`` with the worktree as working directory, and the
@@ -94,8 +102,12 @@ def split_documents(suite: Path, into: Path) -> List[Path]:
     return out
 
 
-def list_jobs(suite_files: Sequence[Path]) -> List[CellJob]:
-    """The cells of each document (expanded by this checkout's harness), as filter sets."""
+INTERLEAVE = ("suite", "cell")
+
+
+def list_jobs(suite_files: Sequence[Path], interleave: str = "cell") -> List[CellJob]:
+    """The cells of each document (expanded by this checkout's harness), as filter sets; with
+    ``interleave="suite"`` one job (no filters: every cell) per document that has cells."""
     try:
         from harness.suite.plan import plan
     except ImportError as exc:
@@ -109,6 +121,10 @@ def list_jobs(suite_files: Sequence[Path]) -> List[CellJob]:
             raise CompareError(render() if render else str(exc)) from None
         for loaded, cells in planned:
             name = loaded.spec.name if hasattr(loaded, "spec") else loaded.doc.data["name"]
+            if interleave == "suite":
+                if cells:
+                    jobs.append(CellJob(f, str(name), {}))
+                continue
             for cell in cells:
                 # a key an ``include`` cell lacks cannot be filtered on; without it the filter may
                 # select a few cells at once, and --resume skips them when their own turn comes
@@ -127,7 +143,7 @@ def cli_runner(extra_args: Sequence[str] = ()) -> Runner:
             cmd += ["--filter", f"{key}={filter_value(value)}"]
         if run_dir is not None:
             cmd += ["--resume", str(run_dir)]
-        env = dict(os.environ, PYTHONPATH=str(worktree))
+        env = dict(os.environ, PYTHONPATH=_pythonpath(worktree))
         before = _run_dirs(out_root / job.suite_name)
         proc = subprocess.run(cmd, cwd=worktree, env=env, capture_output=True, text=True)
         if proc.returncode not in (0, 1):  # 1: a cell errored, which the diff reports as a status
@@ -144,13 +160,18 @@ def cli_runner(extra_args: Sequence[str] = ()) -> Runner:
     return run
 
 
+def _pythonpath(worktree: Path) -> str:
+    """The worktree first (its harness answers), then whatever the caller had (plugins of SSMBENCH_PLUGINS)."""
+    return os.pathsep.join(filter(None, [str(worktree), os.environ.get("PYTHONPATH", "")]))
+
+
 def _run_dirs(parent: Path) -> set:
     return {p for p in parent.iterdir() if p.is_dir()} if parent.is_dir() else set()
 
 
 def check_worktree_imports(worktree: Path) -> None:
     """Make sure ``python -m`` in the worktree imports the worktree's harness, not an installed one."""
-    env = dict(os.environ, PYTHONPATH=str(worktree))
+    env = dict(os.environ, PYTHONPATH=_pythonpath(worktree))
     proc = subprocess.run([sys.executable, "-c", "import harness; print(harness.__file__)"], cwd=worktree,
                           env=env, capture_output=True, text=True)
     where = Path(proc.stdout.strip()).resolve() if proc.returncode == 0 else None
@@ -186,9 +207,10 @@ def run_jobs(tree: Path, jobs: Sequence[CellJob], runner: Runner, out_root: Path
 
 def compare(rev_a: str, rev_b: str, suite: str, *, repo: Optional[Path] = None, workdir: Optional[str] = None,
             run_args: Sequence[str] = (), rounds: int = 1, options: Optional[DiffOptions] = None,
-            report: bool = False, runner: Optional[Runner] = None,
+            report: bool = False, runner: Optional[Runner] = None, interleave: str = "suite",
             jobs: Optional[Sequence[CellJob]] = None, log: Callable[[str], None] = None) -> DiffResult:
-    """Run ``suite`` at both revisions, interleaved per cell, and diff B (new) against A (base)."""
+    """Run ``suite`` at both revisions, interleaved per suite document or per cell (``interleave``),
+    and diff B (new) against A (base)."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     repo = Path(repo or _git(Path.cwd(), "rev-parse", "--show-toplevel"))
     suite_path = Path(suite)
@@ -196,6 +218,8 @@ def compare(rev_a: str, rev_b: str, suite: str, *, repo: Optional[Path] = None, 
         raise CompareError(f"{suite}: no such suite file")
     if rounds < 1:
         raise CompareError("--rounds must be at least 1")
+    if interleave not in INTERLEAVE:
+        raise CompareError(f"--interleave {interleave!r}: use one of {', '.join(INTERLEAVE)}")
     commits = {"a": resolve_commit(repo, rev_a), "b": resolve_commit(repo, rev_b)}
     keep = workdir is not None
     # absolute: the runs execute with a worktree as their working directory
@@ -210,7 +234,7 @@ def compare(rev_a: str, rev_b: str, suite: str, *, repo: Optional[Path] = None, 
                 check_worktree_imports(tree)
             runner = cli_runner(run_args)
         if jobs is None:
-            jobs = list_jobs(split_documents(suite_path, root / "suite-docs"))
+            jobs = list_jobs(split_documents(suite_path, root / "suite-docs"), interleave)
         if not jobs:
             raise CompareError(f"{suite}: no cells to run")
         runs: Dict[str, List[Path]] = {"a": [], "b": []}
@@ -221,7 +245,7 @@ def compare(rev_a: str, rev_b: str, suite: str, *, repo: Optional[Path] = None, 
                 for side in order:
                     key = (side, str(job.suite_file))
                     out_root = root / f"results-{side}-round{r}"
-                    log(f"[round {r + 1}/{rounds}] cell {i + 1}/{len(jobs)} at {side.upper()} "
+                    log(f"[round {r + 1}/{rounds}] {interleave} {i + 1}/{len(jobs)} at {side.upper()} "
                         f"({commits[side][:10]}): {job.filters or job.suite_name}")
                     run_dirs[key] = runner(trees[side], job, run_dirs.get(key), out_root)
             for (side, _), d in run_dirs.items():

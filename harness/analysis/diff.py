@@ -3,23 +3,37 @@
 Cells are matched by ``cell_id``; inside a cell, observations are matched by metric and row-level
 keys (``eval_seq_len``, a context length, ...).  Numbers derived from others are not judged twice
 unless ``--metric`` names them: summaries (``time_ms_median`` beside ``time_ms``) and single-valued
-timing metrics (``tokens_per_s``, ``achieved_GBps``) of a cell whose per-repeat times are compared.  Each metric family gets the rule that fits its
-noise (see :mod:`harness.analysis.report.metrics`):
+timing metrics (``tokens_per_s``, ``achieved_GBps``) of a cell whose per-repeat times are compared.
+Each metric family gets the rule that fits its noise (see :mod:`harness.analysis.report.metrics`):
 
-* **timing** -- flagged only when the ratio of medians (new / base) is outside ``threshold`` *and*
-  a two-sided Mann-Whitney U test on the per-repeat samples gives ``p < alpha``; the bootstrap
-  interval of the ratio is reported.  When the sample sizes cannot reach ``p < alpha`` at all
-  (smallest possible p = 2 / C(n1+n2, n1)) the verdict is "not enough data", never an alarm.
-  The false-alarm rate is therefore at most ``alpha`` per comparison.
+* **timing** -- a two-sided Mann-Whitney U test on the per-repeat samples of each (cell, metric);
+  the p-values of all timing tests of one diff are adjusted with Holm's step-down method, so the
+  chance of *any* false alarm among them (the family-wise error rate) is at most ``alpha``.  A
+  change is flagged when the ratio of medians (new / base) is outside ``threshold`` *and* the
+  adjusted p is below ``alpha``; the percentile-bootstrap interval of the ratio (level ``1 - alpha``,
+  per comparison) is shown beside it.  A ratio outside ``threshold`` that the test cannot confirm
+  (adjusted p too large, or too few repeats to ever reach ``alpha``: smallest p = 2 / C(n1+n2, n1))
+  is "inconclusive", never "unchanged" and never a regression.
 * **quality** -- deterministic for fixed seeds on one device (a GPU run only with ``train.deterministic``
   and no ``train.timeout_s``; otherwise expect seed-level noise): any change is reported, a change
   beyond ``quality_tol`` (absolute; 0.01 = one accuracy point) in the bad direction is a regression.
-* **memory** -- ratio of medians outside ``threshold``.
+  Cells that do not repeat for a seed (GPU training without ``train.deterministic``) get
+  "inconclusive" instead: one sample of a noisy number cannot confirm a change.
+* **memory** -- ratio of medians outside ``threshold``.  Allocator and tensor counts (``peak_mem_bytes``,
+  ``saved_activation_bytes``, ``state_bytes``) are exact; the process's resident set size
+  (``peak_rss*``) is not (allocator caches, page reuse), so with one sample per side a change of it is
+  "inconclusive", and with repeats it gets the timing test.
 * **info** (``n_params`` and other neutral numbers) -- any change is reported as "changed".
 * **status** -- a cell whose status changes (ok -> oom/error/...) is always flagged.
+* **missing** -- a cell (or a metric of a cell that is ok on both sides) present in BASE and absent
+  from NEW stopped being measured: a regression unless ``allow_missing`` (``--allow-missing``).
 
 Timing and memory depend on the machine: when the runs' GPU/CPU or key versions (torch, triton,
 CUDA) differ, those verdicts are withheld unless ``cross_machine`` is set.
+
+A diff that compares nothing raises :class:`DiffError` (the CLI exits 2): no cell of BASE is in NEW,
+or a ``--metric`` pattern matches no metric.  A timing cell whose interquartile range exceeds its
+median is marked "noisy".
 """
 from __future__ import annotations
 
@@ -32,17 +46,24 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from harness.analysis.report.metrics import MetricInfo, classify, is_summary_of
+from harness.analysis.report.metrics import MetricInfo, classify, iqr_exceeds_median, is_summary_of
 from harness.analysis.report.runs import (Run, cell_status, combined_rows, meta_facts, row_key_columns,
                                  varying_params)
 
 FAMILIES = ("timing", "quality", "memory", "info")
+
+
+class DiffError(ValueError):
+    """A diff that cannot judge anything (no common cells, a ``--metric`` that matches nothing): one
+    paragraph saying why; the CLI prints it and exits 2."""
 FAIL_ON = ("regression", "change", "never")
 #: Verdicts that are flagged (shown first, and counted by ``--fail-on change``).
 FLAGGED = ("regression", "improvement", "changed")
 #: Flagged, plus deterministic numbers that moved within their tolerance: shown, and counted by
 #: ``--fail-on change`` (identical seeds on one device should give identical numbers).
 REPORTED = FLAGGED + ("within tolerance",)
+#: Verdicts that say nothing either way: a gate whose comparisons all end so has no teeth.
+UNJUDGED = ("not enough data", "no verdict")
 
 
 @dataclass
@@ -53,6 +74,7 @@ class DiffOptions:
     metrics: Optional[List[str]] = None   # fnmatch patterns; None = all
     cross_machine: bool = False
     include_curves: bool = False   # compare learning-curve points (rows with a ``step``) too
+    allow_missing: bool = False    # cells/metrics only in BASE are listed, not counted as regressions
     n_boot: int = 2000
     seed: int = 0
 
@@ -73,9 +95,12 @@ class Comparison:
     ci_low: Optional[float] = None
     ci_high: Optional[float] = None
     p_value: Optional[float] = None
+    p_adjusted: Optional[float] = None  # Holm-adjusted over the timing tests of the diff
     delta: Optional[float] = None
-    verdict: str = "unchanged"     # regression | improvement | changed | unchanged | not enough data | no verdict
+    verdict: str = "unchanged"     # regression | improvement | changed | within tolerance | inconclusive
+    #                                | unchanged | not enough data | no verdict
     note: str = ""
+    noisy: bool = False            # timing samples whose IQR exceeds their median (on either side)
 
     @property
     def flagged(self) -> bool:
@@ -84,6 +109,12 @@ class Comparison:
     @property
     def reported(self) -> bool:
         return self.verdict in REPORTED
+
+    @property
+    def decisive(self) -> bool:
+        """Could this comparison have failed a gate?  A tested one could (whatever its verdict); an
+        untested one only if its rule gave a verdict (not "not enough data", "no verdict", "inconclusive")."""
+        return self.p_value is not None or self.verdict not in UNJUDGED + ("inconclusive",)
 
 
 @dataclass
@@ -108,6 +139,11 @@ class DiffResult:
     status_changes: List[StatusChange] = field(default_factory=list)
     only_base: List[Tuple[str, str]] = field(default_factory=list)
     only_new: List[Tuple[str, str]] = field(default_factory=list)
+    #: (cell label, metric with keys) measured in BASE but not in NEW, for cells ok on both sides
+    missing_metrics: List[Tuple[str, str]] = field(default_factory=list)
+    compared_cells: int = 0        # cells present on both sides
+    timing_tests: int = 0          # timing comparisons that ran a test (the Holm family)
+    warnings: List[str] = field(default_factory=list)  # incomplete or truncated runs, files read
     options: DiffOptions = field(default_factory=DiffOptions)
     #: quality per setting with the seeds pooled (harness.analysis.seeds); informative, not gated
     seed_comparisons: List[Any] = field(default_factory=list)
@@ -121,24 +157,58 @@ class DiffResult:
         families = set(FAMILIES) if "all" in gate else set(gate)
         return [c for c in self.comparisons if c.family in families]
 
+    @property
+    def missing_count(self) -> int:
+        """Cells and metrics that vanished from NEW and count as regressions (0 with ``allow_missing``)."""
+        return 0 if self.options.allow_missing else len(self.only_base) + len(self.missing_metrics)
+
     def exit_code(self, fail_on: str = "regression", gate: Sequence[str] = ("all",)) -> int:
-        """1 when the ``fail_on`` condition holds for the gated families (status changes always count)."""
+        """1 when the ``fail_on`` condition holds for the gated families (status changes and cells or
+        metrics missing from NEW always count)."""
         if fail_on == "never":
             return 0
         comps = self.gated(gate)
         if fail_on == "regression":
             bad = any(c.verdict == "regression" for c in comps) or any(
-                s.verdict == "regression" for s in self.status_changes)
+                s.verdict == "regression" for s in self.status_changes) or self.missing_count > 0
         elif fail_on == "change":
-            bad = any(c.reported for c in comps) or bool(self.status_changes)
+            bad = (any(c.reported for c in comps) or bool(self.status_changes) or self.missing_count > 0
+                   or bool(self.only_new))
         else:
             raise ValueError(f"fail_on must be one of {FAIL_ON}, got {fail_on!r}")
         return 1 if bad else 0
+
+    def gate_problem(self, gate: Sequence[str] = ("all",)) -> Optional[str]:
+        """Why a gate on these families could not fail whatever the numbers were, or None.
+
+        A gate whose families hold no comparison that could have failed it (none of them measured, all
+        untestable for want of repeats or withheld across machines: see :attr:`Comparison.decisive`),
+        while no status changed and nothing went missing, passed vacuously.
+        """
+        if self.status_changes or self.missing_count:
+            return None
+        comps = self.gated(gate)
+        if any(c.decisive for c in comps):
+            return None
+        names = "all families" if "all" in gate else ", ".join(gate)
+        found = ", ".join(f"{fam} {n}" for fam, n in sorted(
+            {fam: sum(counts.values()) for fam, counts in self.counts_by_family().items()}.items())) or "none"
+        if comps:
+            why = (f"none of its {len(comps)} comparisons could be tested "
+                   f"({', '.join(sorted({c.verdict for c in comps}))}: "
+                   + ("the runs come from different machines; pass --cross-machine"
+                      if any(c.verdict == "no verdict" for c in comps) else "add repeats") + ")")
+        else:
+            why = "no metric of these families was compared"
+        return (f"the gate ({names}) could not fail: {why}. Comparisons by family: {found}. "
+                f"Gate on families the suites measure (--gate), or compare runs that measure them.")
 
     def counts(self) -> Dict[str, int]:
         out: Dict[str, int] = {}
         for c in self.comparisons:
             out[c.verdict] = out.get(c.verdict, 0) + 1
+        if self.only_base or self.missing_metrics:
+            out["missing"] = len(self.only_base) + len(self.missing_metrics)
         regressed = sum(s.verdict == "regression" for s in self.status_changes)
         if regressed:
             out["status regression"] = regressed
@@ -163,6 +233,7 @@ class DiffResult:
         d["counts"] = self.counts()
         d["counts_by_family"] = self.counts_by_family()
         d["timing_withheld"] = self.timing_withheld
+        d["summary"] = summary_line(self)
         return _jsonable(d)
 
 
@@ -201,13 +272,53 @@ def bootstrap_ratio_ci(base: np.ndarray, new: np.ndarray, level: float, n_boot: 
     return float(lo), float(hi)
 
 
+def holm_adjust(p_values: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values, in the input order.
+
+    Sorted ascending, the i-th smallest (0-based) of m becomes ``max_{j<=i} min(1, (m - j) p_(j))``;
+    rejecting where the adjusted p is below ``alpha`` keeps the chance of one or more false rejections
+    among the m tests at most ``alpha``, whatever their dependence.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+def timing_verdict(ratio: float, p: float, *, threshold: float, alpha: float, direction: int) -> Tuple[str, str]:
+    """(verdict, note) of a tested timing comparison: flagged only when the ratio is outside
+    ``threshold`` and ``p < alpha``; outside but unconfirmed is inconclusive."""
+    outside = abs(ratio - 1.0) > threshold
+    significant = p < alpha
+    if outside and significant:
+        worse = (ratio > 1.0) if direction <= 0 else (ratio < 1.0)
+        return ("regression" if worse else "improvement",
+                f"ratio {ratio:.3f} outside ±{threshold:.0%}, p={p:.2g} < {alpha:g}")
+    if outside:
+        return "inconclusive", f"ratio {ratio:.3f} outside ±{threshold:.0%} but not significant (p={p:.2g})"
+    return "unchanged", f"within ±{threshold:.0%}" + ("" if significant else f", not significant (p={p:.2g})")
+
+
+def _mwu_method(b: np.ndarray, n: np.ndarray) -> str:
+    """The exact null distribution whenever it applies (no ties; cheap up to 50 a side).  scipy's
+    default switches to the normal approximation above 8 samples, whose smallest p is far larger
+    (10 vs 10 separated: 1.8e-4 instead of 1.1e-5): Holm over many tests needs the exact one."""
+    ties = len(np.unique(np.concatenate([b, n]))) < len(b) + len(n)
+    return "exact" if not ties and max(len(b), len(n)) <= 50 else "auto"
+
+
 def compare_timing(base: Sequence[float], new: Sequence[float], *, threshold: float = 0.05,
                    alpha: float = 0.01, direction: int = -1, n_boot: int = 2000,
                    rng: Optional[np.random.Generator] = None) -> Dict[str, Any]:
-    """Verdict on two samples of a noisy measurement (see the module docstring for the rule).
+    """Verdict on two samples of a noisy measurement, as one test at level ``alpha``.
 
     Returns ``{verdict, ratio, ci_low, ci_high, p_value, note}``; ``direction`` -1 means lower is
-    better (times), +1 higher is better (throughput).
+    better (times), +1 higher is better (throughput).  :func:`diff_runs` re-decides the verdicts of
+    all tests of a diff with Holm-adjusted p-values (:func:`holm_adjust`, :func:`timing_verdict`).
     """
     from scipy.stats import mannwhitneyu
 
@@ -222,27 +333,19 @@ def compare_timing(base: Sequence[float], new: Sequence[float], *, threshold: fl
     if len(b) < 2 or len(n) < 2 or floor >= alpha:
         out["note"] = (f"{len(b)} vs {len(n)} samples: the smallest reachable p is {floor:.2g} "
                        f">= alpha {alpha:g}; add repeats")
+        if out["ratio"] is not None and abs(out["ratio"] - 1.0) > threshold:
+            out["verdict"] = "inconclusive"
+            out["note"] = f"ratio {out['ratio']:.3f} outside ±{threshold:.0%}, untestable: " + out["note"]
         return out
     if out["ratio"] is None:
         out["note"] = "base median is zero"
         return out
     rng = rng if rng is not None else np.random.default_rng(0)
-    p = float(mannwhitneyu(n, b, alternative="two-sided").pvalue)
+    p = float(mannwhitneyu(n, b, alternative="two-sided", method=_mwu_method(b, n)).pvalue)
     lo, hi = bootstrap_ratio_ci(b, n, 1 - alpha, n_boot, rng)
     out.update(p_value=p, ci_low=lo, ci_high=hi)
-    ratio = out["ratio"]
-    outside = abs(ratio - 1.0) > threshold
-    significant = p < alpha
-    if outside and significant:
-        worse = (ratio > 1.0) if direction <= 0 else (ratio < 1.0)
-        out["verdict"] = "regression" if worse else "improvement"
-        out["note"] = f"ratio {ratio:.3f} outside ±{threshold:.0%}, p={p:.2g} < {alpha:g}"
-    else:
-        out["verdict"] = "unchanged"
-        why = [] if outside else [f"within ±{threshold:.0%}"]
-        if not significant:
-            why.append(f"not significant (p={p:.2g})")
-        out["note"] = ", ".join(why)
+    out["verdict"], out["note"] = timing_verdict(out["ratio"], p, threshold=threshold, alpha=alpha,
+                                                 direction=direction)
     return out
 
 
@@ -303,6 +406,11 @@ def compare_ratio(base: Sequence[float], new: Sequence[float], *, threshold: flo
     else:
         out["note"] = f"within ±{threshold:.0%}"
     return out
+
+
+def is_exact_memory(metric: str) -> bool:
+    """Allocator/tensor byte counts repeat exactly; the process's resident set size does not."""
+    return "rss" not in metric.lower()
 
 
 def compare_info(base: Sequence[float], new: Sequence[float]) -> Dict[str, Any]:
@@ -402,7 +510,11 @@ def _key_tuple(values: Sequence[Any]) -> Tuple[Any, ...]:
 
 
 def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOptions] = None) -> DiffResult:
-    """Compare two sides (each one or more runs of the same suite) cell by cell."""
+    """Compare two sides (each one or more runs of the same suite) cell by cell.
+
+    Raises :class:`DiffError` when nothing can be compared: no cell of BASE is in NEW, or a
+    ``metrics`` pattern matches no metric of the common cells.
+    """
     opts = options or DiffOptions()
     rng = np.random.default_rng(opts.seed)
     bdf, ndf = combined_rows(base), combined_rows(new)
@@ -415,12 +527,20 @@ def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOpt
     withhold = bool(differences) and not opts.cross_machine
     result = DiffResult(
         base_runs=[_run_summary(r) for r in base], new_runs=[_run_summary(r) for r in new],
-        machine_differences=differences, options=opts)
+        machine_differences=differences, options=opts,
+        warnings=[f"{side}: {note}" for side, runs in (("base", base), ("new", new)) for r in runs for note in r.notes])
 
+    same = {r.path.resolve() for r in base} & {r.path.resolve() for r in new}
+    if same:
+        result.warnings.append(f"BASE and NEW share {len(same)} run(s) ({', '.join(sorted(str(p) for p in same))}): "
+                               "those cells are compared with themselves")
     bcells, ncells = set(bdf["cell_id"]), set(ndf["cell_id"])
     result.only_base = [(c, labels.get(c, c)) for c in sorted(bcells - ncells)]
     result.only_new = [(c, labels.get(c, c)) for c in sorted(ncells - bcells)]
     common = bcells & ncells
+    if not common:
+        raise DiffError(_nothing_in_common(base, new, bdf, ndf))
+    result.compared_cells = len(common)
 
     bstat, nstat = cell_status(bdf), cell_status(ndf)
     for cid in sorted(common):
@@ -438,19 +558,34 @@ def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOpt
         metrics_per_cell.setdefault(cid, set()).add(metric)
 
     unrepeatable = _unrepeatable_cells(bdf) | _unrepeatable_cells(ndf)
-    selected = set(_select_metrics(sorted({k[1] for k in bgroups} | {k[1] for k in ngroups}), opts.metrics))
+    all_metrics = sorted({k[1] for k in bgroups} | {k[1] for k in ngroups})
+    _check_patterns(opts.metrics, all_metrics)
+    selected = set(_select_metrics(all_metrics, opts.metrics))
     sampled = _cells_with_sampled_timing(bgroups, ngroups)
+
+    def derived(cid, metric, bg, ng) -> bool:
+        """Derived numbers are judged through the samples they come from (unless --metric names them)."""
+        if opts.metrics:
+            return False
+        if is_summary_of(metric, metrics_per_cell.get(cid, set())):
+            return True
+        return (cid in sampled and len(bg) == 1 and len(ng) == 1
+                and classify(metric, str(bg["unit"].iloc[0])).family == "timing")
+
+    both_ok = {cid for cid in common if bstat[cid] == "ok" and nstat[cid] == "ok"}
+    for gkey in sorted(set(bgroups) - set(ngroups), key=lambda t: tuple(str(x) for x in t)):
+        cid, metric, *rest = gkey
+        if cid in both_ok and metric in selected and not derived(cid, metric, bgroups[gkey], bgroups[gkey]):
+            where = metric + "".join(f" {k}={_fmt_param(v)}" for k, v in zip(keys, rest) if v is not None)
+            result.missing_metrics.append((labels.get(cid, cid), where))
+
     for gkey in sorted(set(bgroups) & set(ngroups), key=lambda t: tuple(str(x) for x in t)):
         cid, metric, *rest = gkey
         if metric not in selected:
             continue
         bg, ng = bgroups[gkey], ngroups[gkey]
-        if not opts.metrics:  # derived numbers are judged through the samples they come from
-            if is_summary_of(metric, metrics_per_cell.get(cid, set())):
-                continue
-            if (cid in sampled and len(bg) == 1 and len(ng) == 1
-                    and classify(metric, str(bg["unit"].iloc[0])).family == "timing"):
-                continue
+        if derived(cid, metric, bg, ng):
+            continue
         unit = str(bg["unit"].iloc[0] or ng["unit"].iloc[0])
         info = classify(metric, unit)
         bvals, nvals = bg["value"].to_numpy(float), ng["value"].to_numpy(float)
@@ -458,14 +593,61 @@ def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOpt
                           key={k: v for k, v in zip(keys, rest) if v is not None}, family=info.family,
                           unit=unit, base_n=len(bvals), new_n=len(nvals),
                           base=_centre(bvals, info), new=_centre(nvals, info))
-        _judge(comp, bvals, nvals, info, opts, rng, withhold)
-        if info.family == "quality" and cid in unrepeatable and comp.verdict != "unchanged":
-            comp.note = "; ".join(filter(None, [comp.note, UNREPEATABLE_NOTE]))
+        _judge(comp, bvals, nvals, info, opts, rng, withhold, unrepeatable=cid in unrepeatable)
         result.comparisons.append(comp)
+    result.timing_tests = _holm(result.comparisons, opts)
     result.comparisons.sort(key=lambda c: (c.label, c.metric, tuple(str(v) for v in c.key.values())))
     result.status_changes.sort(key=lambda s: s.label)
     _add_seed_comparisons(result, bdf, ndf, opts)
     return result
+
+
+def _holm(comps: List[Comparison], opts: DiffOptions) -> int:
+    """Re-decide every tested comparison with Holm-adjusted p-values; returns the family size."""
+    tested = [c for c in comps if c.p_value is not None and c.ratio is not None]
+    for c, adj in zip(tested, holm_adjust([c.p_value for c in tested])):
+        c.p_adjusted = adj
+        direction = classify(c.metric, c.unit).direction or -1
+        c.verdict, note = timing_verdict(c.ratio, adj, threshold=opts.threshold, alpha=opts.alpha,
+                                         direction=direction)
+        if len(tested) > 1:
+            note = note.replace("p=", "Holm p=")
+        c.note = "; ".join(filter(None, [note, "noisy: IQR exceeds median" if c.noisy else ""]))
+    return len(tested)
+
+
+def _check_patterns(patterns: Optional[Sequence[str]], metrics: Sequence[str]) -> None:
+    """Every ``--metric`` pattern must match a metric of the common cells (a typo compares nothing)."""
+    import difflib
+
+    for pattern in patterns or ():
+        if any(fnmatch.fnmatchcase(m, pattern) for m in metrics):
+            continue
+        close = difflib.get_close_matches(pattern, metrics, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        shown = ", ".join(metrics[:25]) + (" ..." if len(metrics) > 25 else "")
+        raise DiffError(f"--metric {pattern!r} matches no metric of the cells both sides have, so it would "
+                        f"compare nothing.{hint} Metrics measured: {shown or 'none'}. Patterns are globs "
+                        "matched against the whole name ('time_ms', 'acc*').")
+
+
+def _nothing_in_common(base: Sequence[Run], new: Sequence[Run], bdf: pd.DataFrame, ndf: pd.DataFrame) -> str:
+    def side(runs: Sequence[Run], df: pd.DataFrame) -> str:
+        suites = ", ".join(sorted({r.suite_name for r in runs})) or "?"
+        files = ", ".join(str(r.path / r.source) if r.source else str(r.path) for r in runs)
+        return f"{df['cell_id'].nunique()} cells of suite {suites} (read from {files})"
+
+    b, n = side(base, bdf), side(new, ndf)
+    if not len(ndf):
+        why = "NEW has no rows at all (the run measured nothing or its rows were lost)"
+    elif not len(bdf):
+        why = "BASE has no rows at all"
+    elif {r.suite_name for r in base}.isdisjoint({r.suite_name for r in new}):
+        why = "NEW is a run of another suite"
+    else:
+        why = "the cells' parameters differ (a changed suite or --set), so their cell ids do not match"
+    return (f"nothing to compare: no cell of BASE is in NEW; {why}. BASE: {b}. NEW: {n}. "
+            "A diff that compares nothing cannot pass a gate: compare runs of the same suite.")
 
 
 def _add_seed_comparisons(result: DiffResult, bdf: pd.DataFrame, ndf: pd.DataFrame, opts: DiffOptions) -> None:
@@ -513,14 +695,17 @@ def _centre(values: np.ndarray, info: MetricInfo) -> Optional[float]:
 
 
 def _judge(comp: Comparison, b: np.ndarray, n: np.ndarray, info: MetricInfo, opts: DiffOptions,
-           rng: np.random.Generator, withhold: bool) -> None:
+           rng: np.random.Generator, withhold: bool, unrepeatable: bool = False) -> None:
+    if info.family == "timing":
+        comp.noisy = iqr_exceeds_median(b) or iqr_exceeds_median(n)
     if info.family in ("timing", "memory") and withhold:
         res = compare_ratio(b, n, threshold=math.inf, direction=info.direction)
         comp.ratio = res["ratio"]
         comp.verdict = "no verdict"
         comp.note = "different machines: pass --cross-machine to judge"
         return
-    if info.family == "timing":
+    sampled_memory = info.family == "memory" and not is_exact_memory(comp.metric)
+    if info.family == "timing" or (sampled_memory and min(comp.base_n, comp.new_n) > 1):
         res = compare_timing(b, n, threshold=opts.threshold, alpha=opts.alpha,
                              direction=info.direction or -1, n_boot=opts.n_boot, rng=rng)
         comp.ratio, comp.ci_low, comp.ci_high = res["ratio"], res["ci_low"], res["ci_high"]
@@ -528,14 +713,22 @@ def _judge(comp: Comparison, b: np.ndarray, n: np.ndarray, info: MetricInfo, opt
     elif info.family == "quality":
         res = compare_quality(b, n, tol=opts.quality_tol, direction=info.direction)
         comp.delta = res["delta"]
+        if unrepeatable and res["verdict"] != "unchanged":
+            res["note"] = "; ".join(filter(None, [res["note"], UNREPEATABLE_NOTE]))
+            if res["verdict"] in FLAGGED:
+                res["verdict"] = "inconclusive"
     elif info.family == "memory":
         res = compare_ratio(b, n, threshold=opts.threshold, direction=info.direction or -1)
         comp.ratio = res["ratio"]
+        if sampled_memory and res["verdict"] in FLAGGED:
+            res["verdict"] = "inconclusive"
+            res["note"] += "; one sample of the resident set size (noisy): add repeats to test it"
     else:
         res = compare_info(b, n)
         if comp.base is not None and comp.new is not None:
             comp.delta = comp.new - comp.base
-    comp.verdict, comp.note = res["verdict"], res["note"]
+    comp.verdict = res["verdict"]
+    comp.note = "; ".join(filter(None, [res["note"], "noisy: IQR exceeds median" if comp.noisy else ""]))
 
 
 def _first_message(df: pd.DataFrame, cid: str) -> str:
@@ -590,7 +783,9 @@ def _interval(c: Comparison) -> str:
 
 
 def _p(c: Comparison) -> str:
-    return "—" if c.p_value is None else f"{c.p_value:.2g}"
+    """The p the verdict used: Holm-adjusted when the comparison was tested."""
+    p = c.p_adjusted if c.p_adjusted is not None else c.p_value
+    return "—" if p is None else f"{p:.2g}"
 
 
 def _where(c: Comparison) -> str:
@@ -599,10 +794,29 @@ def _where(c: Comparison) -> str:
 
 def _headline(res: DiffResult) -> str:
     counts = res.counts()
-    order = ["status regression", "regression", "improvement", "changed", "within tolerance", "status fixed",
-             "not enough data", "no verdict", "unchanged"]
+    order = ["status regression", "regression", "missing", "improvement", "changed", "within tolerance",
+             "inconclusive", "status fixed", "not enough data", "no verdict", "unchanged"]
     parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
-    return ", ".join(parts) if parts else "nothing to compare"
+    return ", ".join(parts) if parts else "no metric compared"
+
+
+def summary_line(res: DiffResult) -> str:
+    """How much was compared, then the verdict counts: a log reader sees at once whether the gate had teeth."""
+    n_metrics = len({c.metric for c in res.comparisons})
+    of = f" of {res.compared_cells + len(res.only_base)}" if res.only_base else ""
+    return (f"compared {res.compared_cells}{of} cells, {len(res.comparisons)} metric values "
+            f"({n_metrics} metrics): {_headline(res)}")
+
+
+def rules_line(res: DiffResult) -> str:
+    o = res.options
+    tests = (f"Holm over the {res.timing_tests} timing tests of this diff (family-wise alpha {o.alpha:g})"
+             if res.timing_tests > 1 else f"alpha {o.alpha:g}")
+    missing = ("cells/metrics missing from new are listed only (--allow-missing)" if o.allow_missing
+               else "cells/metrics missing from new count as regressions")
+    return (f"timing flagged when the median ratio is outside ±{o.threshold:.0%} and the Mann-Whitney p < "
+            f"alpha, {tests}; quality beyond ±{o.quality_tol:g} (absolute); memory beyond ±{o.threshold:.0%} "
+            f"(one-sample RSS: inconclusive); status changes always; {missing}")
 
 
 def _by_family(res: DiffResult) -> str:
@@ -619,12 +833,31 @@ def _side(runs: List[Dict[str, Any]]) -> str:
     return ", ".join(f"{r['run_id']} ({r['commit'][:10]}{'-dirty' if r['dirty'] else ''})" for r in runs)
 
 
-_SEVERITY = {"regression": 0, "changed": 1, "improvement": 2, "within tolerance": 3}
+_SEVERITY = {"regression": 0, "changed": 1, "improvement": 2, "within tolerance": 3, "inconclusive": 4}
 
 
 def _interesting(res: DiffResult) -> List[Comparison]:
-    """Reported comparisons, worst first."""
-    return sorted((c for c in res.comparisons if c.reported), key=lambda c: _SEVERITY.get(c.verdict, 9))
+    """Reported and inconclusive comparisons, worst first."""
+    return sorted((c for c in res.comparisons if c.verdict in _SEVERITY), key=lambda c: _SEVERITY[c.verdict])
+
+
+def _missing_lines(res: DiffResult, limit: int) -> List[Tuple[str, str]]:
+    """(title, items) of what BASE measured and NEW did not."""
+    how = "listed only, --allow-missing" if res.options.allow_missing else "counted as regressions"
+    out = []
+    if res.only_base:
+        cells = [l for _, l in res.only_base]
+        out.append((f"missing in new ({len(cells)} cells, {how})",
+                    "; ".join(cells[:limit]) + (" ..." if len(cells) > limit else "")))
+    if res.missing_metrics:
+        items = [f"{label}: {where}" for label, where in res.missing_metrics]
+        out.append((f"metrics missing in new ({len(items)}, {how})",
+                    "; ".join(items[:limit]) + (" ..." if len(items) > limit else "")))
+    if res.only_new:
+        cells = [l for _, l in res.only_new]
+        out.append((f"only in new ({len(cells)} cells, not compared)",
+                    "; ".join(cells[:limit]) + (" ..." if len(cells) > limit else "")))
+    return out
 
 
 def format_text(res: DiffResult, verbose: bool = False) -> str:
@@ -633,9 +866,12 @@ def format_text(res: DiffResult, verbose: bool = False) -> str:
         lines.append("different machines: " + "; ".join(res.machine_differences))
         lines.append("  timing/memory verdicts " + ("given anyway (--cross-machine)" if res.options.cross_machine
                                                      else "withheld (pass --cross-machine to judge)"))
-    lines.append(f"result: {_headline(res)}")
+    for w in res.warnings:
+        lines.append(f"warning: {w}")
+    lines.append(f"result: {summary_line(res)}")
     if res.comparisons:
         lines.append(f"by family: {_by_family(res)}")
+    lines.append(f"rules: {rules_line(res)}")
     if res.status_changes:
         lines.append("")
         lines.append("status changes:")
@@ -643,7 +879,7 @@ def format_text(res: DiffResult, verbose: bool = False) -> str:
             lines.append(f"  [{s.verdict}] {s.label}: {s.base} -> {s.new}" + (f"  ({s.message})" if s.message else ""))
     shown = res.comparisons if verbose else _interesting(res)
     if shown:
-        header = ("verdict", "cell", "metric", "base", "new", "change", "interval", "p", "note")
+        header = ("verdict", "cell", "metric", "base", "new", "change", "interval", "p (Holm)", "note")
         table = [header] + [(c.verdict, c.label, _where(c), _num(c.base, c.unit), _num(c.new, c.unit),
                              _change(c), _interval(c), _p(c), c.note) for c in shown]
         widths = [max(len(str(r[i])) for r in table) for i in range(len(header) - 1)]
@@ -652,11 +888,9 @@ def format_text(res: DiffResult, verbose: bool = False) -> str:
             lines.append("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths)) + "  " + str(r[-1]))
     from harness.analysis.seeds import format_seeds_text
     lines += format_seeds_text(res.seed_comparisons, res.seed_note)
-    for title, cells in (("only in base", res.only_base), ("only in new", res.only_new)):
-        if cells:
-            lines.append("")
-            lines.append(f"{title} ({len(cells)} cells, not compared): " + "; ".join(l for _, l in cells[:20])
-                         + (" ..." if len(cells) > 20 else ""))
+    for title, items in _missing_lines(res, 20):
+        lines.append("")
+        lines.append(f"{title}: {items}")
     return "\n".join(lines) + "\n"
 
 
@@ -666,9 +900,10 @@ def _md_cell(x: Any) -> str:
 
 
 def _md_table(comps: List[Comparison]) -> List[str]:
-    out = ["| verdict | cell | metric | base | new | change | interval | p | note |",
+    out = ["| verdict | cell | metric | base | new | change | interval | p (Holm) | note |",
            "|---|---|---|---:|---:|---:|---|---:|---|"]
-    icon = {"regression": "🔴 regression", "improvement": "🟢 improvement", "changed": "🟡 changed"}
+    icon = {"regression": "🔴 regression", "improvement": "🟢 improvement", "changed": "🟡 changed",
+            "inconclusive": "⚪ inconclusive"}
     for c in comps:
         out.append("| " + " | ".join(_md_cell(v) for v in (
             icon.get(c.verdict, c.verdict), c.label, _where(c), _num(c.base, c.unit), _num(c.new, c.unit),
@@ -680,12 +915,12 @@ def format_markdown(res: DiffResult) -> str:
     """A pull-request comment: headline, machine warning, flagged table, the rest folded."""
     suites = sorted({r["suite"] for r in res.base_runs + res.new_runs})
     lines = [f"### ssmbench diff — {_md_cell(', '.join(suites))}", "",
-             f"**{_md_cell(_headline(res))}**", "",
+             f"**{_md_cell(summary_line(res))}**", "",
              f"- base: {_md_cell(_side(res.base_runs))}", f"- new: {_md_cell(_side(res.new_runs))}",
              f"- by family: {_md_cell(_by_family(res) or 'nothing compared')}",
-             f"- rules: timing flagged when the median ratio is outside ±{res.options.threshold:.0%} and "
-             f"Mann-Whitney p < {res.options.alpha:g}; quality flagged beyond ±{res.options.quality_tol:g} "
-             f"(absolute); memory beyond ±{res.options.threshold:.0%}; status changes always"]
+             f"- rules: {_md_cell(rules_line(res))}"]
+    if res.warnings:
+        lines += ["", "> [!WARNING]"] + [f"> {_md_cell(w)}  " for w in res.warnings]
     if res.machine_differences:
         lines += ["", "> [!WARNING]", "> The runs come from different machines or versions: "
                   + _md_cell("; ".join(res.machine_differences)) + ".",
@@ -706,10 +941,8 @@ def format_markdown(res: DiffResult) -> str:
         lines += _md_table(res.comparisons) + ["", "</details>"]
     from harness.analysis.seeds import format_seeds_markdown
     lines += format_seeds_markdown(res.seed_comparisons, res.seed_note)
-    for title, cells in (("Only in base", res.only_base), ("Only in new", res.only_new)):
-        if cells:
-            lines += ["", f"{title} ({len(cells)} cells, not compared): "
-                      + "; ".join(_md_cell(l) for _, l in cells[:30]) + (" …" if len(cells) > 30 else "")]
+    for title, items in _missing_lines(res, 30):
+        lines += ["", f"**{_md_cell(title[0].upper() + title[1:])}**: {_md_cell(items)}"]
     return "\n".join(lines) + "\n"
 
 

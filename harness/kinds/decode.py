@@ -15,12 +15,15 @@ capacity ``prompt_len + gen_len``, at least the stepper's warm-up steps): the Tr
 preallocated and each step attends over the whole capacity under a mask (HF transformers' StaticCache,
 gpt-fast), so it is replayed from a CUDA graph like Mamba's step.  A parallel prefill runs eagerly and is loaded
 into the stepper's buffers; a stepped one's early steps cost as much as the last ones (masked attention over the
-whole capacity).  ``state_bytes`` is then the full preallocated cache.
+whole capacity).  ``decode_state_bytes`` is then the full preallocated cache.
 
 Rows: ``prefill_ms`` and ``decode_ms_per_token`` (one per repeat), then their medians and IQR,
 ``tokens_per_s`` (batch * gen_len / generation time), ``end_to_end_tokens_per_s`` (batch * gen_len /
-(prefill + generation): the Mamba paper's throughput, PAPER_FACTS.md 4.3), ``state_bytes`` (the
-decoding state after the last token), peak memory and ``n_params``.  The model is cast to ``dtype``
+(prefill + generation): the Mamba paper's throughput, PAPER_FACTS.md 4.3), ``decode_state_bytes`` (every tensor
+of the batch's decoding state after the last token, as held: a static cache at its full capacity; named
+``state_bytes`` before 2026-12-05), ``state_elements`` and ``state_bytes`` (the state one sequence carries at
+context prompt_len + gen_len, from ``models.state_size``: harness/kinds/state_rows.py), peak memory and
+``n_params``.  The model is cast to ``dtype``
 (inference weights, like mamba_ssm's generation benchmark).
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ from harness.kinds.bench.static_step import StaticStepper, leaves, static_capaci
 from harness.kinds.bench.model_level import on_device
 from harness.kinds.bench.peak_memory import PEAK_METRICS, PeakMemory
 from harness.kinds.bench.timing import iqr, make_timer, median, synchronize
+from harness.kinds.state_rows import state_size_rows
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
 from harness.kinds.footprint import decode_bytes
@@ -143,7 +147,8 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
     if gen_s > 0:
         yield make_row("tokens_per_s", cfg.batch * cfg.gen_len / gen_s, "tokens/s")
         yield make_row("end_to_end_tokens_per_s", cfg.batch * cfg.gen_len / total_s, "tokens/s")
-    yield make_row("state_bytes", state_bytes, "bytes", context_len=cfg.prompt_len + cfg.gen_len)
+    yield make_row("decode_state_bytes", state_bytes, "bytes", context_len=cfg.prompt_len + cfg.gen_len)
+    yield from state_size_rows(cfg.model, cfg.prompt_len + cfg.gen_len, cfg.torch_dtype)
     if cfg.cuda_graph:   # 1: every step replayed from one CUDA graph; 0: eager (message: why)
         yield make_row("cuda_graph", int(stepper is not None), "", message=graph_note)
     yield make_row("n_params", models.count_params(lm), "")
@@ -181,6 +186,7 @@ def _stepper(lm: torch.nn.Module, cfg: DecodeConfig, device: str):
 SPEC = KindSpec(name="decode", config_model=DecodeConfig, run_cell=run_cell,
                 skip_reason=skip_reason, run_meta=gpu_meta,
                 metrics=("prefill_ms", "prefill_ms_median", "decode_ms_per_token", "decode_ms_per_token_median",
-                         "decode_ms_per_token_iqr", "tokens_per_s", "end_to_end_tokens_per_s", "state_bytes",
+                         "decode_ms_per_token_iqr", "tokens_per_s", "end_to_end_tokens_per_s", "decode_state_bytes",
+                         "state_elements", "state_bytes",
                          "n_params", "cuda_graph", *PEAK_METRICS, *GPU_STATE_METRICS),
                 estimate_bytes=lambda cell: decode_bytes(DecodeConfig.model_validate(cell.params)))

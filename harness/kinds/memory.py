@@ -5,7 +5,8 @@ and activations all count (the Mamba paper's Table 15 measures a whole training 
 passes first (the optimizer's state exists only after one step), then ``repeats`` measured passes,
 each after a reset of the peak: one ``peak_mem_bytes`` row per repeat on CUDA (``peak_rss_bytes`` /
 ``peak_rss_delta_bytes`` on CPU), plus ``peak_mem_GB`` (the largest repeat, in 1e9 bytes, the unit of
-the paper's table) and the target's facts (``n_params``).  Passes with a backward also give
+the paper's table) and the target's facts (``n_params``; for impl model / layer ``state_elements`` and
+``state_bytes``, harness/kinds/state_rows.py).  Passes with a backward also give
 ``saved_activation_bytes`` (what the forward kept for the backward, counted on the first measured
 repeat: exact and the same on every machine for one code path; see ``harness/kinds/bench/saved_activations``).
 """
@@ -17,7 +18,7 @@ from typing import Any, Dict, Iterator
 import torch
 
 from harness.kinds.bench import IMPLS
-from harness.kinds.bench.config import MemoryConfig, cell_device
+from harness.kinds.bench.config import MemoryConfig, cell_device, model_state_rows
 from harness.kinds.bench.device_info import GPU_STATE_METRICS, gpu_meta, gpu_state_rows
 from harness.kinds.bench.skips import skip_reason
 from harness.kinds.bench.peak_memory import GB, PEAK_METRICS, PeakMemory
@@ -25,6 +26,7 @@ from harness.kinds.bench.saved_activations import SavedActivations
 from harness.kinds.bench.timing import synchronize
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
+from harness.kinds.state_rows import METRICS as STATE_METRICS
 from harness.kinds.footprint import bench_bytes
 
 
@@ -52,10 +54,11 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
         yield make_row("saved_activation_bytes", saved.bytes, "bytes")
     for key, value in work.info.items():
         yield make_row(key, value, "")
+    yield from model_state_rows(cfg)
     yield from gpu_state_rows(device)
 
 
 SPEC = KindSpec(name="memory", config_model=MemoryConfig, run_cell=run_cell,
                 skip_reason=skip_reason, run_meta=gpu_meta,
-                metrics=(*PEAK_METRICS, "peak_mem_GB", "saved_activation_bytes", "n_params", *GPU_STATE_METRICS),
+                metrics=(*PEAK_METRICS, "peak_mem_GB", "saved_activation_bytes", "n_params", *STATE_METRICS, *GPU_STATE_METRICS),
                 estimate_bytes=lambda cell: bench_bytes(MemoryConfig.model_validate(cell.params)))

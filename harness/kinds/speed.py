@@ -4,7 +4,8 @@ Per cell: build the target's inputs once (outside the timed region), ``warmup`` 
 then ``repeats`` timed calls -> one ``time_ms`` row per repeat, then the derived rows
 (``time_ms_median``, ``time_ms_iqr``, ``tokens_per_s``, ``achieved_GBps`` / ``roofline_fraction``
 where the target declares its costs), the cell's peak memory (``peak_mem_bytes`` on CUDA,
-``peak_rss_bytes`` on CPU) and, on CUDA, the GPU's clocks and temperature at the cell's end.
+``peak_rss_bytes`` on CPU), for impl model / layer the state size per sequence (``state_elements``,
+``state_bytes``: harness/kinds/state_rows.py) and, on CUDA, the GPU's clocks and temperature at the cell's end.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Dict, Iterator
 import torch
 
 from harness.kinds.bench import IMPLS
-from harness.kinds.bench.config import SpeedConfig, cell_device
+from harness.kinds.bench.config import SpeedConfig, cell_device, model_state_rows
 from harness.kinds.bench.device_info import GPU_STATE_METRICS, ceilings, gpu_state_rows, run_meta
 from harness.kinds.bench.peak_memory import PEAK_METRICS, PeakMemory
 from harness.kinds.bench.skips import skip_reason
@@ -21,6 +22,7 @@ from harness.kinds.bench.summary import SUMMARY_METRICS, timing_summary_rows
 from harness.kinds.bench.timing import make_timer, measure
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
+from harness.kinds.state_rows import METRICS as STATE_METRICS
 from harness.kinds.footprint import bench_bytes
 
 
@@ -39,11 +41,12 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
     yield from timing_summary_rows(times, work, ceilings(device))
     for key, value in work.info.items():
         yield make_row(key, value, "")
+    yield from model_state_rows(cfg)
     yield from peak.rows()
     yield from gpu_state_rows(device)
 
 
 SPEC = KindSpec(name="speed", config_model=SpeedConfig, run_cell=run_cell,
                 skip_reason=skip_reason, run_meta=run_meta,
-                metrics=("time_ms", *SUMMARY_METRICS, "n_params", *PEAK_METRICS, *GPU_STATE_METRICS),
+                metrics=("time_ms", *SUMMARY_METRICS, "n_params", *STATE_METRICS, *PEAK_METRICS, *GPU_STATE_METRICS),
                 estimate_bytes=lambda cell: bench_bytes(SpeedConfig.model_validate(cell.params)))

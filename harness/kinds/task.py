@@ -3,7 +3,8 @@
 A cell's params are nested: ``{task: {...}, model: {...}, train: {...}, device: ..., seed: ...}``
 (see :class:`TaskCellConfig`).  ``seed`` seeds the model's initialisation; the data are seeded with
 ``seed + 1000`` (:data:`harness.kinds.training.train.DATA_SEED_OFFSET`), so changing one does not move the other.
-The rows are those of :func:`harness.kinds.training.train.train_and_evaluate`.
+The rows are the model's state size per sequence at the training length (``state_elements``, ``state_bytes``:
+harness/kinds/state_rows.py), then those of :func:`harness.kinds.training.train.train_and_evaluate`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from harness.cells import Cell, CellContext
 from harness.config_types import NonNegativeInt, StrictModel
 from harness.kinds import KindSpec
+from harness.kinds.state_rows import METRICS as STATE_METRICS, state_size_rows
 from harness.kinds.footprint import task_bytes
 from harness.kinds.tasks.config import TaskConfig
 from harness.kinds.training.train import TrainConfig, train_and_evaluate
@@ -84,12 +86,13 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
     task = cfg.task.build()
     torch.manual_seed(cfg.seed)  # the model's initialisation
     model = build_model(cfg.model, task.vocab_size).to(device)
+    yield from state_size_rows(cfg.model, cfg.task.seq_len, torch.float32)
     yield from train_and_evaluate(model, task, cfg.train, seed=cfg.seed, device=device, ctx=ctx)
 
 
 #: the metrics of :func:`harness.kinds.training.train.train_and_evaluate`
 METRICS = ("accuracy", "seq_accuracy", "loss", "chance_accuracy", "val_accuracy", "val_seq_accuracy", "val_loss",
-           "train_loss", "lr", "steps", "train_time_s", "n_params", "cuda_graph")
+           "train_loss", "lr", "steps", "train_time_s", "n_params", "cuda_graph", *STATE_METRICS)
 
-SPEC = KindSpec("task", TaskCellConfig, run_cell, metrics=METRICS, row_columns=("eval_seq_len", "step", "repeat"),
+SPEC = KindSpec("task", TaskCellConfig, run_cell, metrics=METRICS, row_columns=("eval_seq_len", "step", "repeat", "context_len"),
                 estimate_bytes=lambda cell: task_bytes(TaskCellConfig.model_validate(cell.params)))

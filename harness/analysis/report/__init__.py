@@ -65,9 +65,9 @@ def use_suite_file(runs: Sequence[Run], suite_file: PathLike) -> None:
         r.suite = {**r.suite, "expect": doc.get("expect") or [], "tune": doc.get("tune")}
 
 
-def build_report(run_dirs: Sequence[PathLike], out_dir: Optional[PathLike] = None,
+def build_report(run_dirs: Sequence[Union[PathLike, Run]], out_dir: Optional[PathLike] = None,
                  suite_file: Optional[PathLike] = None) -> Path:
-    """Write the report of ``run_dirs`` (one or more run directories) and return its directory;
+    """Write the report of ``run_dirs`` (run directories, or runs already loaded) and return its directory;
     ``suite_file`` replaces the runs' own expectations (see :func:`use_suite_file`)."""
     from harness.analysis.report.html import render_html
     from harness.analysis.report.markdown import render_markdown
@@ -75,7 +75,9 @@ def build_report(run_dirs: Sequence[PathLike], out_dir: Optional[PathLike] = Non
 
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
-    runs = load_runs(run_dirs)
+    runs = [r for r in run_dirs if isinstance(r, Run)]
+    if len(runs) != len(run_dirs):
+        runs = load_runs(run_dirs)
     if suite_file is not None:
         use_suite_file(runs, suite_file)
     out = Path(out_dir) if out_dir is not None else default_out_dir(runs)

@@ -67,19 +67,24 @@ def series_columns(df: pd.DataFrame, x: Optional[str], facet: Optional[str]) -> 
 
 
 def series_label(df: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
-    """"s6.chunked" for the impl alone, else "arch=mamba, mixer=s6" (model keys the row's model ignores
-    left out, unless that would leave nothing)."""
+    """"s6.chunked" for the impl alone, else "arch=mamba, mixer=s6" (model keys the row's model ignores, and
+    keys the row has no value for -- an operator's model.arch beside model-level rows -- left out, unless that
+    would leave nothing)."""
     if not cols:
         return pd.Series(["all"] * len(df), index=df.index, dtype=object)
     named = len(cols) > 1
     parts = {c: [(f"{c.rsplit('.', 1)[-1]}={fmt_param(v)}" if named or c not in ("impl", "model") else fmt_param(v))
                  for v in df[c]] for c in cols}
-    keep = {c: applicable(df, c).tolist() for c in cols}
+    keep = {c: (applicable(df, c) & df[c].map(lambda v: not _is_missing(v))).tolist() for c in cols}
     labels = []
     for i in range(len(df)):
         shown = [parts[c][i] for c in cols if keep[c][i]] or [parts[c][i] for c in cols]
         labels.append(", ".join(shown))
     return pd.Series(labels, index=df.index, dtype=object)
+
+
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
 
 
 def train_len_column(df: pd.DataFrame) -> Optional[str]:

@@ -7,7 +7,8 @@ memory -- peak memory vs sequence length (or batch) per impl, failures marked th
 decode -- per-token latency vs context length per impl.
 task   -- learning curves (mean and sd over seeds), accuracy vs evaluation length with the training
           length marked (induction-heads extrapolation), and an accuracy heatmap when the grid has
-          two or more axes (e.g. arch x mixer, as in the Mamba paper's Table 1).
+          two or more axes (e.g. arch x mixer, as in the Mamba paper's Table 1), and accuracy vs state size
+          (``state_bytes``) when the cells carry different state sizes (the Mamba-2 paper's MQAR comparison).
 Each builder returns :class:`Figure` objects; a kind it does not recognise gets no figures.
 """
 from __future__ import annotations
@@ -378,8 +379,43 @@ def heatmap_figure(df: pd.DataFrame) -> Optional[Figure]:
                    "Final accuracy (at the training length), mean over seeds; blank: no finished cell.", svg=False)
 
 
+def state_size_figure(df: pd.DataFrame) -> Optional[Figure]:
+    """Final accuracy against the state one sequence carries (``state_bytes``), one line per block / mixer (and
+    training length): the comparison of the Mamba-2 paper's and zoology's MQAR plots."""
+    if not (df["metric"] == "state_bytes").any():
+        return None
+    acc = final_accuracy(df)
+    state = df[(df["status"] == "ok") & (df["metric"] == "state_bytes")]
+    if not len(acc) or not len(state):
+        return None
+    acc = acc.assign(value=_numeric(acc["value"])).groupby("cell_id", as_index=False).agg(
+        {"value": "mean", **{c: "first" for c in acc.columns if c not in ("cell_id", "value")}})
+    acc["_state"] = acc["cell_id"].map(state.groupby("cell_id")["value"].first().astype(float))
+    acc = acc[acc["_state"].notna()]
+    if acc["_state"].nunique() < 2:
+        return None
+    cols = [c for c in ("model.arch", "model.mixer", "task.seq_len") if c in acc.columns and acc[c].nunique() > 1]
+    acc["series"] = _label(acc, cols)
+    acc = acc.sort_values("_state")
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    for name, g in acc.groupby("series", sort=True):
+        ax.plot(g["_state"], g["value"], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("state per sequence (bytes, log scale)")
+    ax.set_ylabel("accuracy")
+    _legend_outside(ax)
+    fig.suptitle("Accuracy vs state size")
+    return _render(fig, "task_accuracy_vs_state", "Accuracy vs state size",
+                   "Final accuracy (training length, mean over seeds) against state_bytes, the recurrent state one "
+                   "sequence carries at inference (the KV cache at the training length for attention).")
+
+
 def task_figures(df: pd.DataFrame) -> List[Figure]:
-    out = [learning_curve_figure(df), length_curve_figure(df), extrapolation_figure(df), heatmap_figure(df)]
+    out = [learning_curve_figure(df), length_curve_figure(df), extrapolation_figure(df), heatmap_figure(df),
+           state_size_figure(df)]
     return [f for f in out if f is not None]
 
 

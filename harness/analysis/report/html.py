@@ -68,7 +68,7 @@ def _section(sec: Section, h: str, titled: bool) -> List[str]:
     for line in sec.overrides:  # the description is the suite's as written; these changed it
         parts.append(f"<p>Run with <code>--set</code> overrides ({e(line)})</p>")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(sec.status_counts.items()))
-    parts.append(f"<p><strong>{sec.n_cells} cells</strong> ({e(counts or 'no rows')}); kind: {e(sec.kind)}</p>")
+    parts.append(f"<p><strong>{e(sec.cells_line)}</strong> ({e(counts or 'no rows')}); kind: {e(sec.kind)}</p>")
     if sec.summary:
         parts.append(f"<{h}>Summary</{h}>")
         for t in sec.summary:

@@ -55,7 +55,7 @@ def _section(sec: Section, figure_paths: dict, h: str, titled: bool) -> List[str
     for line in sec.overrides:  # the description is the suite's as written; these changed it
         out += ["Run with `--set` overrides (" + md_escape(line) + ")", ""]
     counts = ", ".join(f"{n} {s}" for s, n in sorted(sec.status_counts.items()))
-    out += [f"**{sec.n_cells} cells** ({md_escape(counts or 'no rows')}); kind: {md_escape(sec.kind)}"]
+    out += [f"**{sec.cells_line}** ({md_escape(counts or 'no rows')}); kind: {md_escape(sec.kind)}"]
     if sec.summary:
         out += ["", f"{h} Summary", ""]
         for t in sec.summary:

@@ -3,12 +3,15 @@
 The diff treats families differently: timings are noisy and need repeats and a significance test,
 quality numbers (accuracy, loss) are deterministic for fixed seeds on one device (on a GPU only
 with ``train.deterministic``: harness/kinds/training/determinism.py) and get an absolute tolerance, memory is
-compared by ratio, and ``info`` metrics (``n_params``) are only reported when they change.  The direction says which way is a regression.
+compared by ratio, and ``info`` metrics (``n_params``, ``state_bytes``) are only reported when they change.  The direction says which way is a regression.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
 
 TIMING_UNITS = {"ns", "us", "µs", "ms", "s", "sec", "tokens/s", "tok/s", "gb/s", "gbps", "1/s"}
 MEMORY_UNITS = {"b", "bytes", "kb", "mb", "gb", "kib", "mib", "gib"}
@@ -20,6 +23,9 @@ _QUALITY = re.compile(r"(accuracy|acc$|loss|perplexity|ppl|bpc|bits_per)", re.I)
 _TIMING = re.compile(r"(time|_ms|_s$|latency|per_s$|tokens_per_s|gbps|tflops|roofline_fraction|"
                      r"throughput)", re.I)
 _MEMORY = re.compile(r"(mem|rss|bytes)", re.I)
+#: Facts of the configuration, whatever their unit: the state one sequence carries (harness/kinds/state_rows.py)
+#: and the parameter count change only when the model does, so a diff reports them, never as a regression.
+INFO_METRICS = {"n_params", "state_elements", "state_bytes"}
 #: Summaries the speed kind derives from per-repeat rows; the diff tests the raw samples instead.
 SUMMARY_SUFFIXES = ("_median", "_iqr", "_mean", "_std", "_p10", "_p90", "_min", "_max")
 
@@ -38,7 +44,7 @@ class MetricInfo:
 def classify(metric: str, unit: str = "") -> MetricInfo:
     """Family and direction of ``metric`` from its name and unit (names win over units)."""
     u = (unit or "").strip().lower()
-    if metric == "cell":
+    if metric == "cell" or metric in INFO_METRICS:
         return MetricInfo(metric, "info", 0)
     if _QUALITY.search(metric):
         family = "quality"
@@ -70,3 +76,13 @@ def is_summary_of(metric: str, available: set) -> bool:
 def is_fraction_metric(metric: str) -> bool:
     """Accuracies are fractions in [0, 1] (the suites' convention)."""
     return bool(re.search(r"accuracy|acc$|fraction", metric, re.I))
+
+
+def iqr_exceeds_median(values: Sequence[float]) -> bool:
+    """A timing sample too noisy to read: its interquartile range is larger than its median."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return False
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return bool(q3 - q1 > abs(med))

@@ -14,7 +14,7 @@ import pandas as pd
 from harness.analysis.report import expect as expect_mod
 from harness.analysis.report.expect_curve import curve_expectations
 from harness.analysis.report.figures import Figure, figures_for
-from harness.analysis.report.runs import Run, cell_status, combined_rows, meta_facts
+from harness.analysis.report.runs import NOISE_KEYS, Run, cell_status, combined_rows, meta_facts
 from harness.analysis.report.summary import summary_tables
 from harness.analysis.report.tables import MetricTable, metric_tables, status_table
 from harness.analysis.report.tuning import tuned_for
@@ -24,11 +24,12 @@ META_FIELDS = (("run id", "run_id"), ("suite", "suite"), ("kind", "kind"), ("com
                ("dirty", "dirty"), ("started", "started"), ("ended", "ended"), ("host", "host"),
                ("device", "device"), ("GPU", "gpu"), ("GPU driver", "driver"), ("CPU", "cpu"),
                ("python", "python"), ("torch", "torch"), ("triton", "triton"), ("CUDA", "cuda"),
+               ("load average", "load"), ("CPU frequency", "cpu_freq"), ("rows read from", "source"),
                ("command", "command"))
 #: meta.json keys already covered by META_FIELDS (in either layout), or too bulky for the table.
 _SHOWN = {"run_id", "suite", "kind", "commit", "dirty", "started", "ended", "start_time", "end_time", "host",
           "device", "gpu", "gpu_name", "gpus", "driver", "cpu", "python", "torch", "triton", "cuda",
-          "versions", "command"}
+          "versions", "command", *NOISE_KEYS}
 
 
 @dataclass
@@ -49,6 +50,14 @@ class Section:
     overrides: List[str] = field(default_factory=list)  # "run id: key=value, ..." for runs made with --set
     tuned: List[MetricTable] = field(default_factory=list)   # the suite's ``tune:``: rows at their best lr
     tune_warnings: List[str] = field(default_factory=list)   # e.g. a best value at the edge of the sweep
+    n_planned: int = 0              # cells the runs planned (suite.yaml), 0 when not recorded
+
+    @property
+    def cells_line(self) -> str:
+        """"4 cells" or, for a run that did less than it planned, "2 of 4 planned cells have rows"."""
+        if self.n_planned > self.n_cells:
+            return f"{self.n_cells} of {self.n_planned} planned cells have rows"
+        return f"{self.n_cells} cells"
 
 
 @dataclass
@@ -86,8 +95,9 @@ def _section(suite: str, runs: Sequence[Run], figure_prefix: str) -> Section:
         f.name = figure_prefix + f.name
     overrides = [f"{r.run_id}: " + ", ".join(f"{k}={v}" for k, v in r.overrides.items())
                  for r in runs if r.overrides]
+    planned = {cid for r in runs for cid in r.planned_cells}
     tuned = tuned_for([r.suite for r in runs], rows)
-    return Section(suite=suite, kind=kind, description=description, n_cells=len(statuses),
+    return Section(suite=suite, kind=kind, description=description, n_cells=len(statuses), n_planned=len(planned),
                    tuned=[tuned.table] if tuned.table is not None else [], tune_warnings=tuned.warnings,
                    status_counts=counts, expects=expect_mod.evaluate(entries, rows), figures=figures,
                    tables=metric_tables(rows), failed=status_table(rows), summary=summary_tables(kind, rows),
@@ -112,6 +122,8 @@ def assemble(runs: Sequence[Run]) -> ReportData:
             values = [r.suite_name for r in runs]
         elif key == "kind":
             values = [r.kind for r in runs]
+        elif key == "source":
+            values = [r.source or "—" for r in runs]
         else:
             values = [_meta_value(f[key] if key in f else r.meta.get(key)) for f, r in zip(facts, runs)]
         if any(v != "—" for v in values):
@@ -122,7 +134,7 @@ def assemble(runs: Sequence[Run]) -> ReportData:
         meta_rows.append((k, [_meta_value(r.meta.get(k)) for r in runs]))
     many = len(by_suite) > 1
     sections = [_section(name, group, _slug(name) if many else "") for name, group in by_suite.items()]
-    notes = []
+    notes = [f"warning: {note}" for r in runs for note in r.notes]
     pooled = [name for name, group in by_suite.items() if len(group) > 1]
     if pooled:
         notes.append(f"several runs of {', '.join(pooled)} combined: their repeats and seeds are pooled.")

@@ -43,6 +43,9 @@ class Run:
     meta: Dict[str, Any] = field(default_factory=dict)
     suite: Dict[str, Any] = field(default_factory=dict)
     overrides: Dict[str, Any] = field(default_factory=dict)  # ``--set`` keys the run used over the suite
+    _planned: Dict[str, Dict[str, Any]] = field(default_factory=dict, repr=False)
+    source: str = ""               # the file the rows were read from (rows.jsonl or results.parquet)
+    notes: List[str] = field(default_factory=list)  # what a reader must know about the data (truncation)
 
     @property
     def run_id(self) -> str:
@@ -54,6 +57,26 @@ class Run:
         if not name and "suite" in self.rows and len(self.rows):
             name = self.rows["suite"].iloc[0]
         return str(name or self.path.parent.name)
+
+    @property
+    def planned_cells(self) -> Dict[str, Dict[str, Any]]:
+        """cell_id -> params of the cells the run planned (suite.yaml's ``cells``); {} when not recorded."""
+        return dict(self._planned)
+
+    @property
+    def missing_cells(self) -> List[str]:
+        """Planned cell ids without a single row: the run did less than it planned."""
+        have = set(self.rows["cell_id"].astype(str)) if len(self.rows) else set()
+        return [cid for cid in self._planned if cid not in have]
+
+    def completeness(self) -> Optional[str]:
+        """One line when planned cells have no rows ("2 of 4 planned cells have rows ..."), else None."""
+        missing = self.missing_cells
+        if not missing:
+            return None
+        planned = len(self._planned)
+        return (f"{self.run_id}: {planned - len(missing)} of {planned} planned cells have rows in {self.source} "
+                f"(no rows: {describe_cells([self._planned[c] for c in missing], missing)})")
 
     @property
     def kind(self) -> str:
@@ -107,13 +130,71 @@ def resolve_run_dir(path: PathLike) -> Path:
     return dirs[0]
 
 
-def _load_rows(run_dir: Path) -> pd.DataFrame:
+def _load_rows(run_dir: Path) -> Tuple[pd.DataFrame, str, List[str]]:
+    """(rows, the file they came from, notes).
+
+    ``rows.jsonl`` is the runner's append log and ``results.parquet`` the table it rebuilds from it at
+    the end; when both exist and disagree (a rows.jsonl cut short after the run, a table left from
+    before a ``--resume``), the one holding more rows is used and a note says so, and a torn last
+    line of rows.jsonl (which the reader drops) is noted too.
+    """
+    from harness.store.results import PARQUET_FILE, ROWS_FILE
     from harness.store.results import load as results_load  # the one reader of the tidy schema
 
-    try:
-        return results_load([run_dir])
-    except (OSError, ValueError) as exc:  # a damaged rows.jsonl: say which file, no traceback
-        raise RunDirError(f"{run_dir}: cannot load rows: {exc}") from None
+    candidates = [run_dir / name for name in (ROWS_FILE, PARQUET_FILE) if (run_dir / name).is_file()]
+    frames: Dict[str, pd.DataFrame] = {}
+    for path in candidates:
+        try:
+            frames[path.name] = results_load([path])
+        except Exception as exc:  # noqa: BLE001 - a damaged file: say which, no traceback
+            if len(candidates) == 1:
+                raise RunDirError(f"{path}: cannot load rows: {exc}") from None
+            frames[path.name] = None
+    notes: List[str] = []
+    jsonl = run_dir / ROWS_FILE
+    if jsonl.is_file() and jsonl.stat().st_size and not jsonl.read_bytes().endswith(b"\n"):
+        notes.append(f"{jsonl}: the last line is torn (cut mid-row) and was ignored")
+    usable = {name: f for name, f in frames.items() if f is not None}
+    if not usable:
+        raise RunDirError(f"{run_dir}: cannot load rows from {' or '.join(frames)}")
+    for name, f in frames.items():
+        if f is None:
+            notes.append(f"{run_dir / name}: unreadable, ignored")
+    chosen = max(usable, key=lambda name: (len(usable[name]), name == ROWS_FILE))
+    if len(usable) == 2:
+        other = next(n for n in usable if n != chosen)
+        if len(usable[other]) != len(usable[chosen]):
+            notes.append(f"{run_dir}: {other} has {len(usable[other])} rows but {chosen} has "
+                         f"{len(usable[chosen])}; read {chosen} ({other} looks "
+                         f"{'truncated' if len(usable[other]) < len(usable[chosen]) else 'stale'})")
+    return usable[chosen], chosen, notes
+
+
+def _planned_cells(plan_doc: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    cells = plan_doc.get("cells")
+    out: Dict[str, Dict[str, Any]] = {}
+    if isinstance(cells, list):
+        for c in cells:
+            if isinstance(c, dict) and c.get("cell_id"):
+                params = c.get("params")
+                out[str(c["cell_id"])] = params if isinstance(params, dict) else {}
+    return out
+
+
+def describe_cells(params: Sequence[Dict[str, Any]], ids: Sequence[str], limit: int = 8) -> str:
+    """Short labels of cells from their params: the flattened keys whose values differ between them
+    (the ids when they do not differ or there is one cell)."""
+    from harness.dotted import flatten
+
+    flat = [flatten(p) if p else {} for p in params]
+    keys = sorted({k for f in flat for k in f})
+    varying = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    labels = []
+    for cid, f in zip(ids, flat):
+        parts = [f"{k}={f[k]}" for k in varying if k in f]
+        labels.append(", ".join(parts) if parts else cid)
+    more = len(labels) - limit
+    return "; ".join(labels[:limit]) + (f"; ... {more} more" if more > 0 else "")
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -126,10 +207,10 @@ def _read_json(path: Path) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _read_suite(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(the suite as written, the run's ``--set`` overrides) from a run's suite.yaml."""
+def _read_suite(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Dict[str, Any]]]:
+    """(the suite as written, the run's ``--set`` overrides, its planned cells) from a run's suite.yaml."""
     if not path.is_file():
-        return {}, {}
+        return {}, {}, {}
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
     except yaml.YAMLError as exc:
@@ -138,8 +219,8 @@ def _read_suite(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     # the runner writes {suite: <the suite as written>, source, overrides, filters, cells: [...]}
     if isinstance(doc.get("suite"), dict) and ("cells" in doc or "source" in doc):
         overrides = doc.get("overrides")
-        return doc["suite"], (overrides if isinstance(overrides, dict) else {})
-    return doc, {}
+        return doc["suite"], (overrides if isinstance(overrides, dict) else {}), _planned_cells(doc)
+    return doc, {}, {}
 
 
 def normalise_rows(df: pd.DataFrame, run_id: str) -> pd.DataFrame:
@@ -165,10 +246,15 @@ def load_run(path: PathLike) -> Run:
     """Load one run directory (or the newest run of the one suite inside ``path``)."""
     run_dir = resolve_run_dir(path)
     meta = _read_json(run_dir / "meta.json")
-    suite, overrides = _read_suite(run_dir / "suite.yaml")
-    rows = _load_rows(run_dir)
+    suite, overrides, planned = _read_suite(run_dir / "suite.yaml")
+    rows, source, notes = _load_rows(run_dir)
     run_id = str(meta.get("run_id") or run_dir.name)
-    return Run(path=run_dir, rows=normalise_rows(rows, run_id), meta=meta, suite=suite, overrides=overrides)
+    run = Run(path=run_dir, rows=normalise_rows(rows, run_id), meta=meta, suite=suite, overrides=overrides,
+              _planned=planned, source=source, notes=notes)
+    incomplete = run.completeness()
+    if incomplete:
+        run.notes.append(incomplete)
+    return run
 
 
 def load_runs(paths: Sequence[PathLike]) -> List[Run]:
@@ -315,4 +401,49 @@ def meta_facts(meta: Dict[str, Any]) -> Dict[str, Any]:
         "device": _first(meta, "device"),
         "started": _first(meta, "started", "start_time"),
         "ended": _first(meta, "ended", "end_time"),
+        "load": _load_average(meta),
+        "cpu_freq": _cpu_freq(meta),
     }
+
+
+#: meta.json keys (harness.store.meta.machine_load) that meta_facts folds into "load" and "cpu_freq".
+NOISE_KEYS = ("load_avg_1m", "load_avg_5m", "load_avg_15m", "load_avg", "cpu_freq_mhz", "cpu_freq_max_mhz")
+
+
+def _load_average(meta: Dict[str, Any]) -> Optional[str]:
+    """"1.52 0.8 0.41 (1/5/15 min)" from the runner's ``load_avg_1m/5m/15m`` (or a ``load_avg`` list)."""
+    parts = [meta.get(f"load_avg_{m}") for m in ("1m", "5m", "15m")]
+    if any(p is not None for p in parts):
+        return " ".join("?" if p is None else _spell(p) for p in parts) + " (1/5/15 min)"
+    return _noise(meta, ("load_avg", "loadavg", "load_average"))
+
+
+def _cpu_freq(meta: Dict[str, Any]) -> Optional[str]:
+    """"1800 MHz (max 3000)" from ``cpu_freq_mhz`` / ``cpu_freq_max_mhz``: a throttled CPU times slower."""
+    now = _noise(meta, ("cpu_freq_mhz",))
+    if now is None:
+        return None
+    top = meta.get("cpu_freq_max_mhz")
+    return f"{now} MHz" + (f" (max {_spell(top)})" if top is not None else "")
+
+
+def _noise(meta: Dict[str, Any], names: Sequence[str]) -> Optional[str]:
+    """A machine-noise fact (load average, CPU frequency) as text, wherever meta.json keeps it: at the
+    top level or under ``noise``/``machine``/``cpu``; lists and {start, end} dicts are spelled out."""
+    for holder in (meta, meta.get("noise"), meta.get("machine"), meta.get("cpu")):
+        if not isinstance(holder, dict):
+            continue
+        for name in names:
+            if holder.get(name) is not None:
+                return _spell(holder[name])
+    return None
+
+
+def _spell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return " ".join(_spell(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_spell(x)}" for k, x in v.items())
+    return str(v)

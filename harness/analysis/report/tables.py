@@ -14,12 +14,14 @@ from typing import Any, List, Optional
 import numpy as np
 import pandas as pd
 
-from harness.analysis.report.metrics import classify, is_summary_of
+from harness.analysis.report.metrics import classify, iqr_exceeds_median, is_summary_of
 from harness.analysis.report.runs import row_key_columns, varying_params
 from harness.analysis.report.seeds import seed_stats, target_of
 from models.applicability import applies
 
 SEED_COLUMNS = ("seed",)
+#: Marks a timing cell whose IQR exceeds its median (too noisy to read; the diff says the same).
+NOISY = "noisy: IQR exceeds median"
 
 
 @dataclass
@@ -134,7 +136,7 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
         shown = {k: shown_param(g, k) for k in keys}   # before overwriting: needs the raw model columns
         for k in keys:  # group on text (mixed types), order numerically where the axis is numeric
             g[k] = shown[k]
-        rows = []
+        rows, noisy = [], []
         grouped = list(g.groupby(keys, sort=False, dropna=False)) if keys else [((), g)]
         grouped.sort(key=lambda kv: tuple(order_key(v) for v in (kv[0] if isinstance(kv[0], tuple) else (kv[0],))))
         for key, sub in grouped:
@@ -153,6 +155,7 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
                     st = seed_stats(vals, target_of(sub))
                     row.append(st.reached_text() if st is not None and _at_train(sub) else "—")
             rows.append(row)
+            noisy.append(info.family == "timing" and iqr_exceeds_median(vals))
         centre_name = "median" if info.family == "timing" else "mean"
         spread_name = "IQR" if info.family == "timing" else "sd"
         cols = keys + [centre_name, spread_name, "n"]
@@ -160,6 +163,9 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
             cols.append("min–max")
             if with_target:
                 cols.append("seeds ≥ target")
+        if any(noisy):  # the diff marks the same cells: an IQR larger than the median
+            rows = [r + [NOISY if n else ""] for r, n in zip(rows, noisy)]
+            cols = cols + ["noise"]
         frame = pd.DataFrame(rows[:max_rows], columns=cols)
         shown_unit = "; ".join(x for x in (unit, METRIC_MEANING.get(metric, "")) if x)
         tables.append(MetricTable(metric, shown_unit, info.family, cols, frame))

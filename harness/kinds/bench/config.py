@@ -53,6 +53,12 @@ class BenchConfig(StrictModel):
     """input and parameter dtype of the timed call (SSM states stay fp32)"""
     pass_: Literal["fwd", "fwd+bwd"] = Field("fwd", alias="pass")
     """what is measured: fwd, or fwd+bwd (one forward and one backward)"""
+    ssd_headdim: PositiveInt = 64
+    """the SSD impls (ssd.*): channels per head P, heads = width / ssd_headdim (Mamba-2 default 64)"""
+    ngroups: PositiveInt = 1
+    """the SSD impls: groups of heads sharing one B and C (must divide the SSD heads; Mamba-2 default 1)"""
+    chunk_size: PositiveInt = 256
+    """the SSD impls: chunk length Q of the chunked algorithm (Mamba-2 default 256)"""
     warmup: NonNegativeInt = 3
     """untimed calls before timing (compilation, autotuning, caches)"""
     repeats: PositiveInt = 10
@@ -84,6 +90,11 @@ class BenchConfig(StrictModel):
         return self.head_dim if self.head_dim is not None else self.width // self.heads
 
     @property
+    def ssd_heads(self) -> int:
+        """SSD heads of the ssd.* impls: width / ssd_headdim."""
+        return self.width // self.ssd_headdim
+
+    @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
@@ -98,6 +109,13 @@ class BenchConfig(StrictModel):
                 f"heads={self.heads} does not divide the attention width {self.width} "
                 f"({'dim' if self.dim is not None else 'expand*d_model'}); choose heads that divide "
                 f"it, or set head_dim explicitly")
+        if self.impl.startswith("ssd.") and self.width % self.ssd_headdim:
+            raise ValueError(f"ssd_headdim={self.ssd_headdim} does not divide the SSD width {self.width} "
+                             f"({'dim' if self.dim is not None else 'expand*d_model'}); choose an ssd_headdim "
+                             f"that divides it")
+        if self.impl.startswith("ssd.") and self.ssd_heads % self.ngroups:
+            raise ValueError(f"ngroups={self.ngroups} does not divide the {self.ssd_heads} SSD heads "
+                             f"(width {self.width} / ssd_headdim {self.ssd_headdim}); choose ngroups dividing it")
         if self.impl in MODEL_LEVEL_IMPLS and self.model is None:
             raise ValueError(f"impl {self.impl!r} builds a model: add a `model:` section "
                              f"(e.g. model: {{arch: mamba, mixer: s6, n_layers: 2, d_model: 64}})")
@@ -176,6 +194,14 @@ class DecodeConfig(StrictModel):
 
     def model_dict(self) -> Dict[str, Any]:
         return self.model.model_dump()
+
+
+def model_state_rows(cfg: BenchConfig):
+    """State-size rows of a model-level cell (impl model: the whole LM; layer: one block), none for operators."""
+    from harness.kinds.state_rows import state_size_rows
+    if cfg.impl not in MODEL_LEVEL_IMPLS:
+        return iter(())
+    return state_size_rows(cfg.model_dict(), cfg.seq_len, cfg.torch_dtype, n_layers=1 if cfg.impl == "layer" else None)
 
 
 def cell_device(cfg: Any, ctx: CellContext) -> str:

@@ -2,7 +2,7 @@
 
 These are floors, not what an implementation moves: each input read once, each output written once
 (PAPER_FACTS.md section 7).  Measured time over the floor time is the gap the report shows as
-``roofline_fraction``.  The selective-scan counts are the kernels package's (``kernels.roofline``).
+``roofline_fraction``.  The selective-scan and SSD counts are the kernels package's (``kernels.roofline``).
 """
 from __future__ import annotations
 
@@ -23,6 +23,15 @@ def scan_costs(batch: int, dim: int, seq_len: int, d_state: int, dtype: torch.dt
     kernel report and the speed suites count with one formula (the backward recomputes the states)."""
     return (float(roofline.selective_scan_bytes(batch, dim, seq_len, d_state, dtype, pass_=pass_)),
             float(roofline.selective_scan_exps(batch, dim, seq_len, d_state, pass_=pass_)))
+
+
+def ssd_costs(batch: int, seq_len: int, heads: int, headdim: int, d_state: int, ngroups: int, chunk_size: int,
+              dtype: torch.dtype, pass_: str) -> Tuple[float, float, float]:
+    """(bytes, flops, exps) of one SSD scan (no z; dt, B, C in ``dtype``), from ``kernels.roofline``: the
+    chunked algorithm's matmul flops (MAMBA2_FACTS.md section 2) and the read-once / write-once bytes."""
+    return (float(roofline.ssd_bytes(batch, seq_len, heads, headdim, d_state, ngroups, dtype, pass_=pass_)),
+            float(roofline.ssd_flops(batch, seq_len, heads, headdim, d_state, ngroups, chunk_size, pass_=pass_)),
+            float(roofline.ssd_exps(batch, seq_len, heads, pass_=pass_)))
 
 
 def attention_costs(batch: int, heads: int, seq_len: int, head_dim: int, dtype: torch.dtype,

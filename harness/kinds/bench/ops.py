@@ -1,4 +1,4 @@
-"""Operator-level benchmark targets: the selective scan, the S4 FFT convolution, causal attention.
+"""Operator-level benchmark targets: the selective scan, the SSD scan, the S4 FFT convolution, causal attention.
 
 Each builds its inputs once on the cell's device (seeded, random: never zeros, which can run
 faster than real data) and returns a :class:`Workload`.  Scan inputs follow Mamba's initialisation
@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from harness.kinds.bench.costs import attention_costs, fft_conv_bytes, scan_costs
+from harness.kinds.bench.costs import attention_costs, fft_conv_bytes, scan_costs, ssd_costs
 from harness.kinds.bench.workload import Impl, Workload, forward_or_backward
 
 
@@ -102,3 +102,47 @@ def _attention_build(backend: str) -> Callable:
 
 ATTENTION_SDPA = Impl("attention.sdpa", _attention_build("sdpa"), uses_heads=True)
 ATTENTION_NAIVE = Impl("attention.naive", _attention_build("naive"), uses_heads=True)
+
+
+# --------------------------------------------------------------------------- SSD (Mamba-2)
+def ssd_inputs(cfg, device: str, requires_grad: bool):
+    """x (batch, L, heads, P), dt (batch, L, heads), B, C (batch, L, ngroups, N) in cfg.dtype; A, D, dt_bias
+    (heads,) fp32, initialised as Mamba-2 does (A ~ -U[1, 16], dt_bias = softplus^-1 of a log-uniform dt in
+    [1e-3, 1e-1], D = 1; MAMBA2_FACTS.md section 3).  heads = width / ssd_headdim."""
+    b, L, h, p, n, G = cfg.batch, cfg.seq_len, cfg.ssd_heads, cfg.ssd_headdim, cfg.d_state, cfg.ngroups
+    dt_ = cfg.torch_dtype
+    g = _generator(device, cfg.seed)
+    x = _randn((b, L, h, p), g, device, dt_, requires_grad=requires_grad)
+    dt = _randn((b, L, h), g, device, dt_, scale=0.5, requires_grad=requires_grad)
+    B = _randn((b, L, G, n), g, device, dt_, requires_grad=requires_grad)
+    C = _randn((b, L, G, n), g, device, dt_, requires_grad=requires_grad)
+    A = -(torch.rand(h, generator=g, device=device) * 15 + 1)
+    log_dt = torch.rand(h, generator=g, device=device) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)
+    dt_init = log_dt.exp()
+    dt_bias = dt_init + torch.log(-torch.expm1(-dt_init))  # softplus^-1
+    D = torch.ones(h, device=device)
+    return (x, dt, A.requires_grad_(requires_grad), B, C, D.requires_grad_(requires_grad),
+            dt_bias.requires_grad_(requires_grad))
+
+
+def _ssd_build(backend: str) -> Callable:
+    """One SSD scan through ``kernels.ssd`` (dt_softplus, dt_bias, D per head, no z), the call the Mamba-2
+    block makes; costs from ``kernels.roofline`` (harness.kinds.bench.costs.ssd_costs)."""
+    def build(cfg, device: str) -> Workload:
+        from kernels import ssd
+        train = cfg.pass_ != "fwd"
+        x, dt, A, B, C, D, dt_bias = ssd_inputs(cfg, device, requires_grad=train)
+
+        def forward():
+            return ssd(x, dt, A, B, C, chunk_size=cfg.chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True,
+                       backend=backend)
+        fn = forward_or_backward(forward, (x, dt, A, B, C, D, dt_bias), cfg.pass_)
+        nbytes, flops, exps = ssd_costs(cfg.batch, cfg.seq_len, cfg.ssd_heads, cfg.ssd_headdim, cfg.d_state,
+                                        cfg.ngroups, cfg.chunk_size, cfg.torch_dtype, cfg.pass_)
+        return Workload(fn, tokens=cfg.batch * cfg.seq_len, bytes=nbytes, flops=flops, exps=exps)
+    return build
+
+
+SSD_TRITON = Impl("ssd.triton", _ssd_build("triton"), needs_cuda=True)
+SSD_CHUNKED = Impl("ssd.chunked", _ssd_build("chunked"))
+SSD_REFERENCE = Impl("ssd.reference", _ssd_build("reference"))

@@ -104,7 +104,7 @@ for model in [dict(arch="mamba2", n_layers=24, d_model=768), dict(arch="mamba", 
         m = by_metric(rows)
         bad = [r.get("message") for r in rows if r["status"] != "ok"]
         print(model["arch"], "graph" if graph else "eager", set(st), bad[:1],
-              {k: round(m[k][0]["value"], 3) for k in ("prefill_ms", "decode_ms_per_token_median", "tokens_per_s", "state_bytes", "cuda_graph") if k in m},
+              {k: round(m[k][0]["value"], 3) for k in ("prefill_ms", "decode_ms_per_token_median", "tokens_per_s", "decode_state_bytes", "state_bytes", "cuda_graph") if k in m},
               f"{time.time()-t:.0f}s")
 print("state_size mamba2-130m bf16:", models.state_size(dict(arch="mamba2", n_layers=24, d_model=768), 1024, "bf16"))
 print("scan fell back to chunked:", bool(FALLBACK))

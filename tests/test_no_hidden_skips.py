@@ -19,8 +19,9 @@ TESTS = Path(__file__).resolve().parent
 
 #: third-party packages a test may skip without: an optional extra (ray) or a Linux-only requirement (triton)
 OPTIONAL_PACKAGES = {"ray", "triton"}
-#: what a skip reason may name: the host's devices, the Triton interpreter, an optional package
-EXTERNAL_CONDITION = re.compile(r"CUDA|GPU|TRITON_INTERPRET|interpret|pip install|\bray\b|\btriton\b", re.I)
+#: what a skip reason may name: the host's devices, the Triton interpreter, an optional package, a host tool
+EXTERNAL_CONDITION = re.compile(r"CUDA|GPU|TRITON_INTERPRET|interpret|pip install|\bray\b|\btriton\b|"
+                                r"\bbash\b|\bgit\b|POSIX|Windows", re.I)
 BROAD = {"Exception", "BaseException"}
 
 

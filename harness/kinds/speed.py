@@ -1,6 +1,8 @@
 """``kind: speed``: time one pass (fwd | fwd+bwd) of a benchmark target.
 
-Per cell: build the target's inputs once (outside the timed region), ``warmup`` untimed calls,
+Per cell: first the correctness gate (harness/kinds/bench/gate.py; ``gate: false`` turns it off): the target
+against its reference on a reduced problem, one ``gate_max_rel_err`` row per tensor and ``gate_passed``; a
+target that fails ends the cell ``error`` and is not timed.  Then build the target's inputs once (outside the timed region), ``warmup`` untimed calls,
 then ``repeats`` timed calls -> one ``time_ms`` row per repeat, then the derived rows
 (``time_ms_median``, ``time_ms_iqr``, ``tokens_per_s``, ``achieved_GBps`` / ``roofline_fraction``
 where the target declares its costs), the cell's peak memory (``peak_mem_bytes`` on CUDA,
@@ -15,6 +17,7 @@ import torch
 from harness.kinds.bench import IMPLS
 from harness.kinds.bench.config import SpeedConfig, cell_device
 from harness.kinds.bench.device_info import ceilings, gpu_state_rows, run_meta
+from harness.kinds.bench.gate import gate_rows
 from harness.kinds.bench.peak_memory import PeakMemory
 from harness.kinds.bench.skips import skip_reason
 from harness.kinds.bench.summary import timing_summary_rows
@@ -27,10 +30,14 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
     cfg = SpeedConfig.model_validate(cell.params)
     device = cell_device(cfg, ctx)
     torch.manual_seed(cfg.seed)
+    impl = IMPLS.get(cfg.impl)
+    impl.check_runnable(cfg, device)              # skipped (no CUDA, missing package, ...) before the gate
+    if cfg.gate and impl.gate is not None:
+        yield from gate_rows(impl, cfg, device)   # raises GateFailed: the cell ends `error`, untimed
     timer = make_timer(device, cfg.l2_flush)      # its flush buffer stays out of the peak
     times = []
     with PeakMemory(device) as peak:
-        work = IMPLS.get(cfg.impl).workload(cfg, device)
+        work = impl.workload(cfg, device)
         for i, ms in enumerate(measure(work.fn, timer, warmup=cfg.warmup, repeats=cfg.repeats,
                                        ctx=ctx, device=device)):
             times.append(ms)

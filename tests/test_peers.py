@@ -146,8 +146,7 @@ def test_fla_adapters(monkeypatch, on_cpu, impl, fn):
 
 def test_an_installed_peer_that_does_not_import_is_an_error(monkeypatch, on_cpu):
     peer_standins.install(monkeypatch, "mamba_ssm")
-    monkeypatch.delitem(sys.modules, "mamba_ssm.ops.selective_scan_interface")
-    monkeypatch.setattr(sys, "path", [])   # and it cannot be found again
+    monkeypatch.delattr(sys.modules["mamba_ssm.ops.selective_scan_interface"], "selective_scan_fn")  # another version
     on_cpu("peer.mamba_ssm.selective_scan")
     rows = run("peer.mamba_ssm.selective_scan", "fwd")
     assert rows[-1]["status"] == "error" and "is installed but" in rows[-1]["message"], rows[-1]
@@ -206,3 +205,21 @@ def test_memory_kind_runs_a_peer(monkeypatch, on_cpu):
     rows = execute_cell(cell("memory", **CFG, dtype="fp32", impl="peer.causal_conv1d"), ctx())
     assert all(r["status"] == "ok" for r in rows), rows[-1]
     assert "saved_activation_bytes" in by_metric(rows)
+
+
+def test_a_package_whose_init_fails_still_gives_its_operator(tmp_path, monkeypatch):
+    """mamba_ssm's __init__ imports its model zoo (and transformers); the op module alone must still load."""
+    from harness.kinds.bench.peers import peer_attr
+
+    pkg = tmp_path / "fakepeer_pkg"
+    (pkg / "ops").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('cannot import name GreedySearchDecoderOnlyOutput')\n")
+    (pkg / "ops" / "__init__.py").write_text("")
+    (pkg / "ops" / "scan.py").write_text("def selective_scan_fn():\n    return 'official'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fn = peer_attr("fakepeer_pkg", "fakepeer_pkg.ops.scan", "selective_scan_fn")
+    assert fn() == "official"
+    with pytest.raises(Exception, match="is installed but .*fakepeer_pkg.ops.missing"):
+        peer_attr("fakepeer_pkg", "fakepeer_pkg.ops.missing", "x")
+    for name in [m for m in sys.modules if m.startswith("fakepeer_pkg")]:
+        monkeypatch.delitem(sys.modules, name)

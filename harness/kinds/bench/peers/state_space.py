@@ -43,9 +43,11 @@ SELECTIVE_SCAN = op_impl("peer.mamba_ssm.selective_scan",
 
 # --------------------------------------------------------------------------- mamba_chunk_scan_combined (SSD)
 def ssd_inputs(cfg, device: str, requires_grad: bool) -> Dict[str, torch.Tensor]:
-    """Mamba-2's layout: x (batch, L, heads, head_dim) and dt (batch, L, heads) in the cell's dtype, B, C
-    (batch, L, 1 group, d_state) in the cell's dtype; A (heads,) = -U(1, 16), D (heads,), dt_bias (heads,) fp32."""
-    b, L, h, p, n = cfg.batch, cfg.seq_len, cfg.heads, cfg.attn_head_dim, cfg.d_state
+    """Mamba-2's layout: the scan width (``dim``, or expand * d_model) split into heads of ``head_dim`` (Mamba-2:
+    64; without head_dim, ``heads`` heads); x (batch, L, heads, head_dim) and dt (batch, L, heads) in the cell's
+    dtype, B, C (batch, L, 1 group, d_state) in the cell's dtype; A (heads,) = -U(1, 16), D, dt_bias (heads,) fp32."""
+    p, n = cfg.attn_head_dim, cfg.d_state
+    b, L, h = cfg.batch, cfg.seq_len, cfg.width // p
     g = _generator(device, cfg.seed)
     dt_ = cfg.torch_dtype
     ins = dict(x=_randn((b, L, h, p), g, device, dt_), dt=_randn((b, L, h), g, device, dt_, scale=0.5),

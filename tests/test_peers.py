@@ -223,3 +223,23 @@ def test_a_package_whose_init_fails_still_gives_its_operator(tmp_path, monkeypat
         peer_attr("fakepeer_pkg", "fakepeer_pkg.ops.missing", "x")
     for name in [m for m in sys.modules if m.startswith("fakepeer_pkg")]:
         monkeypatch.delitem(sys.modules, name)
+
+
+# ---- on a GPU, with the real packages (reports/gpu/next/call_c.sh builds them) ------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("impl", list(PEERS))
+def test_real_peer_on_gpu_passes_the_gate(impl):
+    from harness.kinds.bench.workload import package_installed
+
+    if not package_installed(PEERS[impl]):
+        pytest.skip(f"{PEERS[impl]} is not installed")
+    pass_ = "fwd" if impl == "peer.mamba_ssm.state_update" else "fwd+bwd"
+    params = {**CFG, "d_model": 256, "heads": 8, "head_dim": 64, "seq_len": 512, "device": "cuda"}
+    if impl == "peer.mamba_ssm.ssd":
+        params["d_state"] = 64
+    rows = execute_cell(cell("speed", **params, dtype="bf16", impl=impl, **{"pass": pass_}),
+                        type(ctx())(device="cuda", deadline=None))
+    m = by_metric(rows)
+    assert all(r["status"] == "ok" for r in rows), rows[-1]
+    assert m["gate_passed"][0]["value"] == 1, m["gate_max_rel_err"]

@@ -58,17 +58,14 @@ MAX_L = {"chunked": 4096, "reference": 1024}
 def official_scan() -> Optional[Callable]:
     """mamba_ssm's selective_scan_fn (the official CUDA scan), or None (with a line saying why) when it is not
     importable here."""
+    from kernels.optional_import import import_attr   # also when only mamba_ssm's __init__ fails
+
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        return selective_scan_fn
-    except Exception as e:   # not installed, or its extension / __init__ does not import
-        try:
-            from harness.kinds.bench.peers import peer_attr   # its op module without mamba_ssm's __init__
-            return peer_attr("mamba_ssm", "mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
-        except Exception:
-            print(f"  official: skipped (mamba_ssm not importable: {type(e).__name__}: {str(e)[:120]}; "
-                  "python -m harness.kinds.bench.peers build installs it offline)", flush=True)
-            return None
+        return import_attr("mamba_ssm", "mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
+    except Exception as e:   # not installed, or its extension does not import
+        print(f"  official: skipped (mamba_ssm not importable: {type(e).__name__}: {str(e)[:120]}; "
+              "python -m harness.kinds.bench.peers build installs it offline)", flush=True)
+        return None
 
 
 def make_inputs(batch, dim, L, N, dtype=torch.bfloat16, device="cuda", seed=0, requires_grad=False):

@@ -24,10 +24,10 @@ Getting the packages onto a machine without network: ``python -m harness.kinds.b
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from harness.cells import CellFailure
+from kernels.optional_import import import_attr
 
 _BUILD = "offline: put its source in .peers/src and run `python -m harness.kinds.bench.peers build` (README, Peers)"
 
@@ -49,37 +49,10 @@ def requires(package: str):
 def peer_attr(package: str, module: str, attr: str) -> Any:
     """``module.attr`` of an installed peer, imported now (at the cell's first call); an installed package that
     does not import (a CUDA extension built for another torch, a missing dependency) ends the cell ``error``
-    with the import error.
-
-    When the package's own ``__init__`` fails but the operator's module would not (mamba_ssm's ``__init__``
-    imports its model zoo and through it ``transformers.generation`` names that transformers 5 removed), the
-    module is imported under a bare package: the package's folder without running its ``__init__``."""
+    with the import error.  When only the package's own ``__init__`` fails (mamba_ssm's imports transformers), the
+    module is imported without it (``kernels.optional_import``)."""
     try:
-        return getattr(importlib.import_module(module), attr)
-    except Exception as first:   # ImportError, OSError of a bad .so, AttributeError of another version
-        try:
-            return getattr(_import_under_bare_package(package, module), attr)
-        except Exception:
-            raise CellFailure(f"{package} is installed but `from {module} import {attr}` failed: "
-                              f"{type(first).__name__}: {first}") from first
-
-
-def _import_under_bare_package(package: str, module: str):
-    import importlib.util
-    import sys
-    import types
-
-    if module == package:
-        raise ImportError(f"{module} is the package itself")
-    if package in sys.modules and sys.modules[package] is None:
-        raise ImportError(f"{package} is blocked")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"{package} is not a package on the path")
-    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
-        del sys.modules[name]   # what the failed import left half-initialised
-    bare = types.ModuleType(package)
-    bare.__path__ = list(spec.submodule_search_locations)
-    bare.__spec__ = spec
-    sys.modules[package] = bare
-    return importlib.import_module(module)
+        return import_attr(package, module, attr)
+    except Exception as e:
+        raise CellFailure(f"{package} is installed but `from {module} import {attr}` failed: "
+                          f"{type(e).__name__}: {e}") from e

@@ -112,6 +112,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from harness.kinds import KINDS
+    from harness.suite import keys
+
+    if args.kind is not None and args.kind not in KINDS:
+        raise SuiteError([Issue("command line", 0, f"unknown kind {args.kind!r}; kinds: {', '.join(KINDS.names())}")])
+    if args.write:
+        if args.kind is not None:
+            _err("keys --write rewrites the whole reference: give no kind")
+            return EXIT_USAGE
+        keys.KEYS_FILE.write_text(keys.render_markdown(), encoding="utf-8")
+        print(f"wrote {keys.KEYS_FILE}")
+        return EXIT_OK
+    print(keys.render_markdown(args.kind), end="")
+    return EXIT_OK
+
+
 def _parse_common(args: argparse.Namespace):
     from harness.suite.expand import parse_assignments
     overrides = parse_assignments(args.set or [], "--set")
@@ -289,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", action="store_true", help="parameter counts of the papers' configs")
     p.add_argument("--suites-dir", default="suites", help="where to look for suites (default: suites)")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("keys", help="every suite key of a kind: type, default, allowed values, help, which "
+                                    "models it changes (suites/KEYS.md is this, generated)")
+    p.add_argument("kind", nargs="?", help="one kind (task, speed, memory, decode); default: all, suite level too")
+    p.add_argument("--write", action="store_true", help="rewrite suites/KEYS.md (after adding or changing a key)")
+    p.set_defaults(func=cmd_keys)
 
     def suite_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", action="append", metavar="KEY=VALUE",

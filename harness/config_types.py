@@ -16,8 +16,9 @@ from harness.registry import Registry, UnknownNameError
 class StrictModel(BaseModel):
     """A config section: unknown keys and wrong types are errors; no silent coercion of str->int."""
 
+    # use_attribute_docstrings: a string under a field is its help text (``ssmbench keys``, suites/KEYS.md)
     model_config = ConfigDict(extra="forbid", strict=False, validate_default=True,
-                              protected_namespaces=())
+                              protected_namespaces=(), use_attribute_docstrings=True)
 
 
 def registered(registry: Registry) -> Any:

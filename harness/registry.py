@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import sys
 from typing import Any, Callable, Dict, Generic, Iterator, List, Optional, TypeVar
 
 T = TypeVar("T")
@@ -38,6 +39,7 @@ class Registry(Generic[T]):
         self.what = what
         self._entries: Dict[str, Any] = {}
         self._help: Dict[str, str] = {}
+        self._origin: Dict[str, str] = {}
 
     def register(self, name: str, help: str = "") -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -50,6 +52,7 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.what} {name!r} registered twice")
         self._entries[name] = obj
         self._help[name] = help
+        self._origin[name] = _origin(obj)
 
     def get(self, name: str) -> T:
         if name not in self._entries:
@@ -67,6 +70,11 @@ class Registry(Generic[T]):
     def names(self) -> List[str]:
         return sorted(self._entries)
 
+    def origin(self, name: str) -> str:
+        """The module that provides ``name`` (``harness.kinds.task``, ``models.s6``, a plugin's module): the
+        reference of suite keys lists the project's own names, not a plugin's or a test's."""
+        return self._origin.get(name, "")
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -75,3 +83,16 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _origin(obj: Any) -> str:
+    """Where a registered object comes from: the module of a lazy ``"module:attr"``, of a class or function,
+    else of the code that called :meth:`Registry.add` / :meth:`Registry.register`."""
+    if isinstance(obj, str) and ":" in obj:
+        return obj.split(":", 1)[0]
+    if hasattr(obj, "__qualname__") and getattr(obj, "__module__", None):
+        return obj.__module__
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "") if frame is not None else ""

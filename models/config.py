@@ -23,45 +23,70 @@ class SelectiveConfig(StrictModel):
     """Which S6 parameters depend on the input (Mamba paper Table 7); a non-selective one is learned."""
 
     delta: bool = True
+    """dt depends on the input (a low-rank projection of x); false: one learned dt per channel"""
     B: bool = True
+    """B depends on the input; false: a learned (dim, N) B shared by all time steps"""
     C: bool = True
+    """C depends on the input; false: a learned (dim, N) C shared by all time steps"""
 
 
 class ModelConfig(StrictModel):
     """Every knob a suite may set under ``model:``; defaults follow mamba_simple / the papers."""
 
     arch: registered(ARCHS) = "mamba"
+    """the block around the mixer: mamba (gated, conv, expand), h3, none (mixer + MLP-free residual), transformer"""
     mixer: registered(MIXERS) = "s6"
+    """the sequence mixer: s6 (selective SSM), s4 (LTI SSM), hyena, attention"""
     n_layers: PositiveInt = 2
+    """residual blocks"""
     d_model: PositiveInt = 64
+    """model width D"""
     d_state: PositiveInt = 16
+    """SSM state size N per channel"""
     expand: PositiveInt = 2
+    """a Mamba block's inner width is expand * d_model"""
     d_conv: PositiveInt = 4
+    """width of the Mamba block's causal depthwise convolution"""
     dt_rank: Union[Literal["auto"], PositiveInt] = "auto"
+    """rank of S6's dt projection; auto: ceil(d_model / 16)"""
     dt_min: PositiveFloat = 0.001
+    """smallest initial dt (log-uniform in [dt_min, dt_max])"""
     dt_max: PositiveFloat = 0.1
+    """largest initial dt"""
     dt_init_floor: PositiveFloat = 1e-4
+    """floor on S6's initial dt"""
     heads: PositiveInt = 8
+    """attention heads"""
     pos: Literal["abs", "rope", "xpos"] = "rope"
+    """attention's positions: abs (learned table), rope or xpos"""
     max_len: PositiveInt = Field(16384, description="size of the learned absolute-position table (pos: abs) "
                                                      "and the Hyena filter's time normaliser")
     s4_mode: Literal["dplr", "diag"] = "diag"
+    """S4's parameterisation: dplr (HiPPO-LegS normal plus low rank) or diag (S4D)"""
     a_init: Optional[AInit] = None
+    """initial A: s4d_real, s4d_lin, s4d_inv, legs (HiPPO), real_half, random; default by mixer (s6: s4d_real, s4 diag: s4d_lin, dplr: legs)"""
     selective: SelectiveConfig = Field(default_factory=SelectiveConfig)
+    """which S6 parameters depend on the input (Mamba paper Table 7)"""
     backend: Literal["auto", "triton", "chunked", "reference"] = "auto"
+    """selective-scan kernel: auto (triton on CUDA, chunked elsewhere), triton, chunked or reference"""
     attn_backend: Literal["sdpa", "naive"] = "sdpa"
+    """attention kernel: sdpa (torch's fused attention) or naive (materialised scores)"""
     mlp_ratio: NonNegativeInt = 4
+    """a Transformer block's MLP width is mlp_ratio * d_model"""
     bias: bool = Field(False, description="biases in the block's linear projections (mamba_simple: none)")
     conv_bias: bool = True
+    """bias in the Mamba block's convolution"""
     hyena_filter_dim: PositiveInt = Field(64, description="width of the Hyena filter MLP")
     hyena_emb_dim: PositiveInt = Field(33, description="positional features: t, then cos/sin of (emb_dim-1)/2 bands")
     hyena_decay: tuple[PositiveFloat, PositiveFloat] = Field(
         (0.3, 1.5), description="exponential-window decay range over channels (safari's fast/slow decay pct)")
     norm_eps: PositiveFloat = 1e-5
+    """epsilon of the RMS/LayerNorms"""
     checkpoint: bool = Field(False, description="activation checkpointing: keep only each residual block's input "
                                                 "and recompute the block in the backward (less activation memory "
                                                 "for about one more forward per step)")
     init_std: PositiveFloat = 0.02
+    """standard deviation of the linear and embedding weights' normal init"""
 
     # ----------------------------------------------------------------- derived values
     @property

@@ -146,20 +146,21 @@ class S6(nn.Module):
     def step(self, x_t: torch.Tensor, state: torch.Tensor):
         """One token: x_t (B, d) -> (y_t (B, d), state).
 
-        Real A: ``kernels.selective_state_update`` (one fused kernel on CUDA), which updates ``state`` in
-        place and returns it, so a CUDA-graph stepper copies nothing back.  While autograd records the step
+        Real A: ``kernels.selective_state_update`` (mamba_ssm's signature; one fused kernel on CUDA), which
+        updates ``state`` in place (this returns that same tensor), so a CUDA-graph stepper copies nothing back.  While autograd records the step
         (grad mode on and a parameter or the state requires grad) it returns a new state instead and leaves
         ``state`` alone: an in-place update would break the backward through earlier steps.
         """
         delta, delta_bias, B, C = self._ssm_params(x_t)
         if self.is_complex:
             return self._step_complex(x_t, state, delta, delta_bias, B, C)
-        B = B[..., 0, :] if self.sel.B else B                   # (b, N) shared by all channels, or (b, d, N)
+        B = B[..., 0, :] if self.sel.B else B           # (b, N) shared by all channels, or (b, groups = d, N)
         C = C[..., 0, :] if self.sel.C else C
-        args = (state, x_t, delta, delta_bias, self._A(), B, C, self.D)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
-            return selective_state_update_reference(*args, delta_softplus=True)
-        return selective_state_update(*args, delta_softplus=True, backend=self.backend)
+        args = (state, x_t, delta, self._A(), B, C, self.D)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args + (delta_bias,)):
+            return selective_state_update_reference(*args, dt_bias=delta_bias, dt_softplus=True)
+        y = selective_state_update(*args, dt_bias=delta_bias, dt_softplus=True, backend=self.backend)
+        return y, state
 
     def _step_complex(self, x_t, state, delta, delta_bias, B, C):
         dt = F.softplus(delta.float() + delta_bias.float()).unsqueeze(-1)   # (b, d, 1)

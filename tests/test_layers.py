@@ -19,6 +19,7 @@ LAYERS: List[List[str]] = [
     ["kernels"],
     ["models"],
     ["harness.kinds"],
+    ["harness.studies"],
     ["harness.suite"],
     ["harness.store"],
     ["harness.run"],

@@ -25,10 +25,15 @@ class TaskCellConfig(StrictModel):
     span sections can point their errors at the section that must change."""
 
     task: TaskConfig
+    """the synthetic task"""
     train: TrainConfig = Field(default_factory=TrainConfig)
+    """the training loop"""
     model: ModelConfig = Field(default_factory=ModelConfig)
+    """the model to train: every key in the `model:` section table"""
     device: str = "auto"
+    """cpu, cuda, cuda:N or auto; the suite's device and --device set it"""
     seed: NonNegativeInt = 0
+    """seed of the model's initialisation (the data use seed + 1000)"""
 
     @field_validator("train")
     @classmethod

@@ -36,12 +36,19 @@ class Expect(StrictModel):
     """
 
     where: Dict[str, Any] = Field(default_factory=dict)
+    """dotted key -> value: the cells this entry is about (all of them must match)"""
     metric: str
+    """the metric judged (e.g. val_accuracy, time_ms)"""
     value: float
+    """the reference value (a fraction for accuracies: 0.998, not 99.8)"""
     source: str
+    """where the value comes from (paper, table, facts sheet): shown in the report"""
     op: Literal["==", ">=", "<="] = "=="
+    """== (within tolerance), >= or <= (a bound the measured value must meet)"""
     tolerance: Optional[Union[float, str]] = None
+    """for ==: absolute (0.02) or relative ('10%')"""
     unit: Optional[str] = None
+    """the unit the value is in, if not the metric's own"""
 
     @field_validator("tolerance")
     @classmethod
@@ -63,31 +70,46 @@ class SuiteSpec(StrictModel):
     """One suite document."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    """the suite's name: run folders are results/<name>/<run id>; letters, digits, _ . -"""
     description: str = ""
+    """one paragraph for the report's header: what the suite reproduces and why its settings"""
     kind: registered(KINDS)
+    """what every cell does: task (train and evaluate), speed, memory or decode"""
     defaults: Dict[str, Any] = Field(default_factory=dict)
+    """nested keys merged into every cell (the kind's keys below)"""
     sweep: Dict[str, Axis] = Field(default_factory=dict)
+    """dotted key -> list of values; the cells are the grid product of all axes"""
     zip: List[Annotated[Dict[str, Axis], Field(min_length=1)]] = Field(default_factory=list)
+    """groups of axes that move together (each group: dotted key -> list, all of one length)"""
     exclude: List[Annotated[Dict[str, Any], Field(min_length=1)]] = Field(default_factory=list)
+    """cells to drop: each entry is dotted key -> value, matching cells that have all of them"""
     include: List[Dict[str, Any]] = Field(default_factory=list)
+    """extra cells (dotted key -> value, over the defaults) added after the sweep"""
     seeds: Optional[Annotated[List[NonNegativeInt], Field(min_length=1)]] = None
+    """seeds to repeat every cell with (task kind: model init; data use seed + 1000)"""
     repeats: Optional[PositiveInt] = None
+    """timed repeats of every cell (bench kinds); sets the repeats key of each cell"""
     device: Optional[str] = None
+    """cpu, cuda, cuda:N or auto (CUDA when available); --device wins over it"""
     expect: List[Expect] = Field(default_factory=list)
+    """reference values shown beside the measured ones in reports (a paper's table entry), judged there"""
     #: GPUs each non-timing GPU cell asks a Ray cluster for (0.25: four cells share a GPU).  Checked
     #: here, so a typo is a file:line error before anything runs; only ``--executor ray`` reads it
     #: (``RayExecutor.use_suite``) and ``--gpus-per-cell`` wins over it.  Not a cell parameter: it
     #: changes where cells run, not what they compute, so it leaves cell ids alone.
     gpus_per_cell: Optional[float] = None
+    """GPUs each non-timing GPU cell asks a Ray cluster for (0.25: four cells per GPU); leaves cell ids alone"""
     #: Cells the local executor may run at once, one process each (``harness.run.process_executor``):
     #: small training cells leave a GPU mostly idle, so 8 of them take about the time of one.
     #: ``--jobs`` wins over it; like ``gpus_per_cell`` it leaves cell ids alone.
     jobs: Optional[PositiveInt] = None
+    """cells the local executor runs at once, one process each; --jobs wins; leaves cell ids alone"""
     #: Run those cells under CUDA MPS (``harness.run.mps``), so the kernels of cells sharing a GPU overlap
     #: instead of taking turns (1.57x the training steps/s of 8 quick cells on an H200).  Only with
     #: ``jobs`` > 1 on the local executor; ``--mps`` / ``--no-mps`` win over it; like ``jobs``
     #: it leaves cell ids alone.  Strictly true or false: 1 or a quoted "true" is an error, not a guess.
     mps: Optional[StrictBool] = None
+    """run side-by-side cells under CUDA MPS so their kernels overlap (with jobs > 1); strictly true or false"""
 
     @field_validator("sweep")
     @classmethod

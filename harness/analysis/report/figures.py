@@ -60,6 +60,13 @@ def _render(fig, name: str, title: str, caption: str, svg: bool = True) -> Figur
     return Figure(name, title, caption, buf.getvalue(), svg_bytes)
 
 
+def _legend_outside(ax, *handles_labels, fontsize: int = 8) -> None:
+    """The legend to the right of the axes, never on top of the data (the figure is saved with
+    ``bbox_inches="tight"``, so it grows to hold it)."""
+    ax.legend(*handles_labels, fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              borderaxespad=0.0, frameon=False)
+
+
 def _plain_log_axes(ax, xs: Sequence[float]) -> None:
     """Log axes labelled with plain numbers (256, 0.5) instead of mathtext powers: readable and fast."""
     plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")
@@ -143,7 +150,7 @@ def _line_figure(df: pd.DataFrame, metric_names: Sequence[str], x: str, *, name:
             if l not in lbls:
                 handles.append(h)
                 lbls.append(l)
-    axes[0][-1].legend(handles, lbls, fontsize=8, loc="best")
+    _legend_outside(axes[0][-1], handles, lbls)
     fig.suptitle(title)
     return _render(fig, name, title, caption or f"{metric}: median over repeats, bars = interquartile range.")
 
@@ -262,7 +269,7 @@ def learning_curve_figure(df: pd.DataFrame) -> Optional[Figure]:
         if panel == "accuracy":
             ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
         if ax.get_legend():
-            ax.legend(fontsize=8)
+            _legend_outside(ax)
     fig.suptitle("Learning curves")
     return _render(fig, "task_learning_curves", "Learning curves",
                    "Loss and accuracy against training step; line = mean over seeds, band = sd.")
@@ -296,7 +303,7 @@ def length_curve_figure(df: pd.DataFrame) -> Optional[Figure]:
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("val accuracy")
     if axes[0][-1].get_legend():
-        axes[0][-1].legend(fontsize=7)
+        _legend_outside(axes[0][-1], fontsize=7)
     fig.suptitle("Accuracy at each length during training", y=1.03)
     return _render(fig, "task_length_curves", "Accuracy at each length during training",
                    "Validation accuracy against step, one panel per evaluated length (train.curve_seq_lens); "
@@ -329,7 +336,7 @@ def extrapolation_figure(df: pd.DataFrame) -> Optional[Figure]:
     if train_col is not None:
         for i, L in enumerate(sorted(_numeric(df[train_col]).dropna().unique())):
             ax.axvline(L, ls="--", color="grey", lw=1, label="training length" if i == 0 else None)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     fig.suptitle("Accuracy vs evaluation length")
     return _render(fig, "task_accuracy_vs_length", "Accuracy vs evaluation length",
                    "Final accuracy at each evaluation length (mean over seeds, bars = sd); dashed: the training length.")

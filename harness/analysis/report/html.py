@@ -16,6 +16,8 @@ CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+.wide{max-width:100%;overflow-x:auto}td{overflow-wrap:anywhere;max-width:32em}
+details.meta summary{cursor:pointer;font-weight:600;margin-top:1.6em}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 blockquote{color:#555;border-left:4px solid #ddd;margin:0;padding:.2em 1em}
@@ -36,7 +38,7 @@ def html_table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: Se
         cells = "".join(f'<td class="num">{e(c)}</td>' if header[i] in num else f"<td>{e(c)}</td>"
                         for i, c in enumerate(r))
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class=\"wide\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def render_html(data: ReportData) -> str:
@@ -44,11 +46,13 @@ def render_html(data: ReportData) -> str:
                         f"<title>{e(data.title)}</title><style>{CSS}</style></head><body>",
                         f"<h1>{e(data.title)}</h1>"]
     parts += [f"<p><i>{e(n)}</i></p>" for n in data.notes]
-    parts.append("<h2>Run</h2>")
-    parts.append(html_table(["", *data.meta_columns], [[label, *vals] for label, vals in data.meta_rows]))
     many = len(data.sections) > 1
     for sec in data.sections:
         parts += _section(sec, "h3" if many else "h2", many)
+    # read top-down like a paper's results: the findings first, the run's provenance folded at the end
+    parts.append('<details class="meta"><summary>Run metadata (commits, versions, machine, command)</summary>')
+    parts.append(html_table(["", *data.meta_columns], [[label, *vals] for label, vals in data.meta_rows]))
+    parts.append("</details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -83,8 +87,8 @@ def _section(sec: Section, h: str, titled: bool) -> List[str]:
                 f'<td class="num">{e(fmt_value(x.measured))}</td><td class="num">{x.n}</td>'
                 f'<td class="{e(cls)}">{e(x.verdict)}</td>' +
                 "".join(f"<td>{e(c)}</td>" for c in (x.rule, x.source, x.note)) + "</tr>")
-        parts.append("<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in head) +
-                     "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+        parts.append('<div class="wide"><table><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in head) +
+                     "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
     for t in sec.expects_along_curve:
         parts.append(f"<p><strong>{e(t.metric)}</strong></p>")
         parts.append(html_table(t.columns, t.frame.astype(str).values.tolist(), numeric=t.columns[:1]))

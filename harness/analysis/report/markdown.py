@@ -36,11 +36,13 @@ def render_markdown(data: ReportData, figure_paths: dict) -> str:
     out: List[str] = [f"# {md_escape(data.title)}", ""]
     for note in data.notes:
         out += [f"*{md_escape(note)}*", ""]
-    out += ["## Run", ""]
-    out += md_table(["", *data.meta_columns], [[label, *vals] for label, vals in data.meta_rows])
     many = len(data.sections) > 1
     for sec in data.sections:
         out += _section(sec, figure_paths, "###" if many else "##", many)
+    # the findings first, the run's provenance folded at the end (GitHub renders <details>)
+    out += ["", "## Run metadata", "", "<details><summary>commits, versions, machine, command</summary>", ""]
+    out += md_table(["", *data.meta_columns], [[label, *vals] for label, vals in data.meta_rows])
+    out += ["", "</details>"]
     return "\n".join(out).rstrip() + "\n"
 
 

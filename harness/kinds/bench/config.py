@@ -32,24 +32,43 @@ class BenchConfig(StrictModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     impl: registered(IMPLS)  # type: ignore[valid-type]
+    """the benchmark target (`ssmbench list` shows them): an operator (s6.triton, attention.sdpa, ...) or layer / model"""
     seq_len: PositiveInt
+    """sequence length L"""
     batch: PositiveInt = 1
+    """sequences per call"""
     d_model: PositiveInt = 1024
+    """model width; the operator width is expand * d_model unless dim is set"""
     expand: PositiveInt = 2
+    """inner expansion: the operator width is expand * d_model (Mamba's E = 2D)"""
     dim: Optional[PositiveInt] = None
+    """operator width (channels of the scan, total attention width); default expand * d_model"""
     d_state: PositiveInt = 16
+    """SSM state size N"""
     heads: PositiveInt = 16
+    """attention heads (the attention impls)"""
     head_dim: Optional[PositiveInt] = None
+    """attention head size; default width / heads"""
     dtype: Literal["fp32", "fp16", "bf16"] = "bf16"
+    """input and parameter dtype of the timed call (SSM states stay fp32)"""
     pass_: Literal["fwd", "fwd+bwd"] = Field("fwd", alias="pass")
+    """what is measured: fwd, or fwd+bwd (one forward and one backward)"""
     warmup: NonNegativeInt = 3
+    """untimed calls before timing (compilation, autotuning, caches)"""
     repeats: PositiveInt = 10
+    """timed calls; rows report their median and spread"""
     timeout_s: PositiveFloat = 120.0
+    """the cell's time budget: past it the cell ends as a timeout row"""
     device: str = "cpu"
+    """cpu, cuda, cuda:N or auto; the suite's device and --device set it"""
     seed: NonNegativeInt = 0
+    """seed of the random inputs and parameters"""
     l2_flush: bool = True
+    """on CUDA, overwrite the L2 cache between timed calls so each call reads from HBM"""
     model: Optional[ModelSection] = None
+    """the model to build for impl layer / model: every key in the `model:` section table"""
     vocab: PositiveInt = 256
+    """vocabulary of impl model (embedding and LM head)"""
     loss_chunk: Optional[PositiveInt] = Field(
         None, description="impl model, passes with a backward: compute the LM head and loss this many tokens at "
                           "a time, recomputing each chunk's logits in the backward (models/lm_loss.py), instead "
@@ -103,8 +122,11 @@ class MemoryConfig(BenchConfig):
     """A ``kind: memory`` cell: peak memory of ``pass`` (fwd | fwd+bwd | train_step)."""
 
     pass_: Literal["fwd", "fwd+bwd", "train_step"] = Field("fwd+bwd", alias="pass")
+    """what is measured: fwd, fwd+bwd, or train_step (forward, backward and an optimizer step; model-level impls)"""
     warmup: NonNegativeInt = 1
+    """untimed calls before measuring (allocator caches)"""
     repeats: PositiveInt = 1
+    """measured calls; rows report the peak"""
 
     @model_validator(mode="after")
     def _train_step_needs_model(self) -> "MemoryConfig":
@@ -118,17 +140,29 @@ class DecodeConfig(StrictModel):
     """A ``kind: decode`` cell: prefill ``prompt_len`` tokens, then generate ``gen_len`` with ``step``."""
 
     impl: Literal["model"] = "model"
+    """what decodes: model (the language model of the model: section)"""
     model: ModelSection
+    """the model to decode with: every key in the `model:` section table"""
     vocab: PositiveInt = 256
+    """vocabulary of the model (embedding and LM head)"""
     batch: PositiveInt = 1
+    """sequences decoded together"""
     prompt_len: NonNegativeInt = 2048
+    """prompt tokens read before generation (see prefill)"""
     gen_len: PositiveInt = 128
+    """tokens generated one step at a time; rows report the per-token latency"""
     dtype: Literal["fp32", "fp16", "bf16"] = "bf16"
+    """parameter and activation dtype"""
     warmup: NonNegativeInt = 1
+    """untimed generations before timing"""
     repeats: PositiveInt = 3
+    """timed generations; rows report their median and spread"""
     timeout_s: PositiveFloat = 300.0
+    """the cell's time budget: past it the cell ends as a timeout row"""
     device: str = "cpu"
+    """cpu, cuda, cuda:N or auto; the suite's device and --device set it"""
     seed: NonNegativeInt = 0
+    """seed of the parameters and the prompt"""
     prefill: Literal["parallel", "step"] = Field(
         "parallel", description="how the prompt is read: 'parallel' through LM.prefill (the parallel form where a "
                                 "block has one: Mamba's conv and scan, attention filling its KV cache; the other "

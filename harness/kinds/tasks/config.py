@@ -17,8 +17,11 @@ class TaskConfig(StrictModel):
     """
 
     name: registered(TASKS)
+    """the synthetic task (`ssmbench list` shows them)"""
     seq_len: PositiveInt
+    """training sequence length"""
     vocab: PositiveInt = 16
+    """vocabulary size, the task's special tokens included"""
     n_tokens: Optional[PositiveInt] = Field(None, description="default: the task's own (see above)")
 
     @model_validator(mode="after")

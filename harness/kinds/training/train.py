@@ -50,20 +50,30 @@ class TrainConfig(StrictModel):
     """The ``train:`` section of a task cell."""
 
     steps: PositiveInt = 1000
+    """optimizer steps (training may stop earlier at target_accuracy or timeout_s)"""
     batch: PositiveInt = 64
+    """sequences per training step"""
     lr: PositiveFloat = 1e-3
+    """peak learning rate"""
     ssm_lr: Optional[PositiveFloat] = Field(
         None, description="learning rate of the parameters a model marks as SSM parameters (_no_weight_decay: "
                           "S6's A and D, S4's A, B and dt), capped at train.lr as S4/safari do (lr=min(0.001, lr)); "
                           "it follows the same schedule. Default: train.lr")
     optimizer: Literal["adam", "adamw"] = "adamw"
+    """adam or adamw (decoupled weight decay)"""
     weight_decay: float = Field(0.0, ge=0.0)
+    """weight decay of the parameters that take it (not SSM parameters, norms or biases)"""
     betas: Tuple[float, float] = (0.9, 0.999)
+    """Adam's (beta1, beta2)"""
     schedule: Literal["constant", "cosine"] = "constant"
+    """learning-rate schedule after warm-up: constant, or cosine down to min_lr"""
     warmup_steps: NonNegativeInt = 0
+    """linear warm-up steps from 0 to lr"""
     min_lr: float = Field(0.0, ge=0.0, description="where the cosine schedule ends")
     grad_clip: Optional[PositiveFloat] = None
+    """clip the global gradient norm to this; null: no clipping"""
     eval_every: PositiveInt = 1000
+    """steps between validation points of the learning curve"""
     eval_seq_lens: Optional[List[PositiveInt]] = Field(
         None, description="lengths of the final evaluation; default [task.seq_len]")
     curve_seq_lens: Optional[List[PositiveInt]] = Field(
@@ -78,6 +88,7 @@ class TrainConfig(StrictModel):
     timeout_s: Optional[PositiveFloat] = Field(
         None, description="training-time budget: training stops there and the final evaluation still runs")
     amp: Literal["auto", "bf16", "none"] = "auto"
+    """mixed precision: auto (bf16 autocast on CUDA, none on the CPU), bf16, or none"""
     cuda_graph: bool = Field(
         False, description="on CUDA, capture the whole training step as a CUDA graph after 3 eager steps and "
                            "replay it (harness/kinds/training/train_step.py): a small model alone on a GPU is host-bound; "

@@ -17,7 +17,7 @@ fails, the step says why (:attr:`GraphedStep.fallback_reason`) and goes on eager
 Status: opt-in (``train.cuda_graph``).  On the H200 (2026-12-02) its GPU test
 (``tests/test_task_kind.py::test_cuda_graph_step_trains_like_the_eager_step``, 5 mixers) passed, and a
 quick-suite cell alone went from 6.92 to 2.83 ms per step (none/S6), 8.42 to 3.97 (H3/S4), 6.40 to 4.68
-(Mamba/S6) (reports/gpu/h200-2026-12-02/graph_step_timing.py).
+(Mamba/S6) (harness/studies/graph_step_timing.py).
 """
 from __future__ import annotations
 

@@ -11,4 +11,4 @@ bash $R "$OUT/decode_graph" timeout 150 python -m harness run suites/quick/decod
 bash $R "$OUT/decode_graph_step_prefill" timeout 100 python -m harness run suites/quick/decode.yaml --device cuda \
   --filter prompt_len=128 --set cuda_graph=true --set prefill=step --no-report > /dev/null
 tail -n 9 "$OUT/decode_graph/log.txt" "$OUT/decode_graph_step_prefill/log.txt"
-timeout 90 python reports/analysis/decode_step_kernels/count.py 2>&1 | grep -v USDT | tee "$OUT/count.txt"
+timeout 90 python -m harness.studies.decode_step_kernels 2>&1 | grep -v USDT | tee "$OUT/count.txt"

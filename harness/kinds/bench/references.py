@@ -1,5 +1,6 @@
 """Plain PyTorch references the correctness gate compares targets with, for operators that have no
-reference backend in ``kernels`` (the selective scan's is ``kernels.selective_scan(backend="reference")``).
+reference backend in ``kernels`` (the selective scan's is ``kernels.selective_scan(backend="reference")``, SSD's
+``kernels.ssd(backend="reference")``, the decoding step's ``selective_state_update_reference``).
 
 Each is the operator's defining recurrence or sum, written for clarity, in the dtype it is given (the gate
 calls them on float64 copies), on the published layouts of the packages whose kernels they check.
@@ -16,39 +17,6 @@ def causal_conv_direct(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """y_t = sum_{j <= t} k_j u_{t-j} per channel: u (batch, dim, L), k (dim, W) with W <= L or any W."""
     W = k.shape[-1]
     return F.conv1d(F.pad(u, (W - 1, 0)), k.flip(-1).unsqueeze(1), groups=u.shape[1])
-
-
-def ssd_via_selective_scan(x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False):
-    """Mamba-2's SSD in mamba_chunk_scan_combined's layout, as the selective scan it is (scalar A per head):
-    x (batch, L, heads, headdim), dt (batch, L, heads), A (heads,), B, C (batch, L, groups, N), D (heads,) or
-    (heads, headdim), dt_bias (heads,) -> y (batch, L, heads, headdim).  Channels are heads * headdim; the
-    groups of B and C are the selective scan's groups.  Uses the reference backend (float64 in, float64 out)."""
-    from kernels import selective_scan
-
-    b, L, h, p = x.shape
-    N = B.shape[-1]
-    u = x.permute(0, 2, 3, 1).reshape(b, h * p, L)
-    delta = dt.permute(0, 2, 1).repeat_interleave(p, dim=1)                      # (b, h*p, L)
-    A_full = A[:, None, None].expand(h, p, N).reshape(h * p, N)                    # the head's A on every channel
-    Bs, Cs = (M.permute(0, 2, 3, 1) for M in (B, C))                             # (b, groups, N, L)
-    Dfull = None if D is None else (D[:, None].expand(h, p) if D.dim() == 1 else D).reshape(h * p)
-    bias = None if dt_bias is None else dt_bias.repeat_interleave(p)
-    y = selective_scan(u, delta, A_full, Bs, Cs, D=Dfull, delta_bias=bias,
-                       delta_softplus=dt_softplus, backend="reference")
-    return y.reshape(b, h, p, L).permute(0, 3, 1, 2)
-
-
-def state_update_step(state, x, dt, A, B, C, D=None, dt_bias=None, dt_softplus=False):
-    """One decoding step of the S6 recurrence, official selective_state_update meaning, S6 layout: state
-    (batch, dim, N), x, dt (batch, dim), A (dim, N), B, C (batch, N), D, dt_bias (dim,) -> y (batch, dim).
-    Returns y only (the target updates its state in place; the reference works on a copy)."""
-    if dt_bias is not None:
-        dt = dt + dt_bias
-    if dt_softplus:
-        dt = F.softplus(dt)
-    h = torch.exp(dt[..., None] * A) * state + (dt * x)[..., None] * B[:, None, :]
-    y = (h * C[:, None, :]).sum(-1)
-    return y + x * D if D is not None else y
 
 
 def gla_recurrence(q, k, v, g, scale: Optional[float] = None):

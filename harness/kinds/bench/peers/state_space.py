@@ -13,7 +13,7 @@ from harness.kinds.bench.op import Op, op_impl
 from harness.kinds.bench.ops import (SCAN_REFERENCE, _generator, _randn, scan_cost_fields, scan_input_dict,
                                      selective_scan_with)
 from harness.kinds.bench.peers import peer_attr, requires
-from harness.kinds.bench.references import causal_conv_direct, ssd_via_selective_scan, state_update_step
+from harness.kinds.bench.references import causal_conv_direct
 
 CONV_WIDTH = 4          # Mamba's d_conv
 SSD_CHUNK = 256         # Mamba-2's chunk_size
@@ -67,12 +67,13 @@ def _official_ssd():
 
 
 def _ssd_reference(x):
-    return ssd_via_selective_scan(x["x"], x["dt"], x["A"], x["B"], x["C"], D=x["D"], dt_bias=x["dt_bias"],
-                                  dt_softplus=True)
+    from kernels import ssd
+    return ssd(x["x"], x["dt"], x["A"], x["B"], x["C"], SSD_CHUNK, D=x["D"], dt_bias=x["dt_bias"], dt_softplus=True,
+               backend="reference")
 
 
 SSD = op_impl("peer.mamba_ssm.ssd", Op(ssd_inputs, _official_ssd, _ssd_reference),
-              "the selective scan reference (scalar A per head) in float64", needs_cuda=True, uses_heads=True,
+              "kernels.ssd (backend reference) in float64", needs_cuda=True, uses_heads=True,
               requires=requires("mamba_ssm"))
 
 
@@ -100,8 +101,10 @@ def _official_state_update():
 
 
 def _state_update_reference(x):
-    return state_update_step(x["state"], x["x"], x["dt"], x["A"], x["B"], x["C"], D=x["D"], dt_bias=x["dt_bias"],
-                             dt_softplus=True)
+    from kernels.selective_scan.state_update import selective_state_update_reference
+    y, _ = selective_state_update_reference(x["state"], x["x"], x["dt"], x["A"], x["B"], x["C"], D=x["D"],
+                                            dt_bias=x["dt_bias"], dt_softplus=True)
+    return y
 
 
 STATE_UPDATE = op_impl("peer.mamba_ssm.state_update",

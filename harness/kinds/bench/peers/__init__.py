@@ -6,13 +6,17 @@ Names are ``peer.<package>.<operator>`` (``impl:`` in a suite; ``ssmbench list``
 impl                                the call (official signature and layout)                    shape keys
 ==================================  ==========================================================  ===========
 peer.mamba_ssm.selective_scan       mamba_ssm ``selective_scan_fn`` (CUDA extension)            as s6.*
-peer.mamba_ssm.ssd                  mamba_ssm ``mamba_chunk_scan_combined`` (Triton, Mamba-2)   heads/head_dim
+peer.mamba_ssm.ssd                  mamba_ssm ``mamba_chunk_scan_combined`` (Triton, Mamba-2)   dim/head_dim
 peer.mamba_ssm.state_update         mamba_ssm ``selective_state_update``: one decoding step     as s6.*, fwd
 peer.causal_conv1d                  causal_conv1d ``causal_conv1d_fn`` (width 4, SiLU)           dim
 peer.flash_attn                     flash_attn ``flash_attn_func(causal=True)``                 as attention
 peer.fla.gla                        fla ``chunk_gla`` (chunked gated linear attention)          heads/head_dim
 peer.fla.gated_delta_rule           fla ``chunk_gated_delta_rule``                              heads/head_dim
 ==================================  ==========================================================  ===========
+
+Shape keys: "as s6.*" batch, seq_len, dim (or expand * d_model), d_state; "dim/head_dim" the scan width in heads
+of ``head_dim`` (Mamba-2: 64) with ``d_state`` per head; "heads/head_dim" and "as attention" ``heads`` heads of
+``head_dim`` (default width / heads).
 
 Each is an :class:`~harness.kinds.bench.op.Op` (inputs, the peer's call, a plain reference), so it is timed by
 ``kind: speed`` and measured by ``kind: memory`` like a built-in target, and gated first (gate.py).  Nothing

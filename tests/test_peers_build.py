@@ -65,7 +65,7 @@ def test_dry_run_prints_every_command_and_builds_nothing(src, tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--only", "flash_attn"], "pip download --no-deps --no-binary :all: flash-attn"),
+    (["--only", "flash_attn"], "pip download --no-deps --no-binary :all: --no-build-isolation flash-attn"),
     (["--only", "nope"], "unknown peer(s) nope"),
     (["--arch", "sm90"], "--arch 'sm90'"),
 ])

@@ -3,7 +3,9 @@
 # CPU-only on 2026-12-05 (constant B/C in the Triton scan, the official selective_scan_fn grid on Triton, the real
 # peers through the gate), and the official scan's own test grid against ours.
 # Before: on a machine with network, fill the git-ignored .peers/src (sdists; ~1 MB):
-#   python3 -m pip download --no-deps --no-binary :all: mamba-ssm causal-conv1d flash-linear-attention fla-core -d .peers/src
+#   MAMBA_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE python3 -m pip download --no-deps --no-binary :all: \
+#     --no-build-isolation mamba-ssm causal-conv1d flash-linear-attention fla-core -d .peers/src
+#   plus einops if the image lacks it (it has it: KINDS.md)
 # and carry it with the call: carry [".whl", ".peers/src"].  Run as the device command after the usual prefix
 # (reports/gpu/README.md, "Running on the GPU box").  The built .peers/site stays on the warm machine for calls D/E.
 set -uo pipefail

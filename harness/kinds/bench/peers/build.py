@@ -7,8 +7,14 @@
 ``causal_conv1d-1.5.0.tar.gz``, ``flash_linear_attention-*.tar.gz`` / ``fla_core-*.tar.gz``), or snapshots of
 their repositories (a folder or archive named after the repository: ``mamba``, ``causal-conv1d``,
 ``flash-linear-attention``), plus any wheels of pure-Python dependencies the target machine lacks (installed
-first).  On a machine with network: ``pip download --no-deps --no-binary :all: mamba-ssm causal-conv1d
-flash-linear-attention fla-core -d .peers/src``.  ``.peers/`` is git-ignored.
+first).  On a machine with network and torch (tried 2026-12-05: mamba_ssm 2.3.2.post1, causal_conv1d 1.7.0,
+flash_linear_attention and fla_core 0.6.0, ~1.2 MB)::
+
+    MAMBA_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE python -m pip download --no-deps \
+        --no-binary :all: --no-build-isolation mamba-ssm causal-conv1d flash-linear-attention fla-core -d .peers/src
+
+(without ``--no-build-isolation`` pip first installs torch to read the sdists' metadata; the SKIP switches keep
+that from compiling anything).  ``.peers/`` is git-ignored.
 
 Each peer is installed with ``pip install --no-deps --no-index --no-build-isolation --target OUT`` (no
 downloads).  The CUDA ones (mamba_ssm, causal_conv1d; flash_attn only when asked with ``--only``: its build is
@@ -70,6 +76,9 @@ PEERS: Dict[str, PeerSource] = {p.name: p for p in (
 )}
 
 
+ALL_PIP_NAMES = [n for p in PEERS.values() if p.default for n in p.pip_names]
+
+
 class UsageError(Exception):
     """Bad arguments or a missing source: exit 2 with the message."""
 
@@ -104,10 +113,15 @@ def find_sources(src: Path, peer: PeerSource) -> List[Path]:
     return found
 
 
+def fetch_command(pip_names: Sequence[str], src: Path) -> str:
+    """The pip command that fetches the sdists on a machine with network (no build, no torch download)."""
+    return ("MAMBA_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE python -m pip download --no-deps "
+            f"--no-binary :all: --no-build-isolation {' '.join(pip_names)} -d {src}")
+
+
 def how_to_get(peer: PeerSource, src: Path) -> str:
-    return (f"no source of {peer.name} in {src}: on a machine with network run `python -m pip download --no-deps "
-            f"--no-binary :all: {' '.join(peer.pip_names)} -d {src}`, or put a snapshot of "
-            f"https://github.com/{peer.repo} there (folder or archive named after the repository)")
+    return (f"no source of {peer.name} in {src}: on a machine with network run `{fetch_command(peer.pip_names, src)}`, "
+            f"or put a snapshot of https://github.com/{peer.repo} there (folder or archive named after the repository)")
 
 
 @dataclass
@@ -255,9 +269,8 @@ def main(argv: Sequence[str]) -> int:
         if not re.fullmatch(r"\d+\.\d+(\+PTX)?", a.arch):
             raise UsageError(f"--arch {a.arch!r}: a compute capability such as 9.0")
         if not a.src.is_dir():
-            raise UsageError(f"--src {a.src}: no such folder; create it and put the peers' source there "
-                             f"(`python -m pip download --no-deps --no-binary :all: mamba-ssm causal-conv1d "
-                             f"flash-linear-attention fla-core -d {a.src}` on a machine with network)")
+            raise UsageError(f"--src {a.src}: no such folder; create it and put the peers' source there (on a "
+                             f"machine with network: `{fetch_command(ALL_PIP_NAMES, a.src)}`)")
         work = a.work or a.out.parent / "build"
         needs_nvcc = any(PEERS[n].cuda for n in names)
         nvcc = find_nvcc() if needs_nvcc else None

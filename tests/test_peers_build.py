@@ -62,6 +62,7 @@ def test_dry_run_prints_every_command_and_builds_nothing(src, tmp_path, capsys, 
     assert "--keep 90 --real /opt/cuda/bin/nvcc" in text
     assert any("unpack" in x and "mamba_ssm-2.2.4.tar.gz" in x for x in lines)
     assert lines[-1].startswith(f"export PYTHONPATH={out.resolve()}")
+    assert f"PYTORCH_NVCC={(tmp_path / 'build').resolve()}/nvcc_sm90" in mamba   # absolute: pip builds elsewhere
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -271,7 +271,8 @@ def main(argv: Sequence[str]) -> int:
         if not a.src.is_dir():
             raise UsageError(f"--src {a.src}: no such folder; create it and put the peers' source there (on a "
                              f"machine with network: `{fetch_command(ALL_PIP_NAMES, a.src)}`)")
-        work = a.work or a.out.parent / "build"
+        a.out = a.out.resolve()   # absolute: pip builds in the source folder, and PYTORCH_NVCC is read there
+        work = (a.work or a.out.parent / "build").resolve()
         needs_nvcc = any(PEERS[n].cuda for n in names)
         nvcc = find_nvcc() if needs_nvcc else None
         if needs_nvcc and nvcc is None and not a.dry_run:

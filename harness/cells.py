@@ -7,7 +7,7 @@ dirty, kind) and the cell's parameters, and writes the rows when the cell ends.
 
 Failures are signalled by exceptions, so a cell runner never has to build failure rows itself:
 ``CellDiverged`` -> status ``diverged``, ``CellSkipped`` -> ``skipped``, ``CellTimeout`` ->
-``timeout``, ``torch.cuda.OutOfMemoryError`` (or :class:`CellOOM`) -> ``oom``, anything else ->
+``timeout``, running out of memory on any device (:func:`is_oom`) -> ``oom``, anything else ->
 ``error``.  Rows yielded before the exception are kept.
 """
 from __future__ import annotations
@@ -28,6 +28,28 @@ class CellFailure(Exception):
 
 class CellOOM(CellFailure):
     status = "oom"
+
+
+#: What allocators say when they cannot allocate, lower-cased: CUDA ("CUDA out of memory", cuBLAS's
+#: "CUDA error: out of memory"), PyTorch's CPU allocator ("DefaultCPUAllocator: can't allocate memory:
+#: you tried to allocate ... bytes") and the OS (errno 12, "Cannot allocate memory").
+OOM_PHRASES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` means the device ran out of memory, on any device: :class:`CellOOM`, torch's
+    ``OutOfMemoryError``, Python's ``MemoryError``, or a RuntimeError/OSError whose text an allocator
+    wrote (:data:`OOM_PHRASES`).  One answer for every kind, so a CPU allocation failure is ``oom``
+    as a CUDA one is, never ``error``."""
+    if isinstance(exc, (CellOOM, MemoryError)):
+        return True
+    try:
+        import torch
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except Exception:  # noqa: BLE001 - no torch: the text still tells
+        pass
+    return isinstance(exc, (RuntimeError, OSError)) and any(p in str(exc).lower() for p in OOM_PHRASES)
 
 
 class CellDiverged(CellFailure):

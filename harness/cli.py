@@ -1,7 +1,8 @@
 """``ssmbench``: list what is registered, validate suites, run them.
 
-Exit codes: 0 every cell ended ok/oom/diverged/skipped/timeout; 1 some cell errored (or a command
-failed); 2 usage or validation error (nothing is written); 130 interrupted (the run can be
+Exit codes: 0 every cell ended ok/oom/diverged/skipped/timeout; 1 some cell errored, every cell of a
+suite was skipped (nothing was measured), the report asked for could not be written, or a command failed; 2 usage or validation error (nothing is
+written); 130 interrupted (the run can be
 resumed with ``--resume RUN_DIR``).  ``SSMBENCH_PLUGINS=mod1,mod2`` imports extra modules first
 (e.g. to register a kind, mixer or benchmark target that lives outside the repo).
 """
@@ -94,7 +95,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     section("suite kinds (kind)", KINDS)
     print("suites:")
     from harness.suite.schema import read_suites
-    root = Path(args.suites_dir)
+    root = Path(args.suites_dir or "suites")
+    if args.suites_dir and not root.is_dir():  # asked for, so not finding it is not "no suites"
+        raise SuiteError([Issue("command line", 0, f"--suites-dir {root}: no such directory")])
     files = sorted(p for p in root.rglob("*") if p.suffix in SUITE_SUFFIXES) if root.is_dir() else []
     if not files:
         print(f"  (no suite files under {root})")
@@ -155,6 +158,12 @@ def _make_executor(args: argparse.Namespace):
     jobs = getattr(args, "jobs", None)
     mps = getattr(args, "mps", None)
     if args.executor == "local":
+        ray_only = [flag for flag, value in (("--address", args.address), ("--gpus-per-cell", args.gpus_per_cell),
+                                             ("--cpus-per-cell", args.cpus_per_cell), ("--retries", args.retries))
+                    if value is not None]
+        if ray_only:  # the local executor would ignore them
+            raise SuiteError([Issue("command line", 0, f"{', '.join(ray_only)}: for --executor ray only; the local "
+                                    "executor runs one cell at a time (or --jobs N at once) on this machine")])
         try:
             return LocalExecutor(jobs, mps=mps)
         except ValueError:
@@ -197,27 +206,32 @@ def _ray_executor(args: argparse.Namespace):
     except ModuleNotFoundError as exc:
         raise SuiteError([Issue("command line", 0, f"--executor ray is not available here ({exc})")]) from None
     return RayExecutor(address=args.address, gpus_per_cell=args.gpus_per_cell,
-                       cpus_per_cell=args.cpus_per_cell, retries=args.retries)
+                       cpus_per_cell=args.cpus_per_cell, retries=args.retries or 0)
 
 
-def _build_report(run_dirs: List[Path]) -> None:
+def _build_report(run_dirs: List[Path], out_dir: Optional[str] = None) -> bool:
+    """Write the run's report; False when it was asked for and could not be written (the results are
+    safe either way, and the message says how to make it later).  An install without the analysis
+    package has no reports to make: True."""
     try:
         from harness.analysis.report import build_report
     except ModuleNotFoundError as exc:
-        if exc.name != "harness.analysis.report":
-            _err(f"report: skipped, it cannot be imported ({exc})")
-        return
+        if exc.name == "harness.analysis.report":
+            return True
+        _err(f"report: skipped, it cannot be imported ({exc})")
+        return False
     except Exception as exc:  # noqa: BLE001 - a broken report module must not hide the results
         _err(f"report: skipped, it cannot be imported ({type(exc).__name__}: {exc})")
-        return
+        return False
     try:
-        report_dir = build_report(run_dirs)
+        report_dir = build_report(run_dirs, out_dir=out_dir)
     except Exception as exc:  # noqa: BLE001 - the results are safe; say why there is no report
         _err(f"report: failed ({type(exc).__name__}: {exc}); the results are written, "
              f"try `ssmbench report {' '.join(map(str, run_dirs))}`")
-        return
+        return False
     if report_dir:
         print(f"report: {report_dir}")
+    return True
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -231,16 +245,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor.close()
 
 
+def _check_resume(args: argparse.Namespace, run_dir: Path) -> None:
+    """``--resume`` finishes a run exactly as it was planned, with the same code, or refuses (exit 2).
+
+    Without suite files the run's own plan is replayed, so ``--set``/``--filter``/``--device`` would
+    change nothing: they are refused rather than ignored (with the suite file they are applied, and
+    cells they add join the run).  Another commit or other uncommitted changes than the run's are
+    refused unless ``--allow-other-commit`` (each row keeps its own commit; meta.json lists them)."""
+    from harness.run.runner import resume_mismatch
+
+    given = [flag for flag, value in (("--set", args.set), ("--filter", args.filter), ("--device", args.device))
+             if value]
+    if given and not args.suites:
+        raise SuiteError([Issue("command line", 0, f"--resume {run_dir} replays the run's own plan, so "
+                                f"{' and '.join(given)} would change nothing; to add or change cells give the "
+                                f"suite file too (ssmbench run SUITE --resume {run_dir} {given[0]} ...)")])
+    mismatch = resume_mismatch(run_dir)
+    if mismatch and not args.allow_other_commit:
+        raise SuiteError([Issue(str(run_dir), 0, f"--resume: {mismatch}. Check out that version, start a new "
+                                "run, or pass --allow-other-commit to mix them knowingly (each row keeps its "
+                                "own commit, and meta.json lists every commit)")])
+    if mismatch:
+        _err(f"note: --allow-other-commit: {mismatch}; each row keeps its own commit")
+
+
 def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple[str, Any]],
                   filters: List[Tuple[str, Any]]) -> int:
     from harness.run.progress import make_progress
     from harness.run.runner import RunInterrupted, read_plan, run_suite
+    from harness.store.results import RowStore
 
     has_gpus = getattr(executor, "cluster_has_gpus", None)
     cuda_available = has_gpus() if callable(has_gpus) else None  # None: this process's torch decides
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         stored, stored_cells = read_plan(resume)
+        _check_resume(args, resume)
         stored_name = stored["suite"]["name"]
         if args.suites:
             planned = [(l, c) for l, c in plan(suite_files(args.suites), overrides, filters, args.device,
@@ -265,10 +305,16 @@ def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple
                                                              args.device, cuda_available)]
         overrides_used = overrides
 
+    if args.report_dir and not (args.no_report or args.dry_run):
+        Path(args.report_dir).mkdir(parents=True, exist_ok=True)  # unwritable: exit 2 before any cell runs
+
     if args.dry_run:
+        done = set(RowStore(resume).finished()) if resume is not None else set()
         for data, cells, source in jobs:
-            print(f"{source}: suite {data['name']!r} ({data['kind']}): {len(cells)} cells")
-            print(cells_table(cells))
+            left = [c for c in cells if c.cell_id not in done]
+            of = f" left of {len(cells)} (the others have rows in {resume})" if resume is not None else ""
+            print(f"{source}: suite {data['name']!r} ({data['kind']}): {len(left)} cells{of}")
+            print(cells_table(left))
             print()
         return EXIT_OK
 
@@ -289,22 +335,42 @@ def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple
         counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
         print(f"{result.run_id}: {counts or 'no cells'} -> {result.run_dir}", flush=True)
     executor.close()  # before the report: a local Ray cluster's workers hold memory
+    reported = True
     if not args.no_report and results:
-        _build_report([r.run_dir for r in results])
-    return EXIT_FAILED if any(r.any_error for r in results) else EXIT_OK
+        reported = _build_report([r.run_dir for r in results], args.report_dir)
+    nothing_ran = [r for r in results if r.total and r.counts.get("skipped", 0) == r.total]
+    for r in nothing_ran:
+        _err(f"{r.run_id}: nothing was measured: all {r.total} cells were skipped (their rows say why, "
+             f"e.g. no CUDA on this machine)")
+    failed = nothing_ran or not reported or any(r.any_error for r in results)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 # --------------------------------------------------------------------------- parser
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), and the checkout's commit."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        number = version("ssmbench")
+    except Exception:  # noqa: BLE001 - PackageNotFoundError: run from a checkout, not installed
+        number = "(not installed)"
+    from harness.store.meta import git_state
+    git = git_state()
+    commit = "" if git["commit"] == "unknown" else f" (commit {git['short']}{', dirty' if git['dirty'] else ''})"
+    return f"{number}{commit}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssmbench", description="Benchmark and ablation harness for "
                                      "state-space sequence models.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     p = sub.add_parser("list", help="registered mixers, archs, tasks, benchmark targets, kinds and suites")
     p.add_argument("--params", action="store_true", help="parameter counts of the papers' configs")
-    p.add_argument("--suites-dir", default="suites", help="where to look for suites (default: suites)")
+    p.add_argument("--suites-dir", help="where to look for suites (default: suites)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("keys", help="every suite key of a kind: type, default, allowed values, help, which "
@@ -331,9 +397,17 @@ def build_parser() -> argparse.ArgumentParser:
     suite_options(p)
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="keep only matching cells")
     p.add_argument("--out", default="results", help="results root (default: results)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="finish the cells a run directory has no rows for")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="finish the cells a run directory has no rows for; refused when this checkout's "
+                        "commit or uncommitted changes differ from the run's")
+    p.add_argument("--allow-other-commit", action="store_true",
+                   help="with --resume: finish the run with this checkout's code although it differs from "
+                        "the run's (each row keeps its own commit; meta.json lists them all)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-report", action="store_true", help="do not build a report at the end")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="where the report goes (report.md, report.html, figures/); default "
+                        "reports/<suite>/<run id>/ under the current directory, whatever --out is")
     p.add_argument("--jobs", "-j", type=int, metavar="N",
                    help="run up to N cells at once on this machine, one process each (small training "
                         "cells share a GPU well; timing and memory cells still run alone); "
@@ -348,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="ray cluster address (--executor ray)")
     p.add_argument("--gpus-per-cell", type=float, help="GPUs per cell (--executor ray)")
     p.add_argument("--cpus-per-cell", type=float, help="CPUs per cell (--executor ray)")
-    p.add_argument("--retries", type=int, default=0, help="retries of a lost worker (--executor ray)")
+    p.add_argument("--retries", type=int, help="retries of a lost worker (--executor ray; default 0)")
     p.set_defaults(func=cmd_run)
 
     try:
@@ -371,16 +445,57 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at interpreter exit
     except SuiteError as exc:
         _err(exc.render())
         return EXIT_USAGE
+    except BrokenPipeError:
+        return _closed_pipe(args.command)
     except OSError as exc:  # results directory not writable, disk full, ...
-        _err(f"error: {exc}")
-        return EXIT_FAILED
+        _err(_io_error(exc, args))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
     return EXIT_OK if code is None else int(code)
+
+
+#: Commands whose output is all they do: a reader that stops reading (``ssmbench list | head``) is done.
+READ_ONLY_COMMANDS = ("list", "validate")
+
+
+def _closed_pipe(command: str) -> int:
+    """stdout was closed by its reader.  Not an error for a command that only prints; a run whose
+    progress could not be printed stopped early, which must not look like success (its finished
+    cells are saved, and ``--resume`` finishes it)."""
+    try:  # Python would complain again when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    if command in READ_ONLY_COMMANDS:
+        return EXIT_OK
+    try:
+        _err("stopped: standard output was closed (broken pipe); finished cells are saved and "
+             "`ssmbench run --resume RUN_DIR` finishes the run")
+    except OSError:  # stderr is gone too: the exit code is all that is left to say it
+        pass
+    return EXIT_FAILED
+
+
+def _io_error(exc: OSError, args: argparse.Namespace) -> str:
+    """One paragraph for an I/O error the harness itself hit (a cell's own errors are rows):
+    which file, what the OS said, and what to change."""
+    where = f" {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    hint = ""
+    out = getattr(args, "out", None)
+    if args.command == "run":
+        hint = (f"; check that --out {out} (and --report-dir, if given) is a writable directory "
+                "with free space")
+    elif out:
+        hint = f"; check that {out} is a writable directory with free space"
+    return f"error: cannot read or write{where}: {reason}{hint}"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Which ``model:`` keys shape which models.
 
 Why: a ``ModelConfig`` holds every knob of every block and mixer, and most models ignore most of them --
-``pos`` matters only to attention, ``expand`` only inside a Mamba block.  A sweep over a key that a cell's
+``pos`` matters only to attention, ``expand`` only inside a Mamba or Mamba-2 block.  A sweep over a key that a cell's
 model ignores trains the same model several times under different labels, and a report that labels a
 Mamba row "pos=rope" says something false.  :func:`applies` answers "does this key change this model?";
 the suite planner warns about such sweep axes and the report leaves such keys out of its labels.
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple
 
-BUILTIN_ARCHS = ("mamba", "h3", "none", "transformer")
-BUILTIN_MIXERS = ("s6", "s4", "hyena", "attention")
+BUILTIN_ARCHS = ("mamba", "mamba2", "h3", "none", "transformer")
+BUILTIN_MIXERS = ("s6", "s4", "ssd", "hyena", "attention")
 
 
 class Rule(NamedTuple):
@@ -32,15 +32,17 @@ def _mixer_in(*names: str) -> Callable[[Mapping[str, Any]], bool]:
     return lambda m: m["mixer"] in names
 
 
-def _arch_is(name: str) -> Callable[[Mapping[str, Any]], bool]:
-    return lambda m: m["arch"] == name
+def _arch_is(*names: str) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda m: m["arch"] in names
 
 
 _ATTENTION = Rule("mixer: attention", _mixer_in("attention"))
 _S6 = Rule("mixer: s6", _mixer_in("s6"))
 _SSM = Rule("mixer: s4 or s6", _mixer_in("s4", "s6"))
+_SSD = Rule("mixer: ssd or arch: mamba2", _mixer_in("ssd"))          # arch mamba2 resolves to mixer ssd
+_DT = Rule("mixer: s4, s6 or ssd (arch: mamba2)", _mixer_in("s4", "s6", "ssd"))
 _HYENA = Rule("mixer: hyena", _mixer_in("hyena"))
-_MAMBA_BLOCK = Rule("arch: mamba", _arch_is("mamba"))
+_MAMBA_BLOCK = Rule("arch: mamba or mamba2", _arch_is("mamba", "mamba2"))
 
 #: top-level ``model:`` key -> when it changes the model; keys not listed change every model.
 RULES: Dict[str, Rule] = {
@@ -53,17 +55,20 @@ RULES: Dict[str, Rule] = {
     "expand": _MAMBA_BLOCK,
     "d_conv": _MAMBA_BLOCK,
     "conv_bias": _MAMBA_BLOCK,
-    "d_state": Rule("mixer: s4 or s6, or arch: h3 (its shift SSM)",
-                    lambda m: m["mixer"] in ("s4", "s6") or m["arch"] == "h3"),
+    "d_state": Rule("mixer: s4, s6 or ssd (arch: mamba2), or arch: h3 (its shift SSM)",
+                    lambda m: m["mixer"] in ("s4", "s6", "ssd") or m["arch"] == "h3"),
     "s4_mode": Rule("mixer: s4", _mixer_in("s4")),
     "a_init": _SSM,
-    "dt_min": _SSM,
-    "dt_max": _SSM,
-    "dt_init_floor": _S6,
+    "dt_min": _DT,
+    "dt_max": _DT,
+    "dt_init_floor": Rule("mixer: s6 or ssd (arch: mamba2)", _mixer_in("s6", "ssd")),
     "dt_rank": Rule("mixer: s6 with selective.delta true (the low-rank dt projection)",
                     lambda m: m["mixer"] == "s6" and m["delta_selective"]),
     "selective": _S6,
-    "backend": _S6,
+    "backend": Rule("mixer: s6 or ssd (arch: mamba2)", _mixer_in("s6", "ssd")),
+    "headdim": _SSD,
+    "ngroups": _SSD,
+    "chunk_size": _SSD,
     "hyena_filter_dim": _HYENA,
     "hyena_emb_dim": _HYENA,
     "hyena_decay": _HYENA,
@@ -75,6 +80,8 @@ _DEFAULTS = {"arch": "mamba", "mixer": "s6", "pos": "rope"}
 
 def _resolved(model: Mapping[str, Any]) -> Dict[str, Any]:
     m = {k: model.get(k, default) for k, default in _DEFAULTS.items()}
+    if m["arch"] == "mamba2":
+        m["mixer"] = "ssd"                             # ModelConfig: the Mamba-2 block's mixer is its SSD
     selective = model.get("selective")
     delta = selective.get("delta", True) if isinstance(selective, Mapping) else model.get("selective.delta", True)
     m["delta_selective"] = delta is not False          # ModelConfig's default: dt is selective

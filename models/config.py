@@ -41,8 +41,9 @@ class ModelConfig(StrictModel):
     """residual blocks"""
     d_model: PositiveInt = 64
     """model width D"""
-    d_state: PositiveInt = 16
-    """SSM state size N per channel"""
+    d_state: Optional[PositiveInt] = Field(
+        None, description="state size N per channel (S4, S6) or per head (SSD); left out: 16, or 128 for arch "
+                          "mamba2 (the official Mamba-2 default).  Always set after validation")
     expand: PositiveInt = 2
     """a Mamba block's inner width is expand * d_model"""
     d_conv: PositiveInt = 4
@@ -87,12 +88,28 @@ class ModelConfig(StrictModel):
                                                 "for about one more forward per step)")
     init_std: PositiveFloat = 0.02
     """standard deviation of the linear and embedding weights' normal init"""
+    headdim: PositiveInt = Field(64, description="SSD (mixer ssd, arch mamba2): channels per head P; heads = "
+                                                 "SSD width / headdim (Mamba-2 default 64)")
+    ngroups: PositiveInt = Field(1, description="SSD: groups of heads sharing one B and C (1: all heads share, "
+                                                "Mamba-2's multi-value pattern); must divide the number of heads")
+    chunk_size: PositiveInt = Field(256, description="SSD: chunk length Q of the chunked algorithm (Mamba-2 "
+                                                     "default 256); changes speed and rounding, not the model")
 
     # ----------------------------------------------------------------- derived values
     @property
     def d_inner(self) -> int:
-        """Channels the mixer sees: expand * d_model inside a Mamba block, d_model elsewhere."""
-        return self.expand * self.d_model if self.arch == "mamba" else self.d_model
+        """Channels the mixer sees: expand * d_model inside a Mamba or Mamba-2 block, d_model elsewhere."""
+        return self.expand * self.d_model if self.arch in ("mamba", "mamba2") else self.d_model
+
+    @property
+    def uses_ssd(self) -> bool:
+        """Whether the model has an SSD layer (mixer ssd, which arch mamba2 always has)."""
+        return self.mixer == "ssd" or self.arch == "mamba2"
+
+    @property
+    def ssd_heads(self) -> int:
+        """SSD heads H = d_inner / headdim (validated to divide when the model uses SSD)."""
+        return self.d_inner // self.headdim
 
     @property
     def resolved_dt_rank(self) -> int:
@@ -114,6 +131,17 @@ class ModelConfig(StrictModel):
     # ----------------------------------------------------------------- combinations
     @model_validator(mode="after")
     def _check_combinations(self) -> "ModelConfig":
+        if self.arch == "mamba2":
+            # the official Mamba-2 block has its SSD built in: mixer is ssd (filled in when left out)
+            if "mixer" in self.model_fields_set and self.mixer != "ssd":
+                raise ValueError(f"arch 'mamba2' is the Mamba-2 block with its SSD layer built in; mixer must be "
+                                 f"'ssd' or left out, got {self.mixer!r} (to put {self.mixer} in a gated block "
+                                 f"use arch: mamba; for the SSD in the Mamba-1 block use arch: mamba, mixer: ssd)")
+            self.mixer = "ssd"
+        if self.d_state is None:
+            self.d_state = 128 if self.arch == "mamba2" else 16
+        if self.uses_ssd:
+            self._check_ssd()
         if self.dt_min > self.dt_max:
             raise ValueError(f"dt_min ({self.dt_min}) must not exceed dt_max ({self.dt_max})")
         if self.mixer in ("s4", "s6") and self.complex_a and self.d_state % 2:
@@ -147,6 +175,18 @@ class ModelConfig(StrictModel):
         if self.mixer == "hyena" and (self.hyena_emb_dim < 3 or self.hyena_emb_dim % 2 == 0):
             raise ValueError(f"hyena_emb_dim must be odd and >= 3 (t plus cos/sin pairs), got {self.hyena_emb_dim}")
         return self
+
+    def _check_ssd(self) -> None:
+        width = self.d_inner
+        where = "expand*d_model" if self.arch in ("mamba", "mamba2") else "d_model"
+        if width % self.headdim:
+            divisors = [h for h in (64, 32, 16, 8, 4, 2, 1) if width % h == 0]
+            raise ValueError(f"SSD: headdim ({self.headdim}) must divide the SSD width ({where} = {width}); "
+                             f"set model.headdim to a divisor of {width}, e.g. {divisors[0]}")
+        heads = width // self.headdim
+        if heads % self.ngroups:
+            raise ValueError(f"SSD: ngroups ({self.ngroups}) must divide the number of heads ({heads} = {where} "
+                             f"{width} / headdim {self.headdim}); change ngroups or headdim")
 
 
 def as_config(cfg: "dict | ModelConfig | None") -> ModelConfig:

@@ -39,16 +39,55 @@ PAPER_CONFIGS = [
      "Table 1: S4, no gate"),
     ("selective_copying/h3-s6", dict(arch="h3", mixer="s6", n_layers=2, d_model=64), 16, None,
      "Table 1: H3 with inner S6"),
+    # Mamba-2 (MAMBA2_FACTS section 3): per layer d_model (2E + 2GN + H) + E d_model + (E + 2GN)(d_conv + 1)
+    # + 3H + E, i.e. mamba2_layer_params(); 24 layers at d_model 768, tied embeddings, vocab 50288
+    ("lm/mamba2-130m", dict(arch="mamba2", n_layers=24, d_model=768), 50288, 129_000_000,
+     "mamba2-130m: 24 layers, d_model 768, N 128, headdim 64 (facts sheet: 3,764,552 per layer, ~129.0M)"),
+    ("lm/mamba2-125m-N64", dict(arch="mamba2", n_layers=24, d_model=768, d_state=64), 50288, 126_500_000,
+     "Mamba-2 paper Table 4 (block ablations, ~125M): N 64 (126.5M in the paper; the formula gives ~126.6M)"),
 ]
+
+
+def mamba2_layer_params(d_model: int, d_state: int = 128, expand: int = 2, headdim: int = 64, ngroups: int = 1,
+                        d_conv: int = 4) -> int:
+    """Parameters of one Mamba-2 block by the facts sheet's formula (no pre-norm):
+    d_model (2E + 2GN + H) + E d_model + (E + 2GN)(d_conv + 1) + 3H + E."""
+    E = expand * d_model
+    H, GN = E // headdim, ngroups * d_state
+    return d_model * (2 * E + 2 * GN + H) + E * d_model + (E + 2 * GN) * (d_conv + 1) + 3 * H + E
+
+
+def _mamba2_lm_formula(cfg: dict, vocab: int) -> int:
+    """A Mamba-2 LM by the facts sheet: n_layers x mamba2_layer_params + tied embedding + RMSNorm weights (one
+    pre-norm per layer and the final one)."""
+    from models.config import as_config
+
+    c = as_config(cfg)
+    layer = mamba2_layer_params(c.d_model, c.d_state, c.expand, c.headdim, c.ngroups, c.d_conv)
+    return c.n_layers * layer + vocab * c.d_model + (c.n_layers + 1) * c.d_model
+
+
+def _build_counting(cfg: dict, vocab: int) -> int:
+    """count_params of the LM, built on the meta device when it can be (no memory, no init time for the
+    100M-parameter configs), else on the CPU."""
+    import torch
+
+    from models.lm import build_lm
+
+    try:
+        with torch.device("meta"):
+            return count_params(build_lm(cfg, vocab))
+    except (NotImplementedError, RuntimeError):
+        return count_params(build_lm(cfg, vocab))
 
 
 def paper_param_counts() -> List[Tuple[str, int, str]]:
     """(name, our parameter count, note with the paper's figure) for the paper's small configs."""
-    from models.lm import build_lm
-
     rows = []
     for name, cfg, vocab, paper, note in PAPER_CONFIGS:
-        n = count_params(build_lm(cfg, vocab))
+        n = _build_counting(cfg, vocab)
+        if cfg.get("arch") == "mamba2":
+            note = f"{note}; formula {_mamba2_lm_formula(cfg, vocab):,}"
         if paper:
             note = f"{note}; ours/paper = {n / paper:.2f}"
         rows.append((name, n, note))

@@ -90,8 +90,11 @@ class S6(nn.Module):
 
     @staticmethod
     def _as_complex(M: torch.Tensor) -> torch.Tensor:
-        """(..., N) real -> (..., N/2) complex from consecutive (re, im) pairs."""
-        return torch.view_as_complex(M.float().reshape(M.shape[:-1] + (M.shape[-1] // 2, 2)).contiguous())
+        """(..., N) real -> (..., N/2) complex from consecutive (re, im) pairs.  A copy when M starts at an odd
+        offset in its storage (B or C sliced from x_proj's output after an odd dt_rank, with one token and
+        batch 1 a contiguous view), which view_as_complex refuses."""
+        pairs = M.float().reshape(M.shape[:-1] + (M.shape[-1] // 2, 2)).contiguous()
+        return torch.view_as_complex(pairs if pairs.storage_offset() % 2 == 0 else pairs.clone())
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:

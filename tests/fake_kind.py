@@ -1,6 +1,6 @@
 """A tiny suite kind "fake" for the harness tests: fast, and told by its params how to end.
 
-``behavior`` picks the ending: ok | error | oom | cuda_oom_text | diverged | skip | timeout | sleep
+``behavior`` picks the ending: ok | error | oom | cuda_oom_text | cpu_oom | memory_error | diverged | skip | timeout | sleep
 (sleeps ``sleep_s`` then ends ok) | partial (yields a row, then raises).  Importing this module
 registers the kind; the CLI imports it in subprocess tests through ``SSMBENCH_PLUGINS=fake_kind``.
 """
@@ -32,12 +32,13 @@ class FakeConfig(StrictModel):
     model: FakeModel = Field(default_factory=FakeModel)
     seq_len: PositiveInt = 32
     batch: PositiveInt = 2
-    behavior: Literal["ok", "error", "oom", "cuda_oom_text", "diverged", "skip", "timeout", "sleep",
-                      "partial"] = "ok"
+    behavior: Literal["ok", "error", "oom", "cuda_oom_text", "cpu_oom", "memory_error", "diverged", "skip",
+                      "timeout", "sleep", "partial"] = "ok"
     sleep_s: float = 0.0
     repeats: PositiveInt = 1
     timeout_s: Optional[PositiveFloat] = None
     skip_after_oom: bool = False
+    needs_bytes: Optional[int] = None  # the kind's size estimate (KindSpec.estimate_bytes)
     device: str = "cpu"
     seed: int = 0
 
@@ -51,6 +52,11 @@ def run_cell(cell, ctx):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     if cfg.behavior == "cuda_oom_text":
         raise RuntimeError("CUDA error: out of memory")
+    if cfg.behavior == "cpu_oom":  # what torch's CPU allocator raises
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 12000000000 bytes. Error code 12 (Cannot allocate memory)")
+    if cfg.behavior == "memory_error":
+        raise MemoryError()
     if cfg.behavior == "diverged":
         raise CellDiverged("loss is nan at step 3")
     if cfg.behavior == "skip":
@@ -76,7 +82,8 @@ def skip_reason(cell, finished):
 
 
 SPEC = KindSpec("fake", FakeConfig, run_cell, skip_reason=skip_reason,
-                run_meta=lambda device: {"fake_meta": device})
+                run_meta=lambda device: {"fake_meta": device},
+                estimate_bytes=lambda cell: cell.params.get("needs_bytes"))
 
 if "fake" not in KINDS:
     KINDS.add("fake", SPEC, help="test-only kind")

@@ -12,7 +12,7 @@ from models.applicability import BUILTIN_ARCHS, BUILTIN_MIXERS, RULES, applies, 
 
 VOCAB = 11
 SEED = 1234
-BASE = {"n_layers": 1, "d_model": 16, "d_state": 4, "heads": 2, "max_len": 64, "backend": "reference"}
+BASE = {"n_layers": 1, "d_model": 16, "d_state": 4, "heads": 2, "max_len": 64, "backend": "reference", "headdim": 4}
 
 # a valid value other than BASE / the default for each key of the table
 OTHER = {
@@ -20,11 +20,14 @@ OTHER = {
     "conv_bias": False, "d_state": 8, "s4_mode": "dplr", "a_init": "random", "dt_min": 0.01, "dt_max": 0.05,
     "dt_init_floor": 0.05, "dt_rank": 3, "selective": {"delta": False}, "backend": "chunked",
     "hyena_filter_dim": 8, "hyena_emb_dim": 5, "hyena_decay": (0.5, 1.0),
+    "headdim": 8, "ngroups": 2, "chunk_size": 3,
 }
 # keys that pick an implementation, not a model: applying, they change speed (and rounding) only
-IMPLEMENTATION = {"attn_backend", "backend"}
+IMPLEMENTATION = {"attn_backend", "backend", "chunk_size"}
 
-COMBOS = [(a, m, p) for a, m in itertools.product(BUILTIN_ARCHS, BUILTIN_MIXERS) if (a, m) != ("h3", "attention")
+# arch mamba2 has its SSD built in (mixer ssd only)
+COMBOS = [(a, m, p) for a, m in itertools.product(BUILTIN_ARCHS, BUILTIN_MIXERS)
+          if (a, m) != ("h3", "attention") and (a != "mamba2" or m == "ssd")
           for p in (("rope", "abs") if m == "attention" else ("rope",))]
 
 
@@ -89,6 +92,17 @@ def test_max_len_applies_to_abs_attention_and_hyena_only():
     assert not applies("max_len", {"mixer": "attention", "pos": "rope", "arch": "transformer"})
     assert applies("max_len", {"mixer": "hyena", "arch": "h3"})
     assert not applies("max_len", {"mixer": "s6"})
+
+
+def test_mamba2_resolves_to_the_ssd_mixer():
+    assert applies("headdim", {"arch": "mamba2"}) and applies("chunk_size", {"arch": "mamba2"})
+    assert applies("d_conv", {"arch": "mamba2"}) and applies("expand", {"arch": "mamba2"})
+    assert not applies("a_init", {"arch": "mamba2"}) and not applies("dt_rank", {"arch": "mamba2"})
+    assert applies("headdim", {"arch": "none", "mixer": "ssd"}) and not applies("headdim", {"mixer": "s6"})
+    assert not applies("d_conv", {"arch": "none", "mixer": "ssd"})
+    assert set(inert_keys({"arch": "mamba2"}, list(RULES))) == {
+        "pos", "heads", "attn_backend", "max_len", "mlp_ratio", "s4_mode", "a_init", "dt_rank", "selective",
+        "hyena_filter_dim", "hyena_emb_dim", "hyena_decay"}
 
 
 def test_dotted_and_unknown_keys_and_plugins():

@@ -158,3 +158,118 @@ def test_exclude_may_name_a_seed_and_never_drops_an_include(write_suite):
                                   "include:\n  - {model.mixer: attention}\n")
     assert [(c.get("model.mixer"), c.get("seed")) for c in cells] == [
         ("s4", 0), ("s6", 0), ("s6", 1), ("attention", 0), ("attention", 1)]
+
+
+# --------------------------------------------------------------------------- selections that select nothing
+
+SWEEP = "sweep:\n  model.mixer: [s4, s6]\n  batch: [1, 2]\n"
+
+
+def test_a_filter_value_no_cell_has_is_an_error_with_the_closest_values(write_suite):
+    """A typo in a --filter *value* ran 0 cells and exited 0; keys were already checked."""
+    with pytest.raises(SuiteError) as info:
+        cells_of(write_suite, SWEEP, filters=[("model.mixer", "s7")])
+    text = str(info.value)
+    assert "--filter model.mixer='s7': no cell has this value" in text
+    assert "did you mean" in text and "'s6'" in text and "values in the cells: s4, s6" in text
+    with pytest.raises(SuiteError, match="no single cell has all of"):  # each value exists, never together
+        cells_of(write_suite, SWEEP + "exclude:\n  - {model.mixer: s4, batch: 1}\n",
+                 filters=[("model.mixer", "s4"), ("batch", 1)])
+    assert len(cells_of(write_suite, SWEEP, filters=[("model.mixer", ["s4", "hyena"])])) == 2  # one of them
+
+
+def test_an_include_that_adds_no_cell_is_an_error(write_suite):
+    with pytest.raises(SuiteError) as info:
+        cells_of(write_suite, SWEEP + "include:\n  - {model.mixer: s6, batch: 2}\n")
+    assert "include[0] {'model.mixer': 's6', 'batch': 2} adds no cell: the sweep already has it" in str(info.value)
+    with pytest.raises(SuiteError, match=r"include\[1\] .* adds no cell: include\[0\] already has it"):
+        cells_of(write_suite, "include:\n  - {batch: 5}\n  - {batch: 5}\n")
+    # an include may bring back a cell that exclude dropped: that adds a cell
+    cells = cells_of(write_suite, SWEEP + "exclude:\n  - {batch: 2}\ninclude:\n  - {model.mixer: s6, batch: 2}\n")
+    assert len(cells) == 3
+
+
+def test_an_exclude_that_matches_nothing_says_which_key_or_value(write_suite):
+    with pytest.raises(SuiteError) as info:
+        cells_of(write_suite, SWEEP + "exclude:\n  - {model.mixer: s5}\n")
+    text = str(info.value)
+    assert "exclude[0]" in text and "model.mixer='s5': no cell has this value" in text
+    assert "correct the entry or remove it" in text
+
+
+def test_excluding_every_cell_is_an_error(write_suite):
+    with pytest.raises(SuiteError, match="has no cells: its exclude entries drop every cell"):
+        cells_of(write_suite, SWEEP + "exclude:\n  - {model.mixer: s4}\n  - {model.mixer: s6}\n")
+
+
+def test_expect_entries_must_match_a_cell(write_suite):
+    expect = "expect:\n  - {where: {model.mixer: s6, batch: 3}, metric: accuracy, value: 0.9, source: x}\n"
+    with pytest.raises(SuiteError) as info:
+        cells_of(write_suite, SWEEP + expect)
+    assert "expect[0] (metric accuracy) matches no cell of the suite (batch=3: no cell has this value" in str(
+        info.value)
+    typo = expect.replace("batch: 3", "btach: 2")
+    with pytest.raises(SuiteError, match="expect\\[0\\].where: no cell or row has the key 'btach' — did you mean"):
+        cells_of(write_suite, SWEEP + typo)
+    # keys the kind's defaults fill (d_model: 8) and short column names (mixer) match too
+    ok = expect.replace("batch: 3", "batch: 2, d_model: 8")
+    assert len(cells_of(write_suite, SWEEP + ok)) == 4
+    # checked on the suite as written, not on a --set variant of it
+    assert len(cells_of(write_suite, SWEEP + expect, overrides=[("seq_len", 8)])) == 4
+
+
+def test_expect_where_lists_match_any_of_their_values(write_suite):
+    listed = "expect:\n  - {where: {model.mixer: [s4, s7]}, metric: accuracy, value: 0.9, source: x}\n"
+    assert len(cells_of(write_suite, SWEEP + listed)) == 4
+    with pytest.raises(SuiteError, match="matches no cell of the suite"):
+        cells_of(write_suite, SWEEP + listed.replace("s4, s7", "s5, s7"))
+
+
+def test_expect_names_a_metric_the_kind_writes(write_suite):
+    speed = """
+name: sp
+kind: speed
+device: cpu
+defaults: {impl: s6.reference, seq_len: 64, d_model: 16}
+expect:
+  - {where: {seq_len: 64}, metric: time_ms_medain, value: 1.0, source: x}
+"""
+    with pytest.raises(SuiteError) as info:
+        expand(load_suites(write_suite(speed))[0])
+    assert "expect[0].metric 'time_ms_medain': kind 'speed' writes no such metric — did you mean 'time_ms_median'" \
+        in str(info.value)
+    assert len(expand(load_suites(write_suite(speed.replace("medain", "median")))[0])) == 1
+
+
+def test_kinds_declare_every_metric_they_write():
+    """KindSpec.metrics is what expect entries are checked against: every literal make_row("...") of a
+    kind's code must be in it (a new metric left out would make a valid expect entry an error)."""
+    import re
+    from pathlib import Path
+    from harness.kinds import KINDS
+    root = Path(__file__).resolve().parents[1] / "harness" / "kinds"
+    sources = {"task": ["task.py", "training/train.py"],
+               "speed": ["speed.py", "bench/summary.py", "bench/peak_memory.py", "bench/device_info.py"],
+               "memory": ["memory.py", "bench/peak_memory.py", "bench/device_info.py"],
+               "decode": ["decode.py", "bench/peak_memory.py", "bench/device_info.py"]}
+    for kind, files in sources.items():
+        written = {m for f in files for m in re.findall(r'make_row\("([A-Za-z_]+)"', (root / f).read_text())}
+        assert written <= set(KINDS.get(kind).metrics), (kind, written - set(KINDS.get(kind).metrics))
+
+
+def test_one_and_zero_for_a_flag_are_true_and_false(write_suite):
+    """``--set skip_after_oom=1`` and ``skip_after_oom: true`` are one cell, not two ids for one run."""
+    (written,) = cells_of(write_suite, "sweep: {skip_after_oom: [true]}\n")
+    (from_set,) = cells_of(write_suite, "", overrides=[("skip_after_oom", 1)])
+    (in_yaml,) = cells_of(write_suite, "sweep: {skip_after_oom: [1]}\n")
+    assert written.cell_id == from_set.cell_id == in_yaml.cell_id
+    assert from_set.params["skip_after_oom"] is True
+    (off,) = cells_of(write_suite, "", overrides=[("skip_after_oom", 0)])
+    assert off.params["skip_after_oom"] is False
+    # a --filter 1 selects the true cells; a number field keeps its 1
+    cells = cells_of(write_suite, "sweep: {skip_after_oom: [true, false]}\n", filters=[("skip_after_oom", 1)])
+    assert [c.params["skip_after_oom"] for c in cells] == [True]
+    (batch,) = cells_of(write_suite, "", overrides=[("batch", 1)])
+    assert batch.params["batch"] == 1 and type(batch.params["batch"]) is int
+    with pytest.raises(SuiteError, match="skip_after_oom"):  # any other number is not a flag
+        cells_of(write_suite, "", overrides=[("skip_after_oom", 2)])

@@ -12,12 +12,13 @@ from models import ARCHS, MIXERS, ModelConfig, build_block, build_lm, build_mixe
 from models.complex_scan import complex_linear_scan
 
 VOCAB = 11
-SMALL = dict(n_layers=2, d_model=16, d_state=8, heads=4, max_len=64, hyena_filter_dim=8, backend="reference")
+SMALL = dict(n_layers=2, d_model=16, d_state=8, heads=4, max_len=64, hyena_filter_dim=8, backend="reference",
+             headdim=4, chunk_size=4)
 
 
 def combos():
     for arch, mixer in itertools.product(ARCHS.names(), MIXERS.names()):
-        if arch == "h3" and mixer == "attention":
+        if (arch == "h3" and mixer == "attention") or (arch == "mamba2" and mixer != "ssd"):
             continue
         for mode in (["diag", "dplr"] if mixer == "s4" else ["diag"]):
             yield dict(arch=arch, mixer=mixer, s4_mode=mode)
@@ -80,14 +81,14 @@ def test_build_accepts_dict_or_config_and_rejects_other_types():
 
 
 def test_every_registry_name_is_known_and_builds():
-    assert set(MIXERS.names()) == {"s4", "s6", "hyena", "attention"}
-    assert set(ARCHS.names()) == {"mamba", "h3", "none", "transformer"}
+    assert set(MIXERS.names()) == {"s4", "s6", "ssd", "hyena", "attention"}
+    assert set(ARCHS.names()) == {"mamba", "mamba2", "h3", "none", "transformer"}
     for mixer in MIXERS.names():
         m = build_mixer({**SMALL, "mixer": mixer}, 16)
         assert m(torch.randn(2, 5, 16)).shape == (2, 5, 16)
         assert MIXERS.help(mixer)
     for arch in ARCHS.names():
-        mixer = "s4" if arch == "h3" else "s6"
+        mixer = {"h3": "s4", "mamba2": "ssd"}.get(arch, "s6")
         block = build_block({**SMALL, "arch": arch, "mixer": mixer})
         assert block(torch.randn(2, 5, 16)).shape == (2, 5, 16)
 

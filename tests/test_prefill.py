@@ -1,8 +1,8 @@
 """``LM.prefill``: a prompt through the parallel form leaves the state (and last logits) that stepping it does.
 
 Every arch is checked in float64 against the step loop: the ones with a parallel prefill (Mamba's conv and
-S6, attention with a growing or a static KV cache, the MLP) and the ones that fall back to stepping (H3, S4,
-Hyena).  Then a few decoding steps from both states must agree too, which is what decode relies on.
+S6, SSD and the Mamba-2 block, attention with a growing or a static KV cache, the MLP) and the ones that fall
+back to stepping (H3, S4, Hyena).  Then a few decoding steps from both states must agree too, which is what decode relies on.
 """
 import pytest
 import torch
@@ -19,6 +19,8 @@ ARCHS = {
     "mamba/s6-nonselective": dict(arch="mamba", mixer="s6", expand=2, d_state=4,
                                   selective={"delta": False, "B": False, "C": False}),
     "none/s6": dict(arch="none", mixer="s6", d_state=4),
+    "mamba2": dict(arch="mamba2", d_state=4, headdim=8, ngroups=2, chunk_size=4),
+    "mamba/ssd": dict(arch="mamba", mixer="ssd", d_state=4, headdim=8, chunk_size=4),
     "transformer/rope": dict(arch="transformer", mixer="attention", heads=2, pos="rope", mlp_ratio=2),
     "transformer/xpos": dict(arch="transformer", mixer="attention", heads=2, pos="xpos", mlp_ratio=2),
     "transformer/abs": dict(arch="transformer", mixer="attention", heads=2, pos="abs", mlp_ratio=2, max_len=64),
@@ -79,7 +81,7 @@ def test_prefill_matches_stepping_the_prompt(name, static):
             torch.testing.assert_close(logits, stepped_logits, **tol(name))
 
 
-@pytest.mark.parametrize("name", ["mamba/s6", "transformer/rope"])
+@pytest.mark.parametrize("name", ["mamba/s6", "transformer/rope", "mamba2"])
 def test_prefill_after_stepping_continues_from_the_state(name):
     """A prompt prefilled in two pieces (the second onto a non-empty state) equals stepping it all."""
     lm = build(name, 7)
@@ -129,7 +131,7 @@ def test_empty_prompt_is_refused():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("static", [False, True])
-@pytest.mark.parametrize("name", ["mamba/s6", "mamba/s6-nonselective", "transformer/rope"])
+@pytest.mark.parametrize("name", ["mamba/s6", "mamba/s6-nonselective", "transformer/rope", "mamba2"])
 def test_prefill_on_cuda_matches_stepping(name, static):
     """float32 on CUDA (backend auto: the Triton scan for the prompt, the fused kernel for the steps)."""
     torch.manual_seed(5)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -49,7 +50,12 @@ def speed_report(tmp_path_factory):
                     speed_rows(seq_lens=(256, 512, 1024), repeats=8, passes=("fwd", "fwd+bwd"),
                                failures={("attention.sdpa", 1024): "oom"}),
                     default_meta("speed-test/20260101T000000Z-abc1234", "speed-test", "speed"), suite)
-    return build_report([run]), run
+    cwd = os.getcwd()
+    os.chdir(root)  # the default report folder is reports/<suite>/<run> under the current directory
+    try:
+        return build_report([run]), run
+    finally:
+        os.chdir(cwd)
 
 
 def test_report_files_and_default_location(speed_report):
@@ -126,7 +132,8 @@ def test_task_report_figures_and_expectations(tmp_path):
     assert len(parsed.imgs) == 3
 
 
-def test_several_suites_make_one_report_with_sections(tmp_path):
+def test_several_suites_make_one_report_with_sections(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the report goes to reports/<suite>/<run> under the current directory
     a = write_run(tmp_path / "results" / "smoke-speed" / "r1", speed_rows(seq_lens=(128, 256), repeats=3),
                   default_meta("r1", "smoke-speed", "speed"))
     b = write_run(tmp_path / "results" / "smoke-task" / "r2", task_rows(archs=("mamba",), steps=(0, 5)),
@@ -341,4 +348,4 @@ def test_labels_never_go_empty_and_a_single_column_axis_says_n_a():
     frame = task_summary(pd.DataFrame(rows))[0].frame
     assert list(frame.columns) == ["model.mixer \\ model.pos", "abs", "n/a", "rope"]
     s6 = frame[frame["model.mixer \\ model.pos"] == "s6"].iloc[0]
-    assert (s6["n/a"], s6["abs"], s6["rope"]) == ("100.0% ± 0.0", "—", "—")
+    assert (s6["n/a"], s6["abs"], s6["rope"]) == ("100.0% ± 0.0 (n=2)", "—", "—")

@@ -71,6 +71,19 @@ def test_non_error_failures_exit_0(write_suite, cli):
     assert cli("run", path, "--no-report", "--quiet").code == 0
 
 
+def test_running_out_of_memory_on_the_cpu_is_oom_as_on_cuda(write_suite, cli, tmp_path):
+    """torch's CPU allocator raises a RuntimeError ("DefaultCPUAllocator: can't allocate memory"), and
+    Python a MemoryError: both end the cell as ``oom`` (the first was ``error``), so the sweep skips
+    the larger sizes and the exit code is 0 as for a CUDA OOM."""
+    path = write_suite(SUITE.replace("{behaviors}", "cpu_oom, memory_error, oom"))
+    res = cli("run", path, "--no-report", "--quiet")
+    assert res.code == 0, res.err
+    got = {b: (s, m) for b, s, m in statuses(run_dirs(tmp_path / "results")[0])}
+    assert got["cpu_oom"][0] == "oom" and "DefaultCPUAllocator" in got["cpu_oom"][1]
+    assert got["memory_error"][0] == "oom"
+    assert got["oom"][0] == "oom"
+
+
 def test_execute_cell_never_raises_and_adds_host_columns(tmp_path):
     for behavior, status in [("error", "error"), ("oom", "oom"), ("partial", "error"), ("ok", "ok")]:
         cell = Cell("s", "fake", "abc123", {"behavior": behavior})
@@ -100,7 +113,9 @@ def test_skip_reason_sees_finished_cells(write_suite, cli, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 def test_cuda_suite_on_a_cpu_box_is_skipped_not_failed(write_suite, cli, tmp_path):
     path = write_suite(SUITE.replace("{behaviors}", "ok, error").replace("device: cpu", "device: cuda"))
-    assert cli("run", path, "--no-report", "--quiet").code == 0
+    res = cli("run", path, "--no-report", "--quiet")
+    assert res.code == 1  # rows are written, but nothing was measured: not a success
+    assert "nothing was measured: all 2 cells were skipped" in res.err
     (run_dir,) = run_dirs(tmp_path / "results")
     assert {s for _, s, _ in statuses(run_dir)} == {"skipped"}
     assert {m for _, _, m in statuses(run_dir)} == {"CUDA not available"}
@@ -115,8 +130,13 @@ def test_run_directory_layout_and_meta(write_suite, cli, tmp_path):
         p.name for p in run_dir.iterdir()}
     meta = load_meta(run_dir)
     for key in ("commit", "dirty", "python", "torch", "cpu", "ram_gib", "host", "command", "start_time",
-                "end_time"):
+                "end_time", "cpu_percent", "ram_available_gib"):
         assert key in meta, key
+    if hasattr(os, "getloadavg"):  # how busy the machine was: timings on a loaded box are noise
+        assert meta["load_avg_1m"] >= 0 and {"load_avg_5m", "load_avg_15m"} <= set(meta)
+    import psutil
+    if psutil.cpu_freq() is not None and psutil.cpu_freq().current:
+        assert meta["cpu_freq_mhz"] > 0
     assert meta["fake_meta"] == "cpu"  # KindSpec.run_meta
     assert meta["status_counts"] == {"ok": 1}
     plan, cells = read_plan(run_dir)
@@ -306,3 +326,114 @@ def test_named_commit_wins_over_git(monkeypatch):
     monkeypatch.delenv("SSMBENCH_GIT_COMMIT")
     assert meta.git_state()["commit"] not in ("0123456789abcdef",)
     meta.git_state.cache_clear()
+
+
+def test_a_cell_estimated_larger_than_free_memory_is_skipped_before_it_runs(write_suite, cli, tmp_path):
+    path = write_suite(SUITE.replace("{behaviors}", "ok") + "  needs_bytes: [1000, 1000000000000000000]\n")
+    res = cli("run", path, "--no-report", "--quiet")
+    assert res.code == 0, res.err
+    rows = read_rows(run_dirs(tmp_path / "results")[0] / "rows.jsonl")
+    by_need = {r["needs_bytes"]: r for r in rows if r["metric"] in ("cell", "time")}
+    assert by_need[1000]["status"] == "ok"
+    big = by_need[10**18]
+    assert big["status"] == "skipped" and big["metric"] == "cell"
+    assert "estimated to need at least 931,322,574.6 GiB" in big["message"] and "GiB free" in big["message"]
+
+
+def test_a_task_cell_of_a_billion_tokens_is_skipped_not_grown(tmp_path):
+    """It used to allocate ~12 GB before the allocator gave up; the estimate stops it at once."""
+    import psutil
+    cell = Cell("t", "task", "id", {"task": {"name": "copying", "seq_len": 10**9}, "train": {"batch": 1},
+                                    "model": {"mixer": "s6", "d_model": 8, "n_layers": 1}, "device": "cpu"})
+    rss = psutil.Process().memory_info().rss
+    start = time.monotonic()
+    (row,) = execute_cell(cell, CellContext(device="cpu"))
+    assert row["status"] == "skipped", row
+    assert "estimated to need at least" in row["message"]
+    assert time.monotonic() - start < 30 and psutil.Process().memory_info().rss - rss < 2**30
+
+
+def test_footprint_lower_bounds_grow_with_the_sizes():
+    from harness.kinds.bench.config import DecodeConfig, SpeedConfig
+    from harness.kinds.footprint import bench_bytes, decode_bytes
+    small = SpeedConfig.model_validate({"impl": "s6.reference", "seq_len": 1024, "batch": 2, "d_model": 64,
+                                        "dtype": "fp32"})
+    assert bench_bytes(small) == 2 * 2 * 1024 * 128 * 4  # input and output of batch x L x width, fp32
+    large = small.model_copy(update={"seq_len": 4096})
+    assert bench_bytes(large) == 4 * bench_bytes(small)
+    dec = DecodeConfig.model_validate({"model": {"mixer": "s6", "d_model": 32}, "prompt_len": 100, "gen_len": 28})
+    assert decode_bytes(dec) == 128 * 8 + 100 * 32 * 2
+
+
+@pytest.fixture
+def at_commit(monkeypatch):
+    """at_commit("aaaa...", dirty=False): make this process's checkout look like that commit."""
+    from harness.store import meta
+
+    def set_commit(commit: str, dirty: bool = False) -> None:
+        monkeypatch.setenv("SSMBENCH_GIT_COMMIT", commit)
+        monkeypatch.setenv("SSMBENCH_GIT_DIRTY", "1" if dirty else "0")
+        meta.git_state.cache_clear()
+
+    yield set_commit
+    meta.git_state.cache_clear()
+
+
+def _half_done_run(write_suite, cli, tmp_path):
+    """A run of 4 cells of which 2 have rows (the others dropped, as if it had been killed)."""
+    path = write_suite(SUITE.replace("{behaviors}", "ok") + "  seq_len: [1, 2, 3, 4]\n")
+    assert cli("run", path, "--no-report", "--quiet").code == 0
+    (run_dir,) = run_dirs(tmp_path / "results")
+    rows = read_rows(run_dir / "rows.jsonl")
+    keep = {r["cell_id"] for r in rows[:4]}
+    (run_dir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["cell_id"] in keep))
+    return path, run_dir, keep
+
+
+def test_resume_at_another_commit_is_refused_unless_asked(write_suite, cli, tmp_path, at_commit):
+    at_commit("a" * 40)
+    path, run_dir, _ = _half_done_run(write_suite, cli, tmp_path)
+    at_commit("b" * 40)
+    res = cli("run", "--resume", run_dir, "--no-report", "--quiet")
+    assert res.code == 2, res
+    assert "made at commit aaaaaaa and this checkout is at bbbbbbb" in res.err and "--allow-other-commit" in res.err
+    assert len(read_rows(run_dir / "rows.jsonl")) == 4  # nothing ran
+    at_commit("a" * 40, dirty=True)
+    res = cli("run", "--resume", run_dir, "--no-report", "--quiet")
+    assert res.code == 2 and "made with a clean tree" in res.err
+
+    at_commit("b" * 40)
+    res = cli("run", "--resume", run_dir, "--no-report", "--quiet", "--allow-other-commit")
+    assert res.code == 0, res.err
+    rows = read_rows(run_dir / "rows.jsonl")
+    assert {r["commit"] for r in rows} == {"a" * 40, "b" * 40} and len(rows) == 8
+    assert load_meta(run_dir)["commits"] == "aaaaaaa, bbbbbbb"
+    from harness.analysis.report import build_report
+    report = build_report([run_dir], out_dir=tmp_path / "report")
+    assert "aaaaaaa, bbbbbbb" in (report / "report.md").read_text()  # the report names both
+    at_commit("b" * 40)  # the same code as the last resume: nothing to refuse
+    assert cli("run", "--resume", run_dir, "--no-report", "--quiet").code == 0
+
+
+def test_resume_refuses_set_and_filter_without_the_suite(write_suite, cli, tmp_path, at_commit):
+    at_commit("a" * 40)
+    path, run_dir, _ = _half_done_run(write_suite, cli, tmp_path)
+    for flags in (["--filter", "seq_len=3"], ["--set", "batch=3"], ["--device", "cpu"]):
+        res = cli("run", "--resume", run_dir, "--no-report", "--quiet", *flags)
+        assert res.code == 2, (flags, res)
+        assert f"{flags[0]} would change nothing" in res.err
+    assert len(read_rows(run_dir / "rows.jsonl")) == 4
+    # with the suite file the filter is applied: only the seq_len 3 cell runs (if it was left)
+    res = cli("run", path, "--resume", run_dir, "--no-report", "--quiet", "--filter", "seq_len=3")
+    assert res.code == 0, res.err
+
+
+def test_resume_dry_run_lists_only_the_cells_left(write_suite, cli, tmp_path, at_commit):
+    at_commit("a" * 40)
+    path, run_dir, done = _half_done_run(write_suite, cli, tmp_path)
+    res = cli("run", "--resume", run_dir, "--dry-run")
+    assert res.code == 0, res.err
+    assert "2 cells left of 4" in res.out
+    listed = {line.split()[0] for line in res.out.splitlines()[2:] if line.strip()}
+    _, cells = read_plan(run_dir)
+    assert listed == {c.cell_id for c in cells} - done

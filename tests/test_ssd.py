@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import secrets
+from pathlib import Path
 
 import pytest
 import torch
@@ -321,3 +323,12 @@ def test_bad_arguments_raise_clear_errors(ins, kw, needle):
                     dt_bias=ins["dt_bias"], dt_softplus=True, dt_limit=args.get("dt_limit", (0.0, math.inf)),
                     initial_states=ins["h0"], backend=args["backend"])
     assert needle in str(e.value), str(e.value)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"), reason="already interpreting")
+def test_ssd_triton_kernels_in_the_interpreter():
+    """Run tests/test_ssd_triton.py on the CPU with TRITON_INTERPRET=1 (set before triton is imported): how CI
+    checks the fused SSD forward and backward against their float64 oracle."""
+    from kernels.selective_scan.testing import run_tests_in_triton_interpreter
+
+    run_tests_in_triton_interpreter(Path(__file__).resolve().parent / "test_ssd_triton.py")

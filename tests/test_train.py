@@ -402,3 +402,17 @@ def test_curve_seq_lens_are_checked_against_the_task():
     with pytest.raises(PydanticError, match="train.curve_seq_lens"):
         TaskCellConfig.model_validate({"task": {"name": "copying", "seq_len": 12, "vocab": 6, "n_tokens": 4},
                                        "train": {"curve_seq_lens": [6]}})
+
+
+@pytest.mark.parametrize("test_set", ["validation", "held_out"])
+def test_final_metrics_on_the_validation_set_or_held_out_sequences(test_set):
+    """The final loss equals the last val_loss only when both come from the same sequences (tune: chooses on
+    val_* numbers; held_out keeps the reported ones apart from them)."""
+    task = make_task("copying", seq_len=12, vocab=6, n_tokens=2)
+    cfg = TrainConfig(steps=4, batch=8, lr=1e-3, eval_every=4, eval_size=32, test_set=test_set)
+    torch.manual_seed(0)
+    rows, err = collect(train_and_evaluate(TinyLM(6, d=16), task, cfg, seed=0))
+    assert err is None
+    last_val = [r for r in rows if r["metric"] == "val_loss" and r.get("step") == 4][0]["value"]
+    same = final(rows, "loss")["value"] == pytest.approx(last_val, rel=1e-6)
+    assert same == (test_set == "validation")

@@ -1,4 +1,4 @@
-"""The ``report``, ``diff`` and ``compare`` subcommands (wired into ``ssmbench`` by harness.cli).
+"""The ``report``, ``diff``, ``compare``, ``history`` and ``bisect`` subcommands (wired into ``ssmbench`` by harness.cli).
 
 ``add_commands(subparsers)`` adds them; each sets ``func`` (args -> exit code).  Also runnable
 alone: ``python -m harness.analysis.cli diff BASE NEW``.
@@ -55,6 +55,15 @@ def _gate(text: str) -> List[str]:
     return parts
 
 
+def _filter(text: str):
+    from harness.analysis.bisect import parse_filter
+
+    try:
+        return parse_filter(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
 def add_diff_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", action="append", default=None, metavar="PATTERN",
                    help="compare only these metrics (glob, repeatable), e.g. --metric 'time_ms' --metric 'acc*'")
@@ -81,6 +90,8 @@ def add_commands(subparsers) -> None:
                                description="Write reports/<suite>/<run id>/report.{md,html} and figures.")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", default=None, help="output directory (default reports/<suite>/<run id>/)")
+    rp.add_argument("--suite", default=None, metavar="FILE",
+                    help="judge by this suite file's expect/tune instead of the runs' copies (a changed criterion)")
     rp.set_defaults(func=cmd_report)
 
     dp = subparsers.add_parser(
@@ -107,6 +118,37 @@ def add_commands(subparsers) -> None:
     add_diff_options(cp)
     cp.set_defaults(func=cmd_compare)
 
+    hp = subparsers.add_parser(
+        "history", help="trend page of one suite's runs over commits, with the steps named",
+        description="Order the runs of one suite by git history (else start time), plot each cell's metrics "
+                    "per machine and name the commits where a metric's level moved (size, p-value). Writes "
+                    "history.html (self-contained) and history.md.")
+    hp.add_argument("results", nargs="+", metavar="RESULTS", help="run directories or folders holding them")
+    hp.add_argument("-o", "--out", default=None, help="output directory (default reports/<suite>/history/)")
+    hp.add_argument("--suite", default=None, help="the suite to draw when RESULTS hold runs of several")
+    hp.add_argument("--repo", default=None, help="git repository that orders the commits (default: here)")
+    hp.add_argument("--metric", action="append", default=None, metavar="PATTERN", help="only these metrics (glob)")
+    hp.add_argument("--alpha", type=_alpha, default=0.01, help="significance level of each step test (default 0.01)")
+    hp.add_argument("--min-change", type=_threshold, default=0.02,
+                    help="smallest relative move of the median that counts as a step (default 2%%)")
+    hp.set_defaults(func=cmd_history)
+
+    bp = subparsers.add_parser(
+        "bisect", help="find the first commit where a metric regressed (binary search over worktrees)",
+        description="Run SUITE (or its --filter'ed cells) at commits between GOOD and BAD chosen by binary "
+                    "search, judge each against GOOD with the statistics of `ssmbench diff`, and print the "
+                    "first regressed commit with its diff against its parent.")
+    bp.add_argument("good", metavar="GOOD")
+    bp.add_argument("bad", metavar="BAD")
+    bp.add_argument("suite", metavar="SUITE")
+    bp.add_argument("--filter", action="append", default=[], type=_filter, metavar="KEY=VALUE",
+                    help="run only the cells with this value (repeatable)")
+    bp.add_argument("--workdir", default=None, help="keep worktrees and runs here (default: a temp dir, removed)")
+    bp.add_argument("--run-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for each `ssmbench run` (repeatable)")
+    add_diff_options(bp)
+    bp.set_defaults(func=cmd_bisect)
+
 
 def _fail(msg: str) -> int:
     print(f"ssmbench: {msg}", file=sys.stderr)
@@ -117,7 +159,7 @@ def cmd_report(args) -> int:
     from harness.analysis.report import build_report
 
     try:
-        out = build_report(args.run_dirs, out_dir=args.out)
+        out = build_report(args.run_dirs, out_dir=args.out, suite_file=args.suite)
     except RunDirError as exc:
         return _fail(str(exc))
     print(f"report: {out / 'report.md'}\n        {out / 'report.html'}")
@@ -162,6 +204,40 @@ def cmd_compare(args) -> int:
     except (CompareError, RunDirError) as exc:
         return _fail(str(exc))
     return _emit(result, args)
+
+
+def cmd_history(args) -> int:
+    from harness.analysis.history import HistoryError, history_command, step_rows
+
+    try:
+        hist, out = history_command(args.results, out=args.out, suite=args.suite, repo=args.repo,
+                                    metrics=args.metric, alpha=args.alpha, min_change=args.min_change)
+    except (HistoryError, RunDirError) as exc:
+        return _fail(str(exc))
+    rows = step_rows(hist)
+    print(f"history of {hist.suite}: {hist.runs} runs, {len(hist.commits)} commits ({hist.order}), "
+          f"{len(hist.series)} series, {len(rows)} steps")
+    for r in rows:
+        print(f"  step at {r[0]}: {r[1]} {r[2]} on {r[3]}: {r[5]} ({r[6]}, p={r[7]})")
+    print(f"history: {out / 'history.html'}\n         {out / 'history.md'}")
+    return 0
+
+
+def cmd_bisect(args) -> int:
+    from harness.analysis.bisect import bisect
+    from harness.analysis.compare import CompareError
+    from harness.analysis.diff import FORMATTERS, format_text
+
+    try:
+        res = bisect(args.good, args.bad, args.suite, args.metric or [], filters=args.filter,
+                     options=diff_options(args), workdir=args.workdir, run_args=args.run_arg)
+    except (CompareError, RunDirError) as exc:
+        return _fail(str(exc))
+    text = res.text(FORMATTERS[args.fmt] if args.fmt != "text" else format_text)
+    sys.stdout.write(text)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

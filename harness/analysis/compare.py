@@ -159,6 +159,31 @@ def check_worktree_imports(worktree: Path) -> None:
                            "copy; uninstall a non-editable ssmbench or run from a source checkout")
 
 
+def checkout(repo: Path, tree: Path, commit: str) -> Path:
+    """A detached git worktree of ``commit`` at ``tree`` (reused when it already holds that commit)."""
+    if not tree.exists():
+        _git(repo, "worktree", "add", "--detach", str(tree), commit)
+    elif _git(tree, "rev-parse", "HEAD") != commit:
+        raise CompareError(f"{tree} is a checkout of another commit; remove it "
+                           f"(git worktree remove {tree}) or pick another --workdir")
+    return tree
+
+
+def remove_worktree(repo: Path, tree: Path) -> None:
+    if tree.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
+
+
+def run_jobs(tree: Path, jobs: Sequence[CellJob], runner: Runner, out_root: Path,
+             log: Callable[[str], None] = lambda msg: None) -> List[Path]:
+    """Run every job in ``tree`` (one run directory per suite document); returns the run directories."""
+    run_dirs: Dict[str, Path] = {}
+    for i, job in enumerate(jobs):
+        log(f"  cell {i + 1}/{len(jobs)}: {job.filters or job.suite_name}")
+        run_dirs[str(job.suite_file)] = runner(tree, job, run_dirs.get(str(job.suite_file)), out_root)
+    return list(run_dirs.values())
+
+
 def compare(rev_a: str, rev_b: str, suite: str, *, repo: Optional[Path] = None, workdir: Optional[str] = None,
             run_args: Sequence[str] = (), rounds: int = 1, options: Optional[DiffOptions] = None,
             report: bool = False, runner: Optional[Runner] = None,
@@ -179,11 +204,7 @@ def compare(rev_a: str, rev_b: str, suite: str, *, repo: Optional[Path] = None, 
     trees = {side: root / f"worktree-{side}" for side in commits}
     try:
         for side, commit in commits.items():
-            if not trees[side].exists():
-                _git(repo, "worktree", "add", "--detach", str(trees[side]), commit)
-            elif _git(trees[side], "rev-parse", "HEAD") != commit:
-                raise CompareError(f"{trees[side]} is a checkout of another commit; remove it "
-                                   f"(git worktree remove {trees[side]}) or pick another --workdir")
+            checkout(repo, trees[side], commit)
         if runner is None:
             for tree in trees.values():
                 check_worktree_imports(tree)
@@ -216,7 +237,5 @@ def compare(rev_a: str, rev_b: str, suite: str, *, repo: Optional[Path] = None, 
     finally:
         if not keep:
             for tree in trees.values():
-                if tree.exists():
-                    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo,
-                                   capture_output=True)
+                remove_worktree(repo, tree)
             shutil.rmtree(root, ignore_errors=True)

@@ -109,6 +109,9 @@ class DiffResult:
     only_base: List[Tuple[str, str]] = field(default_factory=list)
     only_new: List[Tuple[str, str]] = field(default_factory=list)
     options: DiffOptions = field(default_factory=DiffOptions)
+    #: quality per setting with the seeds pooled (harness.analysis.seeds); informative, not gated
+    seed_comparisons: List[Any] = field(default_factory=list)
+    seed_note: str = ""
 
     @property
     def timing_withheld(self) -> bool:
@@ -461,7 +464,17 @@ def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOpt
         result.comparisons.append(comp)
     result.comparisons.sort(key=lambda c: (c.label, c.metric, tuple(str(v) for v in c.key.values())))
     result.status_changes.sort(key=lambda s: s.label)
+    _add_seed_comparisons(result, bdf, ndf, opts)
     return result
+
+
+def _add_seed_comparisons(result: DiffResult, bdf: pd.DataFrame, ndf: pd.DataFrame, opts: DiffOptions) -> None:
+    """Seed distributions beside the per-cell verdicts (harness.analysis.seeds)."""
+    from harness.analysis.seeds import compare_seeds, single_seed_note
+
+    result.seed_comparisons = compare_seeds(bdf, ndf, alpha=opts.alpha, tol=opts.quality_tol, metrics=opts.metrics)
+    if not result.seed_comparisons and any(c.family == "quality" for c in result.comparisons):
+        result.seed_note = single_seed_note(bdf, ndf)
 
 
 UNREPEATABLE_NOTE = "GPU training without train.deterministic: one seed differs run to run, so this may be noise"
@@ -637,6 +650,8 @@ def format_text(res: DiffResult, verbose: bool = False) -> str:
         lines.append("")
         for r in table:
             lines.append("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths)) + "  " + str(r[-1]))
+    from harness.analysis.seeds import format_seeds_text
+    lines += format_seeds_text(res.seed_comparisons, res.seed_note)
     for title, cells in (("only in base", res.only_base), ("only in new", res.only_new)):
         if cells:
             lines.append("")
@@ -689,6 +704,8 @@ def format_markdown(res: DiffResult) -> str:
     if res.comparisons:
         lines += ["", f"<details><summary>All {len(res.comparisons)} comparisons</summary>", ""]
         lines += _md_table(res.comparisons) + ["", "</details>"]
+    from harness.analysis.seeds import format_seeds_markdown
+    lines += format_seeds_markdown(res.seed_comparisons, res.seed_note)
     for title, cells in (("Only in base", res.only_base), ("Only in new", res.only_new)):
         if cells:
             lines += ["", f"{title} ({len(cells)} cells, not compared): "

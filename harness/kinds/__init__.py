@@ -27,6 +27,13 @@ class KindSpec:
                   (Cell, status) already done in this run, in order; a string skips the cell with that
                   reason (e.g. "OOM at a smaller seq_len for s6.chunked").
     run_meta:     optional (device) -> dict merged into meta.json once per run (e.g. measured ceilings).
+    metrics:      the metric names the kind's rows may carry (an ``expect`` entry naming another is a
+                  validation error); None: not declared, not checked.
+    row_columns:  columns its rows add besides the cell's params (``eval_seq_len``), which an
+                  ``expect.where`` may name.
+    estimate_bytes: optional (cell) -> bytes the cell must hold at least (inputs and activations, a
+                  lower bound); a cell whose estimate exceeds the device's free memory is skipped with
+                  the estimate before it allocates (:mod:`harness.kinds.footprint`).
     """
 
     name: str
@@ -34,6 +41,9 @@ class KindSpec:
     run_cell: Callable[[Cell, CellContext], Iterable[Dict[str, Any]]]
     skip_reason: Optional[Callable[[Cell, List[Tuple[Cell, str]]], Optional[str]]] = None
     run_meta: Optional[Callable[[str], Dict[str, Any]]] = None
+    metrics: Optional[Tuple[str, ...]] = None
+    row_columns: Tuple[str, ...] = ("repeat",)
+    estimate_bytes: Optional[Callable[[Cell], Optional[int]]] = None
 
 
 KINDS: Registry[KindSpec] = Registry("suite kind")

@@ -30,14 +30,15 @@ from typing import Any, Callable, Dict, Iterator, Optional
 import torch
 
 from harness.kinds.bench.config import DecodeConfig, cell_device
-from harness.kinds.bench.device_info import gpu_meta, gpu_state_rows
+from harness.kinds.bench.device_info import GPU_STATE_METRICS, gpu_meta, gpu_state_rows
 from harness.kinds.bench.skips import skip_reason
 from harness.kinds.bench.static_step import StaticStepper, leaves, static_capacity
 from harness.kinds.bench.model_level import on_device
-from harness.kinds.bench.peak_memory import PeakMemory
+from harness.kinds.bench.peak_memory import PEAK_METRICS, PeakMemory
 from harness.kinds.bench.timing import iqr, make_timer, median, synchronize
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
+from harness.kinds.footprint import decode_bytes
 
 
 def tensor_bytes(obj: Any) -> int:
@@ -178,4 +179,8 @@ def _stepper(lm: torch.nn.Module, cfg: DecodeConfig, device: str):
 
 
 SPEC = KindSpec(name="decode", config_model=DecodeConfig, run_cell=run_cell,
-                skip_reason=skip_reason, run_meta=gpu_meta)
+                skip_reason=skip_reason, run_meta=gpu_meta,
+                metrics=("prefill_ms", "prefill_ms_median", "decode_ms_per_token", "decode_ms_per_token_median",
+                         "decode_ms_per_token_iqr", "tokens_per_s", "end_to_end_tokens_per_s", "state_bytes",
+                         "n_params", "cuda_graph", *PEAK_METRICS, *GPU_STATE_METRICS),
+                estimate_bytes=lambda cell: decode_bytes(DecodeConfig.model_validate(cell.params)))

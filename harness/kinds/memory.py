@@ -18,13 +18,14 @@ import torch
 
 from harness.kinds.bench import IMPLS
 from harness.kinds.bench.config import MemoryConfig, cell_device
-from harness.kinds.bench.device_info import gpu_meta, gpu_state_rows
+from harness.kinds.bench.device_info import GPU_STATE_METRICS, gpu_meta, gpu_state_rows
 from harness.kinds.bench.skips import skip_reason
-from harness.kinds.bench.peak_memory import GB, PeakMemory
+from harness.kinds.bench.peak_memory import GB, PEAK_METRICS, PeakMemory
 from harness.kinds.bench.saved_activations import SavedActivations
 from harness.kinds.bench.timing import synchronize
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
+from harness.kinds.footprint import bench_bytes
 
 
 def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
@@ -55,4 +56,6 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
 
 
 SPEC = KindSpec(name="memory", config_model=MemoryConfig, run_cell=run_cell,
-                skip_reason=skip_reason, run_meta=gpu_meta)
+                skip_reason=skip_reason, run_meta=gpu_meta,
+                metrics=(*PEAK_METRICS, "peak_mem_GB", "saved_activation_bytes", "n_params", *GPU_STATE_METRICS),
+                estimate_bytes=lambda cell: bench_bytes(MemoryConfig.model_validate(cell.params)))

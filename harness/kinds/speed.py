@@ -16,14 +16,15 @@ import torch
 
 from harness.kinds.bench import IMPLS
 from harness.kinds.bench.config import SpeedConfig, cell_device
-from harness.kinds.bench.device_info import ceilings, gpu_state_rows, run_meta
-from harness.kinds.bench.gate import gate_rows
-from harness.kinds.bench.peak_memory import PeakMemory
+from harness.kinds.bench.device_info import GPU_STATE_METRICS, ceilings, gpu_state_rows, run_meta
+from harness.kinds.bench.gate import GATE_METRICS, gate_rows
+from harness.kinds.bench.peak_memory import PEAK_METRICS, PeakMemory
 from harness.kinds.bench.skips import skip_reason
-from harness.kinds.bench.summary import timing_summary_rows
+from harness.kinds.bench.summary import SUMMARY_METRICS, timing_summary_rows
 from harness.kinds.bench.timing import make_timer, measure
 from harness.cells import Cell, CellContext, make_row
 from harness.kinds import KindSpec
+from harness.kinds.footprint import bench_bytes
 
 
 def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
@@ -50,4 +51,6 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
 
 
 SPEC = KindSpec(name="speed", config_model=SpeedConfig, run_cell=run_cell,
-                skip_reason=skip_reason, run_meta=run_meta)
+                skip_reason=skip_reason, run_meta=run_meta,
+                metrics=("time_ms", *SUMMARY_METRICS, "n_params", *PEAK_METRICS, *GPU_STATE_METRICS, *GATE_METRICS),
+                estimate_bytes=lambda cell: bench_bytes(SpeedConfig.model_validate(cell.params)))

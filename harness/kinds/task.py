@@ -15,6 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from harness.cells import Cell, CellContext
 from harness.config_types import NonNegativeInt, StrictModel
 from harness.kinds import KindSpec
+from harness.kinds.footprint import task_bytes
 from harness.kinds.tasks.config import TaskConfig
 from harness.kinds.training.train import TrainConfig, train_and_evaluate
 from models.config import ModelConfig
@@ -86,4 +87,9 @@ def run_cell(cell: Cell, ctx: CellContext) -> Iterator[Dict[str, Any]]:
     yield from train_and_evaluate(model, task, cfg.train, seed=cfg.seed, device=device, ctx=ctx)
 
 
-SPEC = KindSpec("task", TaskCellConfig, run_cell)
+#: the metrics of :func:`harness.kinds.training.train.train_and_evaluate`
+METRICS = ("accuracy", "seq_accuracy", "loss", "chance_accuracy", "val_accuracy", "val_seq_accuracy", "val_loss",
+           "train_loss", "lr", "steps", "train_time_s", "n_params", "cuda_graph")
+
+SPEC = KindSpec("task", TaskCellConfig, run_cell, metrics=METRICS, row_columns=("eval_seq_len", "step", "repeat"),
+                estimate_bytes=lambda cell: task_bytes(TaskCellConfig.model_validate(cell.params)))

@@ -12,22 +12,10 @@ import time
 import traceback
 from typing import Any, Dict, List
 
-from harness.cells import Cell, CellContext, CellFailure, make_row
+from harness.cells import Cell, CellContext, CellFailure, CellSkipped, is_oom, make_row
 from harness.store.meta import device_name
 
 Rows = List[Dict[str, Any]]
-
-
-def is_oom(exc: BaseException) -> bool:
-    """torch's OutOfMemoryError, or a RuntimeError that says "out of memory" (older torch, cuBLAS)."""
-    try:
-        import torch
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except Exception:  # noqa: BLE001
-        pass
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        isinstance(exc, MemoryError) or "out of memory" in str(exc).lower())
 
 
 def free_memory() -> None:
@@ -69,7 +57,9 @@ def _save_traceback(ctx: CellContext, cell: Cell, exc: BaseException) -> str:
 def execute_cell(cell: Cell, ctx: CellContext) -> Rows:
     """Run ``cell`` through its kind's ``run_cell``; rows yielded before a failure are kept.
 
-    CellFailure -> its status; OOM -> ``oom`` (memory freed); anything else -> ``error`` with a
+    A cell whose kind estimates it needs more memory than its device has free is ``skipped`` before it
+    starts (:mod:`harness.kinds.footprint`).  CellFailure -> its status; OOM on any device -> ``oom``
+    (memory freed); anything else -> ``error`` with a
     one-line message (the traceback goes to ``run_dir/cells/<cell_id>.log``).  Adds ``host``,
     ``device_name`` and ``wall_s`` to every row.
     """
@@ -80,6 +70,11 @@ def execute_cell(cell: Cell, ctx: CellContext) -> Rows:
         from harness.kinds import KINDS
 
         spec = KINDS.get(cell.kind)
+        if spec.estimate_bytes is not None:
+            from harness.kinds.footprint import too_large
+            reason = too_large(spec.estimate_bytes, cell, ctx.device)
+            if reason is not None:
+                raise CellSkipped(reason)
         for row in spec.run_cell(cell, ctx):
             rows.append(dict(row))
     except CellFailure as exc:

@@ -14,7 +14,8 @@ from harness.cells import Cell
 
 
 def _label(cell: Cell, width: int = 70) -> str:
-    text = " ".join(f"{k}={v}" for k, v in cell.varying.items() if k != "device")
+    # a key that only some cells have is None in the others: say nothing rather than "key=None"
+    text = " ".join(f"{k}={v}" for k, v in cell.varying.items() if k != "device" and v is not None)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

@@ -206,6 +206,34 @@ def read_plan(run_dir: Path) -> Tuple[Dict[str, Any], List[Cell]]:
     return plan, with_varying(cells)
 
 
+def _commits_of(meta: Dict[str, Any]) -> List[str]:
+    """The code versions whose rows a run holds, as labels (``3aa1a21``, ``7dda300-dirty:ab12cd``)."""
+    if meta.get("commits"):
+        return [c.strip() for c in str(meta["commits"]).split(",")]
+    if not meta.get("commit"):
+        return []
+    return [run_meta.commit_label(str(meta["commit"]), bool(meta.get("dirty")), meta.get("changes"))]
+
+
+def resume_mismatch(run_dir: Path) -> Optional[str]:
+    """Why finishing ``run_dir`` with this checkout would mix two versions of the code (another
+    commit, a dirty tree where the run's was clean or the reverse, other uncommitted changes), else None."""
+    meta = json.loads((Path(run_dir) / META_FILE).read_text(encoding="utf-8"))
+    git = run_meta.git_state()
+    then = run_meta.commit_label(str(meta.get("commit", "unknown")), bool(meta.get("dirty")), meta.get("changes"))
+    now = run_meta.commit_label(git["commit"], git["dirty"], git.get("changes"))
+    if then == now:
+        return None
+    if meta.get("commit") != git["commit"]:
+        what = f"the run was made at commit {then} and this checkout is at {now}"
+    elif bool(meta.get("dirty")) != git["dirty"]:
+        what = (f"the run was made with {'uncommitted changes' if meta.get('dirty') else 'a clean tree'} "
+                f"({then}) and this checkout {'has uncommitted changes' if git['dirty'] else 'is clean'} ({now})")
+    else:
+        what = f"the run was made with other uncommitted changes ({then}) than this checkout's ({now})"
+    return f"{what}: its rows would come from two versions of the code"
+
+
 def run_suite(suite_data: Dict[str, Any], cells: Sequence[Cell], *, out_root: Path = Path("results"),
               resume_dir: Optional[Path] = None, executor: Optional[Executor] = None,
               progress: Optional[Progress] = None, source: str = "",
@@ -246,7 +274,13 @@ def run_suite(suite_data: Dict[str, Any], cells: Sequence[Cell], *, out_root: Pa
     devices = sorted({str(c.params.get("device", "cpu")) for c in cells})
     meta_path = run_dir / META_FILE
     meta: Dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    earlier = _commits_of(meta)
     meta.update(run_meta.collect(",".join(devices), argv))
+    if not meta.get("dirty"):
+        meta.pop("changes", None)  # left by an earlier, dirty part of the run
+    commits = list(dict.fromkeys(earlier + _commits_of(meta)))
+    if len(commits) > 1:  # resumed at another commit (--allow-other-commit): each row has its own
+        meta["commits"] = ", ".join(commits)
     meta.update({"run_id": run_id, "suite": name, "kind": kind, "source": source, "n_cells": len(cells)})
     meta.setdefault("start_time", _now_iso())
     if resume_dir is not None:

@@ -1,4 +1,4 @@
-"""Where a run ran: git commit, library versions, CPU/RAM, GPU (name, driver, memory, clocks).
+"""Where a run ran: git commit, library versions, CPU/RAM, machine load, GPU (name, driver, memory, clocks).
 
 A timing means little without the machine and code behind it, so every run directory gets a
 ``meta.json`` built by :func:`collect`.  Everything here degrades to "unknown" instead of failing:
@@ -42,7 +42,25 @@ def git_state() -> Dict[str, Any]:
         return {"commit": "unknown", "short": "nogit", "dirty": False}
     # untracked (not ignored) files count: a new module changes what runs as much as an edit does
     status = _git("status", "--porcelain")
-    return {"commit": commit, "short": commit[:7], "dirty": bool(status)}
+    state = {"commit": commit, "short": commit[:7], "dirty": bool(status)}
+    if status:
+        state["changes"] = _changes_digest(status)
+    return state
+
+
+def _changes_digest(status: str) -> str:
+    """12 hex naming the uncommitted changes (the diff against HEAD and the untracked files' names), so
+    two dirty trees at one commit can be told apart (``--resume`` refuses to mix them)."""
+    import hashlib
+    digest = hashlib.sha1(status.encode())
+    digest.update((_git("diff", "HEAD") or "").encode())
+    return digest.hexdigest()[:12]
+
+
+def commit_label(commit: str, dirty: bool, changes: Optional[str] = None) -> str:
+    """``3aa1a21`` or ``3aa1a21-dirty`` (``3aa1a21-dirty:ab12...`` when the changes are known)."""
+    label = f"{commit[:7]}{'-dirty' if dirty else ''}"
+    return f"{label}:{changes[:6]}" if dirty and changes else label
 
 
 @functools.lru_cache(maxsize=1)
@@ -124,6 +142,43 @@ def _version(module: str) -> Optional[str]:
         return None
 
 
+def machine_load() -> Dict[str, Any]:
+    """How busy the machine was when the run started: timings on a loaded box (other jobs, a CPU
+    clocked down) are noise, and a later reader can only tell from what was recorded.
+
+    ``load_avg_1m/5m/15m`` (runnable processes, from ``os.getloadavg``; compare with ``cpu_count``),
+    ``cpu_percent`` (all cores over 0.1 s), ``cpu_freq_mhz`` / ``cpu_freq_max_mhz`` (current and
+    maximum clock; absent where the OS does not say, e.g. some VMs and macOS on Apple silicon),
+    ``ram_available_gib``.
+    """
+    import psutil
+
+    out: Dict[str, Any] = {}
+    try:
+        one, five, fifteen = os.getloadavg()
+        out.update(load_avg_1m=round(one, 2), load_avg_5m=round(five, 2), load_avg_15m=round(fifteen, 2))
+    except (OSError, AttributeError):  # Windows has no load average
+        pass
+    try:
+        out["cpu_percent"] = psutil.cpu_percent(interval=0.1)
+    except Exception:  # noqa: BLE001 - metadata must never fail a run
+        pass
+    try:
+        freq = psutil.cpu_freq()
+    except Exception:  # noqa: BLE001
+        freq = None
+    if freq is not None:
+        if freq.current:
+            out["cpu_freq_mhz"] = round(freq.current, 1)
+        if freq.max:
+            out["cpu_freq_max_mhz"] = round(freq.max, 1)
+    try:
+        out["ram_available_gib"] = round(psutil.virtual_memory().available / 2**30, 2)
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
 def collect(device: str, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """The machine and code facts for ``meta.json``."""
     import psutil
@@ -144,6 +199,9 @@ def collect(device: str, argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "device": device,
     }
+    if git.get("changes"):  # which uncommitted changes (see git_state)
+        meta["changes"] = git["changes"]
+    meta.update(machine_load())
     try:
         import torch
         meta["cuda"] = torch.version.cuda

@@ -14,22 +14,30 @@ added, so a new optional field does not change every cell id):
    is independent of key order and of the suite's name; duplicates collapse;
 6. ``--filter key=value`` keeps matching cells; every cell is validated by its kind's
    ``config_model`` and each error points at the line that produced the bad value.
+
+``1``/``0`` for a true/false field become ``true``/``false`` before the id is taken, so ``--set x=1``
+and ``x: true`` are one cell.  Nothing that selects is allowed to select nothing: an ``exclude`` that
+matches no cell, an ``include`` that adds none, excludes that drop every cell, an ``expect`` that no
+cell (or no metric of the kind) can answer, and a ``--filter`` that keeps no cell are errors, each
+saying which key or value no cell has and the closest ones that some cell has
+(:func:`why_nothing_matches`).
 """
 from __future__ import annotations
 
 from copy import deepcopy as _deepcopy
 import hashlib
 import itertools
+import typing
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from pydantic import ValidationError
 
 from harness.cells import Cell
-from harness.errors import Issue, SuiteError, describe_error
+from harness.errors import Issue, SuiteError, describe_error, model_at
 from harness.kinds import KINDS
 from harness.registry import closest
-from harness.dotted import canonical_json, flatten, get_dotted, has_dotted, set_dotted
+from harness.dotted import canonical_json, flatten, get_dotted, has_dotted, merge, set_dotted
 from harness.suite.schema import LoadedSuite
 
 # Where a value came from: a path inside the suite document (for its line), or a command-line label.
@@ -46,7 +54,10 @@ def values_equal(actual: Any, wanted: Any) -> bool:
     if actual == wanted and type(actual) is not bool and type(wanted) is not bool:
         return True
     if isinstance(actual, bool) or isinstance(wanted, bool):
-        return actual is wanted or str(actual).lower() == str(wanted).lower()
+        if actual is wanted or str(actual).lower() == str(wanted).lower():
+            return True
+        flag, other = (actual, wanted) if isinstance(actual, bool) else (wanted, actual)
+        return type(other) is int and other in (0, 1) and bool(other) is flag  # --filter x=1
     return canonical_json(actual) == canonical_json(wanted) or str(actual) == str(wanted)
 
 
@@ -56,6 +67,35 @@ def matches(params: Dict[str, Any], where: Dict[str, Any]) -> bool:
         if not has_dotted(params, key) or not values_equal(get_dotted(params, key), wanted):
             return False
     return True
+
+
+class NothingSelected(SuiteError):
+    """A ``--filter`` that keeps no cell of a suite (``plan`` may try the next suite of a file)."""
+
+
+def why_nothing_matches(where: Sequence[Tuple[str, Any]], params_list: Sequence[Dict[str, Any]],
+                        label: str = "") -> str:
+    """Why no params match all of ``where`` (dotted key, value; a list value means any of them): the
+    first key no cell has (with the closest keys), else the first value no cell has for its key (with
+    the closest values the cells do have), else that the values never occur in one cell together."""
+    flats = [flatten(p) for p in params_list]
+    for key, wanted in where:
+        seen: List[Any] = []
+        for flat in flats:
+            if key in flat and not any(canonical_json(flat[key]) == canonical_json(v) for v in seen):
+                seen.append(flat[key])
+        if not seen:
+            hint = closest(key, sorted(known_keys(params_list)))
+            tail = f" — did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
+            return f"{label}{key}: no cell has this key{tail}"
+        options = wanted if isinstance(wanted, list) and not any(isinstance(v, list) for v in seen) else [wanted]
+        if not any(values_equal(v, w) for v in seen for w in options):
+            hint = [h for w in options for h in closest(str(w), [str(v) for v in seen])]
+            tail = f" — did you mean {' or '.join(repr(h) for h in dict.fromkeys(hint))}?" if hint else ""
+            shown = ", ".join(str(v) for v in seen[:12]) + (", ..." if len(seen) > 12 else "")
+            return f"{label}{key}={wanted!r}: no cell has this value{tail} (values in the cells: {shown})"
+    together = ", ".join(f"{k}={v!r}" for k, v in where)
+    return f"{label}no single cell has all of {together}"
 
 
 # --------------------------------------------------------------------------- building cells
@@ -153,46 +193,60 @@ def expand(suite: LoadedSuite, overrides: Sequence[Tuple[str, Any]] = (),
     issues: List[Issue] = []
     base = _defaults_draft(spec.defaults)
 
-    # (draft, from the grid?): exclude drops grid cells only, so an include always adds its cell
-    drafts: List[Tuple[_Draft, bool]] = []
+    kind_model = _kind_model(spec.kind)
+    # (draft, include index or None for a grid cell): exclude drops grid cells only, so an include
+    # always adds its cell
+    drafts: List[Tuple[_Draft, Optional[int]]] = []
     for point in itertools.product(*_axes(suite)):
         draft = base.copy()
         for entries in point:
             for key, value, origin in entries:
                 draft.put(key, value, origin)
-        drafts.append((draft, True))
+        drafts.append((draft, None))
     for i, entry in enumerate(spec.include):
         draft = base.copy()
         for key, value in entry.items():
             draft.put(str(key), value, ("include", i, key))
-        drafts.append((draft, False))
+        drafts.append((draft, i))
+    for draft, _ in drafts:
+        _normalise_bools(draft, kind_model)
     if spec.seeds is not None:
         seeded = []
-        for draft, from_grid in drafts:
+        for draft, include in drafts:
             for j, seed in enumerate(spec.seeds):
                 d = draft.copy()
                 d.put("seed", seed, ("seeds", j))
-                seeded.append((d, from_grid))
+                seeded.append((d, include))
         drafts = seeded
     excluded = [False] * len(spec.exclude)
-    kept: List[_Draft] = []
-    for draft, from_grid in drafts:
-        hit = [i for i, where in enumerate(spec.exclude) if from_grid and matches(draft.params, where)]
+    kept: List[Tuple[_Draft, Optional[int]]] = []
+    for draft, include in drafts:
+        hit = [i for i, where in enumerate(spec.exclude) if include is None and matches(draft.params, where)]
         for i in hit:
             excluded[i] = True
         if not hit:
-            kept.append(draft)
-    drafts = kept
+            kept.append((draft, include))
+    grid = [d.params for d, include in drafts if include is None]
     for i, was_used in enumerate(excluded):
         if not was_used:
+            reason = why_nothing_matches(list(flatten(spec.exclude[i]).items()), grid)
             issues.append(Issue(doc.source, doc.line_of(("exclude", i)),
-                                f"exclude[{i}] {spec.exclude[i]} matches no cell of the sweep "
-                                "(check its keys and values)"))
+                                f"exclude[{i}] {spec.exclude[i]} matches no cell of the sweep ({reason}); "
+                                "correct the entry or remove it"))
+    issues.extend(_includes_that_add_nothing(kept, suite))
+    drafts = [d for d, _ in kept]
+    if not drafts and not issues:
+        issues.append(Issue(doc.source, doc.line_of(("exclude",)), f"suite {spec.name!r} has no cells: its "
+                            "exclude entries drop every cell of the sweep; remove one or add an include"))
+    if validate and not overrides and not suite.overridden:  # the suite as written, not a --set variant
+        issues.extend(_expect_issues(suite, [d.params for d in drafts], kind_model))
     for draft in drafts:
         if spec.repeats is not None:
             draft.put("repeats", spec.repeats, ("repeats",))
         for key, value in overrides:
             draft.put(key, value, f"--set {key}={value}")
+        if overrides:
+            _normalise_bools(draft, kind_model)
         # --device > a device a sweep / include / --set gave this cell > the suite's > defaults' > auto
         origin = draft.origins.get("device")
         per_cell = draft.params.get("device") if origin and origin[0] != "defaults" else None
@@ -233,6 +287,126 @@ def expand(suite: LoadedSuite, overrides: Sequence[Tuple[str, Any]] = (),
     return with_varying([c for c, _ in cells], order=axes)
 
 
+def _kind_model(kind: str) -> Optional[type]:
+    """The kind's config model, or None when the kind cannot be loaded (validation says why)."""
+    try:
+        return KINDS.get(kind).config_model
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _bool_leaves(annotation: Any) -> set:
+    """The plain types an annotation allows (through Optional, Annotated, StrictBool ...)."""
+    if isinstance(annotation, type):
+        return {annotation}
+    leaves: set = set()
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) or typing.get_args(arg):
+            leaves |= _bool_leaves(arg)
+    return leaves
+
+
+def is_bool_key(model: Optional[type], key: str) -> bool:
+    """Whether the dotted ``key`` is a true/false field of ``model`` (the kind's config)."""
+    parts = key.split(".")
+    sub = model_at(model, parts[:-1]) if model is not None else None
+    fields = getattr(sub, "model_fields", None) or {}
+    field = fields.get(parts[-1]) or next((f for f in fields.values() if f.alias == parts[-1]), None)
+    return field is not None and _bool_leaves(field.annotation) - {type(None)} == {bool}
+
+
+def _normalise_bools(draft: _Draft, kind_model: Optional[type]) -> None:
+    """``1``/``0`` for a true/false field become ``true``/``false``: ``--set x=1`` and ``x: true`` are
+    the same cell (and cell id), as pydantic would run them the same; other values are left for
+    validation to reject."""
+    for key, value in flatten(draft.params).items():
+        if type(value) is int and value in (0, 1) and is_bool_key(kind_model, key):
+            draft.put(key, bool(value), draft.origins.get(key, key))
+
+
+def _includes_that_add_nothing(kept: Sequence[Tuple[_Draft, Optional[int]]], suite: LoadedSuite) -> List[Issue]:
+    """``include`` entries whose cells the sweep (or an earlier include) already has: they add nothing,
+    which is never what their author meant (a value meant to differ, a key misspelt into a default)."""
+    doc = suite.doc
+    issues, seen = [], {}
+    for draft, include in kept:
+        key = canonical_json(draft.params)
+        if include is not None and key in seen:
+            first = "the sweep" if seen[key] is None else f"include[{seen[key]}]"
+            issues.append(Issue(doc.source, doc.line_of(("include", include)),
+                                f"include[{include}] {suite.spec.include[include]} adds no cell: {first} "
+                                "already has it; remove the entry or change a value"))
+        seen.setdefault(key, include)
+    return issues
+
+
+def _expect_issues(suite: LoadedSuite, params_list: Sequence[Dict[str, Any]],
+                   kind_model: Optional[type]) -> List[Issue]:
+    """``expect`` entries that can never be judged: a metric the kind does not write, or a ``where``
+    that matches no cell of the suite (a reference value nobody sees is silently lost)."""
+    spec, doc = suite.spec, suite.doc
+    if not spec.expect:
+        return []
+    kind = KINDS.get(spec.kind) if kind_model is not None else None
+    metrics = getattr(kind, "metrics", None)
+    row_columns = set(getattr(kind, "row_columns", ()) or ())
+    resolved = [_with_defaults(p, kind_model) for p in params_list]
+    flats = [flatten(p) for p in resolved]
+    keys = known_keys(resolved)
+    short = {k.rsplit(".", 1)[-1] for k in keys}
+    issues = []
+    for i, entry in enumerate(spec.expect):
+        where_line = doc.line_of(("expect", i))
+        if metrics is not None and entry.metric not in metrics:
+            hint = closest(entry.metric, metrics)
+            tail = f" — did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
+            issues.append(Issue(doc.source, doc.line_of(("expect", i, "metric")),
+                                f"expect[{i}].metric {entry.metric!r}: kind {spec.kind!r} writes no such "
+                                f"metric{tail} (its metrics: {', '.join(metrics)})"))
+        where = []
+        for key, value in flatten(entry.where).items():
+            if key in keys:
+                where.append((key, value))
+            elif key.rsplit(".", 1)[-1] in short:  # a short column name (seq_len for task.seq_len)
+                name = key.rsplit(".", 1)[-1]
+                where.append((next(k for k in sorted(keys) if k.rsplit(".", 1)[-1] == name), value))
+            elif key not in row_columns and key not in _SHORT_COLUMNS:
+                hint = closest(key, sorted(keys | row_columns))
+                tail = f" — did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
+                issues.append(Issue(doc.source, where_line, f"expect[{i}].where: no cell or row has the key "
+                                    f"{key!r}{tail}; correct the key or remove the entry"))
+                where = None
+                break
+        if where and not any(all(k in flat and _value_matches(flat[k], v) for k, v in where) for flat in flats):
+            reason = why_nothing_matches(where, resolved)
+            issues.append(Issue(doc.source, where_line, f"expect[{i}] (metric {entry.metric}) matches no cell of "
+                                f"the suite ({reason}); correct the where or remove the entry"))
+    return issues
+
+
+def _value_matches(value: Any, wanted: Any) -> bool:
+    """An ``expect.where`` value: one value, or a list of them (any of them matches)."""
+    if isinstance(wanted, list):
+        return any(values_equal(value, w) for w in wanted)
+    return values_equal(value, wanted)
+
+
+#: Columns the results table derives from a cell's params (harness.store.results.CANONICAL_COLUMNS,
+#: e.g. ``model`` = "mamba/s6"), which an ``expect.where`` may name.
+_SHORT_COLUMNS = ("model", "mixer", "backend", "task")
+
+
+def _with_defaults(params: Dict[str, Any], kind_model: Optional[type]) -> Dict[str, Any]:
+    """The params with the kind's defaults filled in (what the results columns hold)."""
+    if kind_model is None:
+        return params
+    try:
+        dumped = kind_model.model_validate(params).model_dump(mode="json", by_alias=True)
+    except Exception:  # noqa: BLE001 - an invalid cell is reported by validation
+        return params
+    return merge(dumped, params)
+
+
 def known_keys(params_list: Iterable[Dict[str, Any]]) -> set:
     """Every dotted key, and every key prefix (``model``, ``model.selective``), of any of the params."""
     known: set = set()
@@ -258,7 +432,12 @@ def apply_filters(cells: List[Tuple[Cell, Dict[str, Origin]]], filters: Sequence
                 return False
         return True
 
-    return [(c, o) for c, o in cells if keep(c)]
+    kept = [(c, o) for c, o in cells if keep(c)]
+    if cells and not kept:
+        reason = why_nothing_matches(list(filters), [c.params for c, _ in cells], "--filter ")
+        raise NothingSelected([Issue("command line", 0, f"{reason}; the filter keeps none of the suite's "
+                                     f"{len(cells)} cells")])
+    return kept
 
 
 def _prefixes(params: Dict[str, Any], prefix: str = "") -> Iterable[str]:

@@ -188,7 +188,7 @@ def suite_keys() -> List[Key]:
     """The top-level keys of a suite document."""
     from harness.suite.schema import SuiteSpec
 
-    return [k for k in walk(SuiteSpec) if "." not in k.path or k.path.startswith("expect.")]
+    return [k for k in walk(SuiteSpec) if "." not in k.path or k.path.startswith(("expect.", "tune."))]
 
 
 def kinds() -> List[str]:

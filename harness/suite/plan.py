@@ -20,7 +20,12 @@ def suite_files(args: Sequence[str]) -> List[Path]:
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.suffix in SUITE_SUFFIXES))
+            found = sorted(p for p in path.rglob("*") if p.suffix in SUITE_SUFFIXES)
+            if not found:  # a command that was given nothing to do must not succeed at it
+                raise SuiteError([Issue(str(path), 0, f"a directory with no suite files "
+                                        f"({', '.join('*' + s for s in SUITE_SUFFIXES)}) under it; name a suite "
+                                        "file or a directory that holds some (e.g. suites/)")])
+            out.extend(found)
         else:
             out.append(path)
     return out
@@ -35,10 +40,10 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
 
     With several suites (a multi-document file such as suites/smoke.yaml, or several files), a
     ``--set`` key goes only to the suites whose kind has its top-level section (``train.steps`` to
-    task suites), and a suite none of whose cells has a ``--filter`` key is left out; a key that fits
-    no suite at all is still an error, so a typo is never silently ignored.
+    task suites), and a suite none of whose cells has a ``--filter`` key or value is left out; a key or
+    value that fits no suite at all is still an error, so a typo is never silently ignored.
     """
-    from harness.suite.expand import expand, known_keys
+    from harness.suite.expand import NothingSelected, expand, known_keys
     from harness.suite.schema import read_suites
 
     issues: List[Issue] = []
@@ -51,6 +56,7 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
     several = len(loaded_all) > 1
     used_sets, used_filters = set(), set()
     planned = []
+    unmatched: List[Issue] = []  # --filter values a suite has none of (fine while another suite has them)
     for loaded in loaded_all:
         these_sets, these_filters = cell_overrides, filters
         try:
@@ -65,8 +71,14 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
             used_filters.update(key for key, _ in these_filters)
             planned.append((loaded, expand(loaded, these_sets, these_filters, device,
                                            cuda_available=cuda_available)))
+        except NothingSelected as exc:
+            (unmatched if several else issues).extend(
+                Issue(i.source, i.line, f"{i.message} (suite {loaded.spec.name!r})" if several else i.message)
+                for i in exc.issues)
         except SuiteError as exc:
             issues.extend(exc.issues)
+    if not issues and not planned and unmatched:  # the filters kept no cell of any suite
+        issues.extend(unmatched)
     if several and not issues:
         for key, _ in cell_overrides:
             if key not in used_sets:
@@ -74,12 +86,43 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
         for key, _ in filters:
             if key not in used_filters:
                 issues.append(Issue("command line", 0, f"--filter {key!r}: no cell of any suite given has this key"))
+    if not issues:
+        issues.extend(_unused_filter_options(planned, filters))
     if issues:
         sources = sorted({i.source for i in issues})
-        raise SuiteError(issues, headline=f"{sources[0]} is not a valid suite file:" if len(sources) == 1
-                         else "the suites are not valid:")
+        if sources == ["command line"]:
+            headline = "the command line does not fit the suites:"
+        elif len(sources) == 1:
+            headline = f"{sources[0]} is not a valid suite file:"
+        else:
+            headline = "the suites are not valid:"
+        raise SuiteError(issues, headline=headline)
     _warn_inert(planned, cell_overrides)
     return planned
+
+
+def _unused_filter_options(planned, filters: Sequence[Tuple[str, Any]]) -> List[Issue]:
+    """``--filter key=[a,b]`` keeps cells with any of the values; one that no planned cell has (a typo
+    in one of them) selected nothing, which is as much an error as a filter that keeps no cell."""
+    from harness.dotted import get_dotted, has_dotted
+    from harness.registry import closest
+    from harness.suite.expand import values_equal as equal
+
+    cells = [c for _, cs in planned for c in cs]
+    issues = []
+    for key, wanted in filters:
+        if not isinstance(wanted, list):
+            continue
+        values = [get_dotted(c.params, key) for c in cells if has_dotted(c.params, key)]
+        if any(isinstance(v, list) for v in values):  # the key holds lists: the filter value is one
+            continue
+        for option in wanted:
+            if not any(equal(v, option) for v in values):
+                hint = closest(str(option), sorted({str(v) for v in values}))
+                tail = f" — did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
+                issues.append(Issue("command line", 0, f"--filter {key}={wanted}: no cell has the value "
+                                    f"{option!r}{tail}; drop it from the list"))
+    return issues
 
 
 def _warn_inert(planned, overrides: Sequence[Tuple[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""The top level of a suite file (name, kind, defaults, sweep, zip, include/exclude, seeds, expect,
+"""The top level of a suite file (name, kind, defaults, sweep, zip, include/exclude, seeds, expect, tune,
 gpus_per_cell, jobs, mps).
 
 Only the suite's *shape* is checked here; each expanded cell's parameters are checked by its
@@ -8,12 +8,13 @@ kind's ``config_model`` in :mod:`harness.suite.expand`.  :func:`load_suites` rea
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
-from pydantic import Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
 from typing_extensions import Annotated
 
 from harness.config_types import NonNegativeInt, PositiveInt, StrictModel, registered
@@ -32,7 +33,9 @@ class Expect(StrictModel):
     """A reference value shown beside the measured one in reports (e.g. a paper's table entry).
 
     ``op``: ``==`` (within ``tolerance``), ``>=`` or ``<=`` (a bound); ``tolerance`` is absolute
-    (0.02) or relative ("10%"); how the report judges them is in :mod:`harness.analysis.report.expect`.
+    (0.02) or relative ("10%"); ``than`` makes ``value`` a margin over other rows ("15 points above every
+    LTI row"), ``per_seed`` judges each seed apart; how the report judges them is in
+    :mod:`harness.analysis.report.expect`.
     """
 
     where: Dict[str, Any] = Field(default_factory=dict)
@@ -49,6 +52,10 @@ class Expect(StrictModel):
     """for ==: absolute (0.02) or relative ('10%')"""
     unit: Optional[str] = None
     """the unit the value is in, if not the metric's own"""
+    than: Optional[Annotated[Dict[str, Any], Field(min_length=1)]] = None
+    """value is a margin over the rows matching where updated with these keys (list values: any of them)"""
+    per_seed: StrictBool = False
+    """judge every seed on its own; the entry matches only when every seed does"""
 
     @field_validator("tolerance")
     @classmethod
@@ -58,6 +65,28 @@ class Expect(StrictModel):
         if isinstance(tol, (int, float)) and tol < 0:
             raise ValueError(f"tolerance must be >= 0 (got {tol})")
         return tol
+
+
+class Tune(StrictModel):
+    """Tuned comparisons (:mod:`harness.analysis.report.tuning`): per setting of the other axes, keep the
+    ``over`` values whose last ``by`` (a validation metric) is best; ``mode`` max or min (default: from the
+    metric, e.g. max for val_accuracy, min for val_loss)."""
+
+    over: Annotated[List[str], Field(min_length=1)]
+    """the swept axes to choose among, e.g. [train.lr, train.weight_decay]"""
+    by: str
+    """the validation metric that chooses (its last curve point), e.g. val_accuracy"""
+    mode: Optional[Literal["max", "min"]] = None
+    """max or min; default from the metric (max for accuracies, min for losses)"""
+
+    @field_validator("by")
+    @classmethod
+    def _validation_metric(cls, by: str) -> str:
+        if not (by.startswith("val_") or by.startswith("valid_") or by.endswith("_val")):
+            raise ValueError(f"{by!r} is not a validation metric: choose on one the training loop evaluates on "
+                             f"held-out data, e.g. val_accuracy or val_loss (choosing on the reported {by!r} "
+                             "would overstate it)")
+        return by
 
 
 def _check_dotted(key: str) -> str:
@@ -93,6 +122,8 @@ class SuiteSpec(StrictModel):
     """cpu, cuda, cuda:N or auto (CUDA when available); --device wins over it"""
     expect: List[Expect] = Field(default_factory=list)
     """reference values shown beside the measured ones in reports (a paper's table entry), judged there"""
+    tune: Optional[Tune] = None
+    """tuned comparisons: per setting of the other axes, the over values with the best validation metric"""
     #: GPUs each non-timing GPU cell asks a Ray cluster for (0.25: four cells share a GPU).  Checked
     #: here, so a typo is a file:line error before anything runs; only ``--executor ray`` reads it
     #: (``RayExecutor.use_suite``) and ``--gpus-per-cell`` wins over it.  Not a cell parameter: it
@@ -117,6 +148,21 @@ class SuiteSpec(StrictModel):
         for key in sweep:
             _check_dotted(key)
         return sweep
+
+    @field_validator("tune")
+    @classmethod
+    def _tune_axes(cls, tune: Optional[Tune], info: ValidationInfo) -> Optional[Tune]:
+        """``tune.over`` names swept axes (checked after sweep and zip, which come first)."""
+        if tune is None:
+            return tune
+        axes = list(info.data.get("sweep") or {}) + [k for g in info.data.get("zip") or [] for k in g]
+        for key in tune.over:
+            if key not in axes:
+                close = difflib.get_close_matches(key, axes, n=1)
+                hint = f" -- did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"over: {key!r} is not a sweep or zip axis{hint} "
+                                 f"(axes: {', '.join(axes) or 'none'}); tune picks among swept values")
+        return tune
 
     @field_validator("device")
     @classmethod
@@ -180,6 +226,7 @@ class LoadedSuite:
     spec: SuiteSpec
     doc: Document
     index: int  # position of the document in its file
+    overridden: bool = False  # a --set changed the suite itself (device, repeats, sweep.<axis>, ...)
 
     @property
     def source(self) -> str:
@@ -232,13 +279,15 @@ def read_suites(path: Union[str, Path], overrides: Sequence[Tuple[str, Any]] = (
     issues: List[Issue] = []
     names: Dict[str, int] = {}
     for i, doc in enumerate(docs):
+        overridden = False
         if isinstance(doc.data, dict):
-            apply_suite_overrides(doc.data, overrides)
+            overridden = len(apply_suite_overrides(doc.data, overrides)) < len(overrides)
         try:
             loaded = validate_document(doc, i)
         except SuiteError as exc:
             issues.extend(exc.issues)
             continue
+        loaded.overridden = overridden
         name, line = loaded.spec.name, doc.line_of(("name",))
         if name in names:
             issues.append(Issue(doc.source, line, f"suite name {name!r} is used by two documents (lines "

@@ -1,8 +1,9 @@
 """Reports of finished runs: ``report.md``, a self-contained ``report.html`` and the figures.
 
 ``build_report(run_dirs, out_dir=None)`` is what ``ssmbench report`` and the end of ``ssmbench
-run`` call.  By default it writes to ``reports/<suite>/<run id>/`` beside the ``results/`` tree the
-run came from (or under the current directory when the run lives elsewhere).
+run`` call.  By default it writes to ``reports/<suite>/<run id>/`` under the current directory,
+wherever the run directory lives and whatever its folders are named (``--out``/``--report-dir``
+choose another place).
 """
 from __future__ import annotations
 
@@ -29,17 +30,14 @@ def _common_name(names: Sequence[str]) -> str:
 
 
 def default_out_dir(runs: Sequence[Run]) -> Path:
-    """``<root>/reports/<suite>/<run dir name>``, ``<root>`` holding the ``results/`` dir of the first run.
+    """``reports/<suite>/<run dir name>`` under the current directory (never dependent on where the
+    run directory is or what its folders are called, so a user can tell in advance where it goes).
 
     Runs of several suites (a multi-document suite file) share one report named after their
     common prefix (``smoke`` for smoke-task, smoke-speed, ...).
     """
     first = runs[0]
     root = Path.cwd()
-    for parent in first.path.resolve().parents:
-        if parent.name == "results":
-            root = parent.parent
-            break
     suites = sorted({r.suite_name for r in runs})
     suite = suites[0] if len(suites) == 1 else _common_name(suites)
     name = first.path.name
@@ -48,8 +46,29 @@ def default_out_dir(runs: Sequence[Run]) -> Path:
     return root / "reports" / _safe(suite) / _safe(name)
 
 
-def build_report(run_dirs: Sequence[PathLike], out_dir: Optional[PathLike] = None) -> Path:
-    """Write the report of ``run_dirs`` (one or more run directories) and return its directory."""
+def use_suite_file(runs: Sequence[Run], suite_file: PathLike) -> None:
+    """Judge ``runs`` by the ``expect`` (and ``tune``) of ``suite_file`` instead of the copies their run
+    directories keep: a criterion changed after the runs were made (``ssmbench report --suite FILE``).
+    The documents are matched by suite name; a file with none of the runs' suites is an error."""
+    import yaml
+
+    try:
+        docs = [d for d in yaml.safe_load_all(Path(suite_file).read_text(encoding="utf-8")) if isinstance(d, dict)]
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunDirError(f"{suite_file}: cannot read the suite ({str(exc).splitlines()[0]})") from None
+    by_name = {str(d.get("name")): d for d in docs}
+    matched = [r for r in runs if r.suite_name in by_name]
+    if not matched:
+        raise RunDirError(f"{suite_file}: holds no suite named {', '.join(sorted({r.suite_name for r in runs}))}")
+    for r in matched:
+        doc = by_name[r.suite_name]
+        r.suite = {**r.suite, "expect": doc.get("expect") or [], "tune": doc.get("tune")}
+
+
+def build_report(run_dirs: Sequence[PathLike], out_dir: Optional[PathLike] = None,
+                 suite_file: Optional[PathLike] = None) -> Path:
+    """Write the report of ``run_dirs`` (one or more run directories) and return its directory;
+    ``suite_file`` replaces the runs' own expectations (see :func:`use_suite_file`)."""
     from harness.analysis.report.html import render_html
     from harness.analysis.report.markdown import render_markdown
     from harness.analysis.report.model import assemble
@@ -57,6 +76,8 @@ def build_report(run_dirs: Sequence[PathLike], out_dir: Optional[PathLike] = Non
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     runs = load_runs(run_dirs)
+    if suite_file is not None:
+        use_suite_file(runs, suite_file)
     out = Path(out_dir) if out_dir is not None else default_out_dir(runs)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,16 @@ several evaluation lengths and ``where`` names none, the training length (``task
 When the matching cells differ in a parameter other than the seed (a report of two runs of one suite
 with different ``--set`` values), the entry is judged once per setting, which its ``where`` then names.
 A quality number over several cells (seeds) also says how many of them meet the rule on their own.
+
+A ``where`` value may be a list (any of them).  Two keys make relative and per-seed criteria:
+
+* ``than: {key: value}`` -- the entry is about a *margin*: the measured number minus every row that matches
+  ``where`` updated with ``than`` (the reference rows) must satisfy ``op value``.  ``{where: {model.arch: mamba,
+  model.mixer: s6}, than: {model.mixer: [s4, hyena]}, op: ">=", value: 0.15}`` reads "the Mamba/S6 row is at
+  least 15 points above every Mamba LTI row" (for ``>=`` the largest reference counts, for ``<=`` the smallest).
+* ``per_seed: true`` -- judged in every seed on its own (the reference rows of the same seed); the entry
+  matches only when every seed does, and the note says how many seeds meet it (a mean over seeds can hide
+  one that never left its plateau).  The measured value shown is the worst seed's.
 """
 from __future__ import annotations
 
@@ -69,6 +79,11 @@ def column_for(df: pd.DataFrame, key: str) -> Optional[str]:
 
 
 def _matches(series: pd.Series, value: Any) -> pd.Series:
+    if isinstance(value, (list, tuple)):   # any of these values
+        out = pd.Series(False, index=series.index)
+        for v in value:
+            out |= _matches(series, v)
+        return out
     if isinstance(value, float) and math.isnan(value):   # a parameter some cells do not have
         return series.isna()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -128,29 +143,10 @@ def evaluate_split(entry: Dict[str, Any], rows: pd.DataFrame) -> List[ExpectResu
     return [evaluate_one({**entry, "where": {**where, **setting}}, rows) for setting in settings]
 
 
-def evaluate_one(entry: Dict[str, Any], rows: pd.DataFrame) -> ExpectResult:
-    where = dict(entry.get("where") or {})
-    metric = str(entry.get("metric", ""))
-    op = str(entry.get("op", "==")).strip()
-    source = str(entry.get("source", ""))
-    try:
-        expected = float(entry.get("value"))
-    except (TypeError, ValueError):
-        return ExpectResult(where, metric, None, op, source, "", note=f"expected value {entry.get('value')!r} is not a number")
-    if op not in ("==", ">=", "<="):
-        return ExpectResult(where, metric, expected, op, source, "", note=f"unknown op {op!r}: use ==, >= or <=")
-    tol, tol_desc = parse_tolerance(entry.get("tolerance"), expected, metric)
-    res = ExpectResult(where, metric, expected, op, source, rule_text(op, tol_desc))
-    if is_fraction_metric(metric) and expected > 1.0:
-        res.note = "expected accuracy > 1: write accuracies as fractions (0.998, not 99.8)"
-
-    sel, missing = matching_rows(rows, metric, where)
-    if missing is not None:
-        res.note = f"no column {missing!r} in the results"
-        return res
-    if not len(sel):
-        res.note = res.note or "no rows match"
-        return res
+def final_rows(sel: pd.DataFrame, where: Dict[str, Any]) -> tuple:
+    """(the ok, final rows of ``sel`` -- no curve points, the training length when rows carry several
+    evaluation lengths and ``where`` names none --, a note on that choice, the rows that did not end ok)."""
+    note = ""
     bad = sel[sel["status"] != "ok"]
     sel = sel[sel["status"] == "ok"]
     if "step" in sel.columns and "step" not in where:
@@ -162,20 +158,135 @@ def evaluate_one(entry: Dict[str, Any], rows: pd.DataFrame) -> ExpectResult:
                            == pd.to_numeric(sel[train_col], errors="coerce")]
             if len(at_train):
                 sel = at_train
-                res.note = (res.note + "; " if res.note else "") + "at the training length"
+                note = "at the training length"
+    return sel, note, bad
+
+
+def _per_seed(sel: pd.DataFrame) -> Dict[Any, float]:
+    """seed -> mean value of ``sel`` in that seed (one key, None, when the rows carry no seed)."""
+    seed_col = column_for(sel, "seed")
+    values = pd.to_numeric(sel["value"], errors="coerce")
+    if seed_col is None:
+        finite = values.dropna()
+        return {None: float(finite.mean())} if len(finite) else {}
+    out = {}
+    for seed, v in values.groupby(sel[seed_col].map(str), sort=True):
+        v = v.dropna()
+        if len(v):
+            out[seed] = float(v.mean())
+    return out
+
+
+def _add_note(res: ExpectResult, note: str) -> None:
+    if note:
+        res.note = (res.note + "; " if res.note else "") + note
+
+
+def _describe_where(where: Dict[str, Any]) -> str:
+    return ", ".join(f"{k} in [{', '.join(map(str, v))}]" if isinstance(v, (list, tuple)) else f"{k}={v}"
+                     for k, v in where.items())
+
+
+def evaluate_one(entry: Dict[str, Any], rows: pd.DataFrame) -> ExpectResult:
+    where = dict(entry.get("where") or {})
+    metric = str(entry.get("metric", ""))
+    op = str(entry.get("op", "==")).strip()
+    source = str(entry.get("source", ""))
+    than = entry.get("than")
+    per_seed = bool(entry.get("per_seed", False))
+    try:
+        expected = float(entry.get("value"))
+    except (TypeError, ValueError):
+        return ExpectResult(where, metric, None, op, source, "", note=f"expected value {entry.get('value')!r} is not a number")
+    if op not in ("==", ">=", "<="):
+        return ExpectResult(where, metric, expected, op, source, "", note=f"unknown op {op!r}: use ==, >= or <=")
+    tol, tol_desc = parse_tolerance(entry.get("tolerance"), expected, metric)
+    rule = rule_text(op, tol_desc)
+    if than:
+        rule = f"margin over every row with {_describe_where(than)}: " + rule
+    if per_seed:
+        rule += "; in every seed"
+    res = ExpectResult(where, metric, expected, op, source, rule)
+    if is_fraction_metric(metric) and expected > 1.0:
+        res.note = "expected accuracy > 1: write accuracies as fractions (0.998, not 99.8)"
+
+    sel, missing = matching_rows(rows, metric, where)
+    if missing is not None:
+        res.note = f"no column {missing!r} in the results"
+        return res
+    if not len(sel):
+        res.note = res.note or "no rows match"
+        return res
+    sel, note, bad = final_rows(sel, where)
+    _add_note(res, note)
     values = pd.to_numeric(sel["value"], errors="coerce").dropna().to_numpy(float)
     if not len(values):
         statuses = ", ".join(sorted(set(bad["status"]))) if len(bad) else "no finite values"
-        res.note = (res.note + "; " if res.note else "") + f"cell status: {statuses}"
+        _add_note(res, f"cell status: {statuses}")
         return res
     res.unit = str(sel["unit"].iloc[0]) if "unit" in sel.columns else ""
+    if than or per_seed:
+        return _judge_by_seed(res, entry, rows, sel, tol)
     family = classify(metric, res.unit).family
     res.measured = float(np.median(values) if family == "timing" else np.mean(values))
     res.n = int(len(values))
     res.verdict = judge(res.measured, expected, op, tol)
     if family == "quality" and res.n > 1:   # one value per cell (seed): a mean can hide how many make it
         meeting = sum(judge(float(v), expected, op, tol) == "matches" for v in values)
-        res.note = (res.note + "; " if res.note else "") + f"{meeting} of {res.n} cells meet it on their own"
+        _add_note(res, f"{meeting} of {res.n} cells meet it on their own")
+    return res
+
+
+_VERDICT_RANK = {"matches": 0, "close": 1, "misses": 2}
+
+
+def _judge_by_seed(res: ExpectResult, entry: Dict[str, Any], rows: pd.DataFrame, sel: pd.DataFrame,
+                   tol: float) -> ExpectResult:
+    """Relative (``than``) and per-seed criteria: one number per seed (or one pooled), worst one shown."""
+    op, expected = res.op, float(res.expected)
+    mine = _per_seed(sel) if entry.get("per_seed") else {None: float(pd.to_numeric(sel["value"]).mean())}
+    if entry.get("than"):
+        ref_where = {**res.where, **entry["than"]}
+        ref, missing = matching_rows(rows, res.metric, ref_where)
+        if missing is not None:
+            _add_note(res, f"no column {missing!r} in the results")
+            return res
+        ref, _, _ = final_rows(ref, ref_where)
+        if not len(ref):
+            _add_note(res, f"no reference rows match {_describe_where(ref_where)}")
+            return res
+        # every reference row: per cell (its own mean over repeats), in each seed the hardest one counts
+        pick = max if op in (">=", "==") else min
+        ref_cells = ref.assign(value=pd.to_numeric(ref["value"], errors="coerce"))
+        if entry.get("per_seed"):
+            refs = {}
+            seed_col = column_for(ref, "seed")
+            for seed in mine:
+                g = ref_cells if seed is None or seed_col is None else ref_cells[ref_cells[seed_col].map(str) == seed]
+                per_cell = g.groupby("cell_id")["value"].mean().dropna() if "cell_id" in g else g["value"].dropna()
+                if len(per_cell):
+                    refs[seed] = pick(per_cell)
+        else:
+            # pooled over seeds: each reference row is a setting of the other parameters, its mean over seeds
+            axes = varying_params(ref_cells) if {"cell_id", "run_id"} <= set(ref_cells.columns) else []
+            per_row = (ref_cells.groupby([ref_cells[a].map(str) for a in axes])["value"].mean() if axes
+                       else ref_cells["value"].agg(["mean"])).dropna()
+            refs = {None: pick(per_row)} if len(per_row) else {}
+        margins = {s: mine[s] - refs[s] for s in mine if s in refs}
+        lacking = [s for s in mine if s not in refs]
+        if lacking:
+            _add_note(res, f"no reference row in seed {', '.join(map(str, lacking))}")
+    else:
+        margins = mine
+    if not margins:
+        return res
+    verdicts = {s: judge(v, expected, op, tol) for s, v in margins.items()}
+    worst = max(margins, key=lambda s: (_VERDICT_RANK[verdicts[s]], -margins[s] if op == ">=" else margins[s]))
+    res.measured, res.verdict, res.n = margins[worst], verdicts[worst], len(margins)
+    if entry.get("per_seed"):
+        meeting = sum(v == "matches" for v in verdicts.values())
+        _add_note(res, f"{meeting} of {len(margins)} seeds meet it"
+                  + (f" (worst: seed {worst})" if len(margins) > 1 else ""))
     return res
 
 

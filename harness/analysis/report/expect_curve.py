@@ -92,8 +92,8 @@ def _entry_groups(entries: Sequence[Dict[str, Any]], rows: pd.DataFrame) -> Dict
     for entry in entries or []:
         if not isinstance(entry, dict) or str(entry.get("metric")) not in CURVE_METRIC:
             continue
-        if "step" in (entry.get("where") or {}):
-            continue
+        if "step" in (entry.get("where") or {}) or entry.get("than"):
+            continue   # a margin over other rows (``than``) is judged on final numbers only
         base = dict(entry.get("where") or {})
         for res in expect_mod.evaluate_split(entry, rows):
             if res.expected is None or res.op not in ("==", ">=", "<="):

@@ -268,8 +268,17 @@ def learning_curve_figure(df: pd.DataFrame) -> Optional[Figure]:
         ax.set_ylabel(panel)
         if panel == "accuracy":
             ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0))
+    # one legend for all panels, right of the last one (a legend beside an inner panel covers its neighbour)
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
         if ax.get_legend():
-            _legend_outside(ax)
+            ax.get_legend().remove()
+    if handles:
+        _legend_outside(axes[0][-1], handles, labels)
     fig.suptitle("Learning curves")
     return _render(fig, "task_learning_curves", "Learning curves",
                    "Loss and accuracy against training step; line = mean over seeds, band = sd.")

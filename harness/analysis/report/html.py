@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import base64
 from html import escape
-from typing import Iterable, List, Sequence
+from typing import TYPE_CHECKING, Iterable, List, Sequence
 
 from harness.analysis.report.expect import fmt_value
-from harness.analysis.report.model import ReportData, Section
+if TYPE_CHECKING:  # the types only: importing the model pulls in the tables, models and torch
+    from harness.analysis.report.model import ReportData, Section
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -74,6 +75,12 @@ def _section(sec: Section, h: str, titled: bool) -> List[str]:
             unit = f" ({t.unit})" if t.unit else ""
             parts.append(f"<p><strong>{e(t.metric)}</strong>{e(unit)}</p>")
             parts.append(html_table(t.columns, t.frame.astype(str).values.tolist(), numeric=t.columns[1:]))
+    if sec.tuned or sec.tune_warnings:
+        parts.append(f"<{h}>Tuned</{h}>")
+        for t in sec.tuned:
+            parts.append(f"<p><strong>{e(t.metric)}</strong></p>")
+            parts.append(html_table(t.columns, t.frame.astype(str).values.tolist()))
+        parts += [f'<p class="close">⚠ {e(w)}</p>' for w in sec.tune_warnings]
     if sec.expects:
         parts.append(f"<{h}>Measured vs expected</{h}>")
         head = ["where", "metric", "expected", "measured", "n", "verdict", "rule", "source", "note"]

@@ -64,6 +64,13 @@ def _section(sec: Section, figure_paths: dict, h: str, titled: bool) -> List[str
             out += md_table(t.columns, t.frame.astype(str).values.tolist(),
                             align=["l"] + ["r"] * (len(t.columns) - 1))
             out.append("")
+    if sec.tuned or sec.tune_warnings:
+        out += ["", f"{h} Tuned", ""]
+        for t in sec.tuned:
+            out += [f"**{md_escape(t.metric)}**", ""]
+            out += md_table(t.columns, t.frame.astype(str).values.tolist())
+            out.append("")
+        out += [f"- ⚠️ {md_escape(w)}" for w in sec.tune_warnings]
     if sec.expects:
         out += ["", f"{h} Measured vs expected", ""]
         out += md_table(["where", "metric", "expected", "measured", "n", "verdict", "rule", "source", "note"],

@@ -17,6 +17,7 @@ from harness.analysis.report.figures import Figure, figures_for
 from harness.analysis.report.runs import Run, cell_status, combined_rows, meta_facts
 from harness.analysis.report.summary import summary_tables
 from harness.analysis.report.tables import MetricTable, metric_tables, status_table
+from harness.analysis.report.tuning import tuned_for
 
 #: meta.json facts shown first, in this order: (label, key of ``meta_facts`` or of meta.json).
 META_FIELDS = (("run id", "run_id"), ("suite", "suite"), ("kind", "kind"), ("commit", "commit"),
@@ -46,6 +47,8 @@ class Section:
     summary: List[MetricTable] = field(default_factory=list)
     expects_along_curve: List[MetricTable] = field(default_factory=list)   # task suites: per step budget
     overrides: List[str] = field(default_factory=list)  # "run id: key=value, ..." for runs made with --set
+    tuned: List[MetricTable] = field(default_factory=list)   # the suite's ``tune:``: rows at their best lr
+    tune_warnings: List[str] = field(default_factory=list)   # e.g. a best value at the edge of the sweep
 
 
 @dataclass
@@ -83,7 +86,9 @@ def _section(suite: str, runs: Sequence[Run], figure_prefix: str) -> Section:
         f.name = figure_prefix + f.name
     overrides = [f"{r.run_id}: " + ", ".join(f"{k}={v}" for k, v in r.overrides.items())
                  for r in runs if r.overrides]
+    tuned = tuned_for([r.suite for r in runs], rows)
     return Section(suite=suite, kind=kind, description=description, n_cells=len(statuses),
+                   tuned=[tuned.table] if tuned.table is not None else [], tune_warnings=tuned.warnings,
                    status_counts=counts, expects=expect_mod.evaluate(entries, rows), figures=figures,
                    tables=metric_tables(rows), failed=status_table(rows), summary=summary_tables(kind, rows),
                    overrides=overrides,

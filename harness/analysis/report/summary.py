@@ -18,6 +18,7 @@ import pandas as pd
 from harness.analysis.report.axes import (HEADLINE_METRICS, at_training_length, facet_column, final_accuracy, numeric,
                                  series_columns, series_label, x_column)
 from harness.analysis.report.runs import varying_params
+from harness.analysis.report.seeds import per_cell_values, seed_stats, target_of
 from harness.analysis.report.tables import (NOT_APPLICABLE, MetricTable, fmt, fmt_param, model_key_applies, order_key,
                                    seed_column, shown_param)
 
@@ -100,12 +101,13 @@ def task_summary(df: pd.DataFrame) -> List[MetricTable]:
     acc = acc.assign(_r=shown_param(acc, rows_key), _c=col_label(acc), _v=numeric(acc["value"]))
     cells = {}
     for (r, c), g in acc.groupby(["_r", "_c"], sort=False):
-        vals = g["_v"].dropna().to_numpy(float)
-        if not len(vals):
+        st = seed_stats(per_cell_values(g), target_of(g))
+        if st is None:
             continue
-        text = f"{100 * vals.mean():.1f}%"
-        if len(vals) > 1:
-            text += f" ± {100 * vals.std(ddof=1):.1f}"
+        text = f"{100 * st.mean:.1f}%"
+        if st.n > 1:   # one seed is one draw: show the spread and how many seeds reached the target
+            text += f" ± {100 * st.sd:.1f} (n={st.n}" + (f", {st.reached}/{st.n} ≥ {100 * st.target:g}%" if
+                                                          st.reached is not None else "") + ")"
         cells[(r, c)] = text
     failed = df[df["status"] != "ok"].drop_duplicates("cell_id")
     if len(failed):
@@ -116,7 +118,8 @@ def task_summary(df: pd.DataFrame) -> List[MetricTable]:
     cs = sorted({k[1] for k in cells})
     corner = f"{rows_key} \\ {col_keys[0]}" if len(col_keys) == 1 else rows_key
     frame = pd.DataFrame([[r] + [cells.get((r, c), "—") for c in cs] for r in rs], columns=[corner] + cs)
-    title = "final accuracy per answer token (at the training length; mean ± sd over seeds)"
+    title = ("final accuracy per answer token (at the training length; mean ± sd over seeds, n seeds, how many "
+             "reached train.target_accuracy)")
     return [MetricTable(title, "", "quality", list(frame.columns), frame)]
 
 

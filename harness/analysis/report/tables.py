@@ -1,7 +1,8 @@
 """Summary tables of a run: one per metric, over the parameters that vary between cells.
 
 Repeats (timings) are summarised by median and interquartile range; seeds and everything else by
-mean and standard deviation -- the same centre the diff uses.  Learning-curve points (rows with a
+mean, standard deviation, n and min-max -- the same centre the diff uses -- and a final ``accuracy`` of
+cells with a ``train.target_accuracy`` also by how many seeds reached it (:mod:`.seeds`).  Learning-curve points (rows with a
 ``step``) are left to the figures.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 
 from harness.analysis.report.metrics import classify, is_summary_of
 from harness.analysis.report.runs import row_key_columns, varying_params
+from harness.analysis.report.seeds import seed_stats, target_of
 from models.applicability import applies
 
 SEED_COLUMNS = ("seed",)
@@ -126,6 +128,7 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
             continue
         unit = str(g["unit"].iloc[0])
         info = classify(metric, unit)
+        with_target = metric in TARGET_METRICS and target_of(g) is not None
         keys = params + [k for k in extras if g[k].notna().any()]
         g = g.copy()
         shown = {k: shown_param(g, k) for k in keys}   # before overwriting: needs the raw model columns
@@ -143,14 +146,39 @@ def metric_tables(df: pd.DataFrame, max_rows: int = 400) -> List[MetricTable]:
             else:
                 centre = np.mean(vals) if len(vals) else np.nan
                 spread = np.std(vals, ddof=1) if len(vals) > 1 else np.nan
-            rows.append(list(key) + [fmt(centre), fmt(spread), str(len(vals))])
+            row = list(key) + [fmt(centre), fmt(spread), str(len(vals))]
+            if info.family != "timing":   # over seeds: the range too, and how many reached the target
+                row.append(f"{fmt(vals.min())}–{fmt(vals.max())}" if len(vals) > 1 else "—")
+                if with_target:
+                    st = seed_stats(vals, target_of(sub))
+                    row.append(st.reached_text() if st is not None and _at_train(sub) else "—")
+            rows.append(row)
         centre_name = "median" if info.family == "timing" else "mean"
         spread_name = "IQR" if info.family == "timing" else "sd"
         cols = keys + [centre_name, spread_name, "n"]
+        if info.family != "timing":
+            cols.append("min–max")
+            if with_target:
+                cols.append("seeds ≥ target")
         frame = pd.DataFrame(rows[:max_rows], columns=cols)
         shown_unit = "; ".join(x for x in (unit, METRIC_MEANING.get(metric, "")) if x)
         tables.append(MetricTable(metric, shown_unit, info.family, cols, frame))
     return tables
+
+
+#: Final metrics the task's ``train.target_accuracy`` is about.
+TARGET_METRICS = ("accuracy",)
+
+
+def _at_train(rows: pd.DataFrame) -> bool:
+    """Are these rows measured at the training length (the target is about that length)?"""
+    if "eval_seq_len" not in rows.columns or rows["eval_seq_len"].isna().all():
+        return True
+    train = next((c for c in ("task.seq_len", "seq_len") if c in rows.columns), None)
+    if train is None:
+        return False
+    return bool((pd.to_numeric(rows["eval_seq_len"], errors="coerce")
+                 == pd.to_numeric(rows[train], errors="coerce")).all())
 
 
 def status_table(df: pd.DataFrame) -> pd.DataFrame:

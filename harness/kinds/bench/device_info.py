@@ -69,9 +69,13 @@ def gpu_state(device: str) -> Dict[str, Any]:
 def gpu_state_rows(device: str) -> List[Dict[str, Any]]:
     """Clock, temperature and power at the end of a cell, as rows (none off CUDA)."""
     s = gpu_state(device)
-    units = {"sm_clock_mhz": "MHz", "mem_clock_mhz": "MHz", "temperature_c": "C", "power_w": "W",
-             "throttle_reasons": ""}
-    return [make_row(f"gpu_{k}", s[k], unit) for k, unit in units.items() if s.get(k) is not None]
+    return [make_row(f"gpu_{k}", s[k], unit) for k, unit in GPU_STATE_UNITS.items() if s.get(k) is not None]
+
+
+GPU_STATE_UNITS = {"sm_clock_mhz": "MHz", "mem_clock_mhz": "MHz", "temperature_c": "C", "power_w": "W",
+                   "throttle_reasons": ""}
+#: the metrics of :func:`gpu_state_rows`
+GPU_STATE_METRICS = tuple(f"gpu_{k}" for k in GPU_STATE_UNITS)
 
 
 # --------------------------------------------------------------------------- ceilings

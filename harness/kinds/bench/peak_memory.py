@@ -19,6 +19,9 @@ import torch
 
 from harness.cells import make_row
 
+#: the metrics of :meth:`PeakMemory.rows` (CUDA, then CPU)
+PEAK_METRICS = ("peak_mem_bytes", "peak_rss_bytes", "peak_rss_delta_bytes")
+
 GB = 1e9
 
 

@@ -8,6 +8,10 @@ from harness.kinds.bench.timing import iqr, median
 from harness.kinds.bench.workload import Workload
 from harness.cells import make_row
 
+#: the metrics :func:`timing_summary_rows` may write
+SUMMARY_METRICS = ("time_ms_median", "time_ms_iqr", "tokens_per_s", "achieved_GBps", "achieved_TFLOPs",
+                   "roofline_floor_ms", "roofline_fraction")
+
 
 def timing_summary_rows(times_ms: Sequence[float], work: Workload,
                         ceilings: Optional[Dict[str, Optional[float]]]) -> List[Dict[str, Any]]:

@@ -12,8 +12,8 @@ Rows it yields
   ``curve_seq_lens``, the same three ``val_*`` rows again per extra length, with an ``eval_seq_len``
   column (the training-length rows have none); a length that runs out of memory gives one ``oom``
   ``val_accuracy`` row and is left out of later points.
-* final metrics, after training, one set per ``eval_seq_len`` (a column): ``accuracy`` (per answer
-  token), ``seq_accuracy`` (fraction of sequences with every answer right), ``loss`` (mean
+* final metrics, after training, one set per ``eval_seq_len`` (a column; the validation sequences, or with
+  ``train.test_set: held_out`` others drawn apart from them): ``accuracy`` (per answer token), ``seq_accuracy`` (fraction of sequences with every answer right), ``loss`` (mean
   cross-entropy per answer, nats).  A length that runs out of memory, even one sequence at a time,
   gives those three metrics as ``oom`` rows and the other lengths are still evaluated.
 * ``train_time_s`` (training only, evaluation excluded), ``steps`` (steps actually taken; its
@@ -35,13 +35,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from harness.cells import CellContext, CellDiverged, CellOOM, make_row
+from harness.cells import CellContext, CellDiverged, is_oom, make_row
 from harness.config_types import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
 from harness.kinds.training.determinism import deterministic_algorithms
 from harness.kinds.tasks.base import SyntheticTask, TaskBatch, ValidationSet
 from harness.kinds.training.train_step import EagerStep, GraphedStep, set_lr
 
 DATA_SEED_OFFSET = 1000  # data seed = init seed + 1000: init and data vary independently of each other
+#: ``train.test_set: held_out``: the final sets are drawn from data seed + this, apart from the validation sets
+HELD_OUT_SEED_OFFSET = 7919
 IGNORE_INDEX = -100  # target of the positions that are not scored (torch's default ignore_index)
 DIVERGED_LOSS_FACTOR = 100.0  # a loss above 100 x ln(vocab) (the uniform guess) has blown up
 
@@ -80,6 +82,9 @@ class TrainConfig(StrictModel):
         None, description="extra lengths also evaluated at every eval_every point: the learning curve of "
                           "extrapolation (rows carry eval_seq_len)")
     eval_size: PositiveInt = Field(256, description="validation sequences per length")
+    test_set: Literal["validation", "held_out"] = "validation"
+    """data of the final metrics: the validation set of the learning curve, or held_out (other sequences, so
+    a choice made on val_accuracy -- a suite's tune: -- is not judged on the data it was chosen on)"""
     eval_batch: Optional[PositiveInt] = Field(None, description="sequences per eval chunk; default train.batch")
     eval_max_tokens: PositiveInt = Field(
         1 << 18, description="cap on tokens per eval chunk (chunk >= 1 sequence), to bound memory at long lengths")
@@ -186,17 +191,6 @@ def answer_loss(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def is_oom(err: BaseException) -> bool:
-    """CUDA out-of-memory, our own CellOOM, or a CPU allocator failure."""
-    if isinstance(err, CellOOM):
-        return True
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(err, oom_type):
-        return True
-    return isinstance(err, RuntimeError) and (
-        "out of memory" in str(err).lower() or "can't allocate memory" in str(err).lower())
 
 
 def _elapsed_since(start: float, device: torch.device) -> float:
@@ -388,5 +382,6 @@ def _train_and_evaluate(model, task, cfg, seed, device, ctx) -> Iterator[Dict[st
     yield make_row("steps", step, "steps", **({"message": stop_reason} if stop_reason else {}))
     for seq_len in (cfg.eval_seq_lens or [task.seq_len]):
         ctx.check_deadline()
-        vset = task.validation_set(seq_len, cfg.eval_size, data_seed)
+        test_seed = data_seed + (HELD_OUT_SEED_OFFSET if cfg.test_set == "held_out" else 0)
+        vset = task.validation_set(seq_len, cfg.eval_size, test_seed)
         yield from evaluate_or_oom(model, vset, cfg, device)

@@ -106,10 +106,11 @@ class S6(nn.Module):
     def _scan(self, x, delta, delta_bias, B, C, return_last_state: bool):
         """The real-A scan through ``kernels.selective_scan``: y (B, L, d), and with ``return_last_state`` the
         state after the last position (B, d, N) float32, as ``step`` keeps it."""
-        # kernel layout: u, delta (batch, dim, L); B, C (batch, N, L) or (batch, dim, N, L)
+        # kernel layout: u, delta (batch, dim, L); B, C (batch, N, L) when selective, else the learned (dim, N)
+        # itself: the kernels' constant case, never expanded over batch and L
         u = x.transpose(1, 2)
-        Bk = B[..., 0, :].transpose(1, 2) if self.sel.B else B.permute(0, 2, 3, 1)
-        Ck = C[..., 0, :].transpose(1, 2) if self.sel.C else C.permute(0, 2, 3, 1)
+        Bk = B[..., 0, :].transpose(1, 2) if self.sel.B else self.B
+        Ck = C[..., 0, :].transpose(1, 2) if self.sel.C else self.C
         out = selective_scan(u, delta.transpose(1, 2), self._A(), Bk, Ck, self.D.float(),
                              delta_bias=delta_bias.float(), delta_softplus=True,
                              return_last_state=return_last_state, backend=self.backend)

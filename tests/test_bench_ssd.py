@@ -132,13 +132,13 @@ def test_ssd_triton_target_equals_the_chunked_one_on_cuda(dtype, tol):
 _INTERPRETED = """
 import torch
 from harness.kinds.bench.config import SpeedConfig
-from harness.kinds.bench.ops import _ssd_build
+from harness.kinds.bench.ops import SSD_CHUNKED, SSD_TRITON
 for p in ("fwd", "fwd+bwd"):
     cfg = SpeedConfig.model_validate(dict(impl="ssd.chunked", seq_len=40, batch=1, d_model=8, expand=2, d_state=8,
                                           ssd_headdim=8, ngroups=2, chunk_size=16, dtype="fp32", device="cpu",
                                           **{"pass": p}))
-    torch.manual_seed(0); a = _ssd_build("triton")(cfg, "cpu").fn()
-    torch.manual_seed(0); b = _ssd_build("chunked")(cfg, "cpu").fn()
+    torch.manual_seed(0); a = SSD_TRITON.build(cfg, "cpu").fn()   # build: past the needs-CUDA check
+    torch.manual_seed(0); b = SSD_CHUNKED.build(cfg, "cpu").fn()
     a, b = ([a], [b]) if p == "fwd" else (a, b)
     err = max(((x - y).norm() / y.norm()).item() for x, y in zip(a, b))
     assert len(a) == (1 if p == "fwd" else 7) and err < 1e-5, (p, err)
@@ -154,8 +154,8 @@ def test_ssd_triton_target_under_the_interpreter_equals_the_chunked_one():
     import os
     import subprocess
     import sys
-    if importlib.util.find_spec("triton") is None or importlib.util.find_spec("kernels.ssd.triton_backend") is None:
-        pytest.skip("triton or the Triton SSD is not installed here")
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed here (an optional package on non-Linux hosts)")
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", _INTERPRETED], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

@@ -163,6 +163,25 @@ def test_bench_backward_variant_specs():
         variant_config("v2:x=1")
 
 
+def test_bench_table_ratios_come_from_the_same_run(capsys):
+    """kernels.bench's ratio columns divide by the official scan's row of the same table (no typed-in figures):
+    empty without an ``official`` row."""
+    from types import SimpleNamespace
+
+    import kernels.bench as bench
+
+    assert not hasattr(bench, "CUDA_REF") and not hasattr(bench, "SDPA_REF")
+    a = SimpleNamespace(batch=4, dim=2048, N=16)
+    rows = [{"L": 4096, "impl": "triton", "fwd_ms": 0.5, "fwdbwd_ms": 2.0, "peak_gb": 0.7},
+            {"L": 4096, "impl": "official", "fwd_ms": 1.0, "fwdbwd_ms": 4.0, "peak_gb": 0.9}]
+    bench._print_table(rows, a, 4e12, "H200", None, None)
+    triton_line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| 4096 | triton"))
+    assert "| 0.50 | 0.50 |" in triton_line
+    bench._print_table(rows[:1], a, 4e12, "H200", None, None)
+    triton_line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| 4096 | triton"))
+    assert "| - | - |" in triton_line
+
+
 # --------------------------------------------------------------------------- an oracle that shares no code
 
 

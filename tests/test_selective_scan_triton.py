@@ -431,3 +431,31 @@ def test_triton_deterministic_backward_is_bitwise_repeatable(deterministic_algor
         again = grads()
         for name in first:
             assert torch.equal(first[name], again[name]), f"seed={seed}: d{name} differs between two backwards"
+
+
+# ---- constant B / C (dim, N): the official non-selective case, read as [N, BD] tiles, never expanded ----------
+CONST_CASES = [  # (batch, dim, L, N, groups, var_B, var_C, fwd_split)
+    (2, 4, 37, 4, None, False, True, 1),
+    (1, 6, 40, 8, 3, True, False, 1),      # a grouped (3 groups) time-varying B beside a constant C
+    (2, 3, 33, 4, None, False, False, 3),  # both constant, forward in 3 segments, partial channel block
+]
+
+
+@pytest.mark.parametrize("case,variant", list(zip(CONST_CASES, ["v2", "v2-ni2", "v2"])),
+                         ids=lambda c: "b{}d{}L{}N{}g{}B{}C{}T{}".format(
+                             *c[:5], "v" if c[5] else "c", "v" if c[6] else "c", c[7]) if isinstance(c, tuple) else c)
+def test_triton_constant_B_or_C_matches_float64(case, variant):
+    """Each case with one backward variant (both variants are covered across the cases; the interpreter is slow)."""
+    from kernels.selective_scan.testing import expanded_oracle
+
+    batch, dim, L, N, groups, var_B, var_C, T = case
+    seed = fresh_seed()
+    ins = random_inputs(batch, dim, L, N, groups, device=DEVICE, seed=seed, var_B=var_B, var_C=var_C)
+    cfg = split_cfg(with_variant(SMALL, variant), T)
+
+    def fn(*a, **k):
+        return selective_scan_triton(*a, **k, config=cfg)
+
+    with poisoned_outputs():
+        errs = compare(fn, ins, seed=seed, oracle=expanded_oracle)
+    assert_fp32(seed, errs, (case, variant))

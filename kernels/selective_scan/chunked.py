@@ -32,6 +32,13 @@ def default_chunk(L: int) -> int:
     return int(min(256, max(8, 2 ** round(math.log2(max(L, 1)) / 2))))
 
 
+def _per_step(M: torch.Tensor, batch: int, dim: int, N: int, nc: int, T: int, pad: int) -> torch.Tensor:
+    """B or C laid out as (batch, dim, nc, T, N); a constant (dim, N) stays a (1, dim, 1, 1, N) view."""
+    if M.dim() == 2:
+        return M[None, :, None, None, :]
+    return F.pad(expand_groups(M, dim), (0, pad)).view(batch, dim, N, nc, T).permute(0, 1, 3, 4, 2)
+
+
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                            return_last_state=False, chunk: Optional[int] = None):
     """Same contract as ``kernels.selective_scan``; ``chunk`` is the number of time steps per chunk."""
@@ -50,8 +57,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     # Padded steps have dt = 0: decay 1 and input 0, so they leave the state unchanged.
     dt_p = F.pad(dt, (0, pad)).view(batch, dim, nc, T)
     u_p = F.pad(uf, (0, pad)).view(batch, dim, nc, T)
-    Bx = F.pad(expand_groups(B.to(acc), dim), (0, pad)).view(batch, dim, N, nc, T).permute(0, 1, 3, 4, 2)
-    Cx = F.pad(expand_groups(C.to(acc), dim), (0, pad)).view(batch, dim, N, nc, T).permute(0, 1, 3, 4, 2)
+    Bx, Cx = (_per_step(M.to(acc), batch, dim, N, nc, T, pad) for M in (B, C))   # (b|1, d, nc|1, T|1, N)
     dtA = dt_p.unsqueeze(-1) * A[None, :, None, None, :]                          # (b, d, nc, T, N) <= 0
     dA = torch.exp(dtA)
     dBu = (dt_p * u_p).unsqueeze(-1) * Bx                                          # (b, d, nc, T, N)

@@ -27,7 +27,8 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     ys = []
     # unbind, not [..., t]: the backward of one unbind is one stack, the backward of L slices is
     # L full-size zero tensors (O(L^2) work)
-    for dA_t, dBu_t, C_t in zip(dA.unbind(-1), dBu.unbind(-1), Cx.unbind(-1)):
+    C_steps = Cx.unbind(-1) if Cx.shape[-1] == L else [Cx[..., 0]] * L   # a constant C is one (1, d, n) view
+    for dA_t, dBu_t, C_t in zip(dA.unbind(-1), dBu.unbind(-1), C_steps):
         h = dA_t * h + dBu_t
         ys.append((h * C_t).sum(-1))
     y = torch.stack(ys, dim=-1) if L else u.new_zeros(batch, dim, 0)

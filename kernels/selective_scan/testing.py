@@ -14,9 +14,10 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
 def random_inputs(batch, dim, L, N, groups: Optional[int] = None, *, z=True, D=True, bias=True, softplus=True,
-                  dtype=torch.float32, device="cpu", seed=0) -> Dict[str, Optional[torch.Tensor]]:
+                  dtype=torch.float32, device="cpu", seed=0, var_B=True, var_C=True) -> Dict[str, Optional[torch.Tensor]]:
     """A fresh random problem; A < 0 (S4D-Real-like, jittered).  Without ``softplus`` delta and bias
-    are drawn positive, since dt = delta + bias must be > 0 for a stable recurrence."""
+    are drawn positive, since dt = delta + bias must be > 0 for a stable recurrence.  ``var_B=False`` /
+    ``var_C=False``: that matrix is constant, (dim, N) float32 (the official non-selective case)."""
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape, scale=1.0, shift=0.0):
@@ -29,8 +30,8 @@ def random_inputs(batch, dim, L, N, groups: Optional[int] = None, *, z=True, D=T
                   else r(batch, dim, L, scale=0.3).abs() + 0.01).to(dtype),
         "A": (-(torch.arange(1, N + 1, dtype=torch.float64)[None, :].repeat(dim, 1))
               * torch.empty(dim, N, dtype=torch.float64).uniform_(0.5, 1.5, generator=g)).float(),
-        "B": r(*bc).to(dtype),
-        "C": r(*bc).to(dtype),
+        "B": r(*bc).to(dtype) if var_B else r(dim, N).float(),
+        "C": r(*bc).to(dtype) if var_C else r(dim, N).float(),
         "D": r(dim).float() if D else None,
         "z": r(batch, dim, L).to(dtype) if z else None,
         "delta_bias": (r(dim, scale=0.3) if softplus else r(dim, scale=0.1).abs()).float() if bias else None,
@@ -47,9 +48,25 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x - ref).norm() / (denom if denom > 0 else 1.0))
 
 
-def compare(fn, ins, softplus=True, last_state=True, grads=True, seed=0) -> Dict[str, float]:
-    """Relative errors of ``fn`` (a selective_scan-like callable) against the float64 reference."""
+def expanded_oracle(u, delta, A, B, C, **kw):
+    """The float64 reference with a constant (dim, N) B or C expanded to (batch, groups=dim, N, L): the
+    time-varying, grouped path (tested on its own), so a constant-B/C test does not check a backend's
+    constant path against the reference's own constant path.  Gradients flow back through the expand."""
     from kernels.selective_scan.reference import selective_scan_reference
+
+    batch, dim, L = u.shape
+
+    def grown(M):
+        return M[None, :, :, None].expand(batch, dim, M.shape[1], L) if M.dim() == 2 else M
+    return selective_scan_reference(u, delta, A, grown(B), grown(C), **kw)
+
+
+def compare(fn, ins, softplus=True, last_state=True, grads=True, seed=0, oracle=None) -> Dict[str, float]:
+    """Relative errors of ``fn`` (a selective_scan-like callable) against the float64 reference (or
+    ``oracle``, a callable with the reference's signature, run on float64 copies)."""
+    from kernels.selective_scan.reference import selective_scan_reference
+
+    oracle = oracle or selective_scan_reference
 
     def call(f, t):
         return f(t["u"], t["delta"], t["A"], t["B"], t["C"], D=t["D"], z=t["z"], delta_bias=t["delta_bias"],
@@ -59,7 +76,7 @@ def compare(fn, ins, softplus=True, last_state=True, grads=True, seed=0) -> Dict
     ref_leaves = {k: v.detach().double().requires_grad_(grads) for k, v in ins.items() if v is not None}
     full = {k: leaves.get(k) for k in NAMES}
     ref_full = {k: ref_leaves.get(k) for k in NAMES}
-    out, ref = call(fn, full), call(selective_scan_reference, ref_full)
+    out, ref = call(fn, full), call(oracle, ref_full)
     y, yr = (out[0], ref[0]) if last_state else (out, ref)
     errs = {"y": rel_err(y, yr)}
     if last_state:

@@ -144,11 +144,24 @@ def _as4d(M: torch.Tensor) -> torch.Tensor:
     return M.unsqueeze(1) if M.dim() == 3 else M
 
 
+def _bc_strides(M: torch.Tensor) -> Tuple[int, int, int, int]:
+    """The (batch, group, state, time) strides the kernels index B or C with.  A constant (dim, N) is passed as
+    itself: time and batch strides 0, and the group stride slot carries its channel stride (read under
+    B_CONST / C_CONST), so nothing of size L is built."""
+    if M.dim() == 2:
+        return 0, M.stride(0), M.stride(1), 0
+    return _as4d(M).stride()
+
+
+def _groups(B: torch.Tensor, C: torch.Tensor) -> int:
+    """Groups of the time-varying B / C (1 when both are constant or 3-D)."""
+    return next((M.shape[1] for M in (B, C) if M.dim() == 4), 1)
+
+
 def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, cfg, save_states, write_last):
     batch, dim, L = u.shape
     N = A.shape[1]
-    B4, C4 = _as4d(B), _as4d(C)
-    groups = B4.shape[1]
+    groups = _groups(B, C)
     cfg = _fit_config(cfg, dim, L, groups)
     n_chunks = triton.cdiv(L, cfg.block_l)
     y = _empty((batch, dim, L), device=u.device, dtype=u.dtype)
@@ -158,9 +171,11 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, cfg, save_states, wr
     grid = (triton.cdiv(dim, cfg.block_d), batch)
     common = dict(N=N, BLOCK_N=triton.next_power_of_2(N), BLOCK_D=cfg.block_d, BLOCK_L=cfg.block_l,
                   HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-                  SAVE_STATES=save_states, WRITE_LAST=write_last, UNROLL=cfg.unroll, num_warps=cfg.fwd_warps)
-    ins = (u, delta, A, B4, C4, D if D is not None else A, zz, delta_bias if delta_bias is not None else A)
-    strides = (*u.stride(), *delta.stride(), *zz.stride(), *y.stride(), *A.stride(), *B4.stride(), *C4.stride())
+                  SAVE_STATES=save_states, WRITE_LAST=write_last, UNROLL=cfg.unroll, num_warps=cfg.fwd_warps,
+                  B_CONST=B.dim() == 2, C_CONST=C.dim() == 2)
+    ins = (u, delta, A, B, C, D if D is not None else A, zz, delta_bias if delta_bias is not None else A)
+    strides = (*u.stride(), *delta.stride(), *zz.stride(), *y.stride(), *A.stride(), *_bc_strides(B),
+               *_bc_strides(C))
     if L > 0:
         T, seg_chunks = fwd_split_segments(cfg, batch, dim, L, u.device)
         cfg = replace(cfg, fwd_split=T)
@@ -182,8 +197,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, cfg, save_states, wr
 def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus, cfg):
     batch, dim, L = u.shape
     N = A.shape[1]
-    B4, C4 = _as4d(B), _as4d(C)
-    groups = B4.shape[1]
+    groups = _groups(B, C)
     n_chunks = states.shape[2]
     dev = u.device
     du = _empty((batch, dim, L), device=dev, dtype=u.dtype)
@@ -193,10 +207,13 @@ def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus
     # dB, dC: summed over channels with atomics, in no fixed order; deterministic mode gives each channel
     # block a slice of its own (one exact add per element) and sums the slices in a fixed order below.
     slices = grid[0] if torch.are_deterministic_algorithms_enabled() else 1
-    dB = torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32)
-    dC = torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32)
-    dBC_slice = batch * groups * N * L if slices > 1 else 0
     T, seg_chunks = bwd_split_segments(cfg, batch, dim, n_chunks, dev)
+    # a constant B / C gets per-(segment, batch row) partial sums (T, batch, dim, N) instead, like dA
+    dB = (_empty((T, batch, dim, N), device=dev, dtype=torch.float32) if B.dim() == 2
+          else torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32))
+    dC = (_empty((T, batch, dim, N), device=dev, dtype=torch.float32) if C.dim() == 2
+          else torch.zeros((slices, batch, groups, N, L), device=dev, dtype=torch.float32))
+    dBC_slice = batch * groups * N * L if slices > 1 else 0
     # per-(segment, batch row) partial sums of dA, dD, ddelta_bias, reduced here
     dA_part = _empty((T, batch, dim, N), device=dev, dtype=torch.float32)
     dD_part = _empty((T, batch, dim), device=dev, dtype=torch.float32) if D is not None else dA_part
@@ -204,16 +221,17 @@ def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus
     zz = z if z is not None else u
     block_n = triton.next_power_of_2(N)
     args = (
-        u, delta, A, B4, C4, D if D is not None else A, zz, delta_bias if delta_bias is not None else A,
+        u, delta, A, B, C, D if D is not None else A, zz, delta_bias if delta_bias is not None else A,
         dout, states, dlast if dlast is not None else A,
         du, ddelta, dz, dB, dC, dA_part, dD_part, dbias_part,
         dim, L, n_chunks, dim // groups, groups, dBC_slice,
         *u.stride(), *delta.stride(), *zz.stride(), *dout.stride(),
-        *A.stride(), *B4.stride(), *C4.stride(),
+        *A.stride(), *_bc_strides(B), *_bc_strides(C),
     )
     kw = dict(N=N, BLOCK_N=block_n, BLOCK_D=cfg.bwd_block_d, BLOCK_L=cfg.block_l,
               HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-              HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps)
+              HAS_DLAST=dlast is not None, UNROLL=cfg.unroll, num_warps=cfg.bwd_warps,
+              B_CONST=B.dim() == 2, C_CONST=C.dim() == 2)
     # segment summaries of segments 1 .. T-1 (fp32: carry-out (batch, T-1, dim, N), sum of dt (batch, T-1, dim))
     seg_q = _empty((batch, max(T - 1, 1), dim, N), device=dev, dtype=torch.float32)
     seg_dt = _empty((batch, max(T - 1, 1), dim), device=dev, dtype=torch.float32)
@@ -222,12 +240,19 @@ def _backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, states, softplus
     if T > 1:
         selective_scan_bwd_kernel_v2[grid + (T - 1,)](*args, **kw, PASS=1)
     selective_scan_bwd_kernel_v2[grid + (T,)](*args, **kw, PASS=3)
-    dB = (dB.sum(0) if slices > 1 else dB[0]).to(B.dtype).reshape(B.shape)
-    dC = (dC.sum(0) if slices > 1 else dC[0]).to(C.dtype).reshape(C.shape)
+    dB, dC = (_reduce_dBC(g, M, slices) for g, M in ((dB, B), (dC, C)))
     dA = dA_part.sum((0, 1)).to(A.dtype)
     dD = dD_part.sum((0, 1)).to(D.dtype) if D is not None else None
     dbias = dbias_part.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
     return du, ddelta, dA, dB, dC, dD, (dz if z is not None else None), dbias
+
+
+def _reduce_dBC(g: torch.Tensor, M: torch.Tensor, slices: int) -> torch.Tensor:
+    """The gradient of B or C from the kernel's buffer: partial sums over (segment, batch row) for a constant
+    (dim, N), channel-block slices (deterministic mode) otherwise."""
+    if M.dim() == 2:
+        return g.sum((0, 1)).to(M.dtype)
+    return (g.sum(0) if slices > 1 else g[0]).to(M.dtype).reshape(M.shape)
 
 
 class SelectiveScanTriton(torch.autograd.Function):

@@ -85,7 +85,7 @@ def selective_scan_fwd_split_kernel(
     N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     SAVE_STATES: tl.constexpr, WRITE_LAST: tl.constexpr, UNROLL: tl.constexpr, PASS: tl.constexpr,
-    FOLD: tl.constexpr = 4,
+    FOLD: tl.constexpr = 4, B_CONST: tl.constexpr = False, C_CONST: tl.constexpr = False,
 ):
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -108,6 +108,11 @@ def selective_scan_fwd_split_kernel(
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    # a constant B / C (dim, N) is read once as an [N, BD] tile, like A (s_Bg is then its channel stride)
+    if B_CONST:
+        Bc = tl.load(B_ptr + offs_n[:, None] * s_Bn + offs_d[None, :] * s_Bg, mask=nd_mask, other=0.0).to(tl.float32)
+    if C_CONST:
+        Cc = tl.load(C_ptr + offs_n[:, None] * s_Cn + offs_d[None, :] * s_Cg, mask=nd_mask, other=0.0).to(tl.float32)
 
     u_base = u_ptr + pid_b * s_ub + offs_d[None, :] * s_ud
     d_base = delta_ptr + pid_b * s_db + offs_d[None, :] * s_dd
@@ -140,11 +145,14 @@ def selective_scan_fwd_split_kernel(
     mBC = (t < t_end)[:, None] & mask_n[None, :]
     u_nx = tl.load(u_base + t[:, None] * s_ul, mask=m2, other=0.0)
     x_nx = tl.load(d_base + t[:, None] * s_dl, mask=m2, other=0.0)
-    B_nx = tl.load(B_base + t[:, None] * s_Bl, mask=mBC, other=0.0)
-    C_nx = B_nx
+    B_nx = u_nx                                                     # placeholders where B / C is constant
+    C_nx = u_nx
+    if not B_CONST:
+        B_nx = tl.load(B_base + t[:, None] * s_Bl, mask=mBC, other=0.0)
     z_nx = u_nx
     if PASS == 3:
-        C_nx = tl.load(C_base + t[:, None] * s_Cl, mask=mBC, other=0.0)
+        if not C_CONST:
+            C_nx = tl.load(C_base + t[:, None] * s_Cl, mask=mBC, other=0.0)
         if HAS_Z:
             z_nx = tl.load(z_base + t[:, None] * s_zl, mask=m2, other=0.0)
     for c in tl.range(c0, c1, loop_unroll_factor=UNROLL):
@@ -153,17 +161,25 @@ def selective_scan_fwd_split_kernel(
         m2 = mask_l[:, None] & mask_d[None, :]
         u = u_nx.to(tl.float32)                                        # [BL, BD]
         dt = x_nx.to(tl.float32)
-        Bt = B_nx.to(tl.float32)                                       # [BL, BN]
-        Ct = C_nx.to(tl.float32)
+        if B_CONST:
+            Bt = Bc[None, :, :]                                        # [1, BN, BD]
+        else:
+            Bt = B_nx.to(tl.float32)[:, :, None]                       # [BL, BN, 1]
+        if C_CONST:
+            Ct = Cc[None, :, :]
+        else:
+            Ct = C_nx.to(tl.float32)[:, :, None]
         zz = z_nx.to(tl.float32)
         tn = t + BLOCK_L
         m2n = (tn < t_end)[:, None] & mask_d[None, :]
         mBCn = (tn < t_end)[:, None] & mask_n[None, :]
         u_nx = tl.load(u_base + tn[:, None] * s_ul, mask=m2n, other=0.0)
         x_nx = tl.load(d_base + tn[:, None] * s_dl, mask=m2n, other=0.0)
-        B_nx = tl.load(B_base + tn[:, None] * s_Bl, mask=mBCn, other=0.0)
+        if not B_CONST:
+            B_nx = tl.load(B_base + tn[:, None] * s_Bl, mask=mBCn, other=0.0)
         if PASS == 3:
-            C_nx = tl.load(C_base + tn[:, None] * s_Cl, mask=mBCn, other=0.0)
+            if not C_CONST:
+                C_nx = tl.load(C_base + tn[:, None] * s_Cl, mask=mBCn, other=0.0)
             if HAS_Z:
                 z_nx = tl.load(z_base + tn[:, None] * s_zl, mask=m2n, other=0.0)
         if HAS_BIAS:
@@ -177,11 +193,11 @@ def selective_scan_fwd_split_kernel(
         else:
             dt_acc += dt
         a = tl.exp2(dt[:, None, :] * A2[None, :, :])                  # [BL, BN, BD]
-        b = (dt * u)[:, None, :] * Bt[:, :, None]
+        b = (dt * u)[:, None, :] * Bt
         b0 = b + tl.where(is_first, a * h[None, :, :], 0.0)           # the carried state enters step 0
         _, hs = tl.associative_scan((a, b0), axis=0, combine_fn=_linear_combine)
         if PASS == 3:
-            y = tl.sum(hs * Ct[:, :, None], axis=1)                    # [BL, BD]
+            y = tl.sum(hs * Ct, axis=1)                                # [BL, BD]
             if HAS_D:
                 y += Dv[None, :] * u
             if HAS_Z:
@@ -249,6 +265,7 @@ def selective_scan_bwd_kernel_v2(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, UNROLL: tl.constexpr, N_INNER: tl.constexpr,
     seg_q_ptr, seg_dt_ptr, seg_chunks, n_segs, PASS: tl.constexpr,
+    B_CONST: tl.constexpr = False, C_CONST: tl.constexpr = False,
 ):
     NL: tl.constexpr = N_INNER
     NH: tl.constexpr = BLOCK_N // N_INNER
@@ -275,6 +292,14 @@ def selective_scan_bwd_kernel_v2(
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    # a constant B / C (dim, N): one [NH, BD, NL] tile like A (s_Bg its channel stride); its gradient is summed
+    # over time here and written as per-(segment, batch row) partial sums into dB / dC, shaped like dA_part
+    if B_CONST:
+        Bc = tl.load(B_ptr + n3 * s_Bn + d3 * s_Bg, mask=nd_mask, other=0.0).to(tl.float32)[None, :, :, :]
+        dB_acc = tl.zeros([NH, BLOCK_D, NL], dtype=tl.float32)
+    if C_CONST:
+        Cc = tl.load(C_ptr + n3 * s_Cn + d3 * s_Cg, mask=nd_mask, other=0.0).to(tl.float32)[None, :, :, :]
+        dC_acc = tl.zeros([NH, BLOCK_D, NL], dtype=tl.float32)
 
     u_base = u_ptr + pid_b * s_ub + offs_d[None, :] * s_ud
     d_base = delta_ptr + pid_b * s_db + offs_d[None, :] * s_dd
@@ -313,13 +338,16 @@ def selective_scan_bwd_kernel_v2(
     mBC = (t < L)[:, None, None] & mask_nbc
     x_nx = tl.load(d_base + t[:, None] * s_dl, mask=m2, other=0.0)
     o_nx = tl.load(o_base + t[:, None] * s_ol, mask=m2, other=0.0)
-    C_nx = tl.load(C_base + t[:, None, None] * s_Cl, mask=mBC, other=0.0)
+    C_nx = x_nx                                 # placeholders where B / C is constant (or not needed)
+    if not C_CONST:
+        C_nx = tl.load(C_base + t[:, None, None] * s_Cl, mask=mBC, other=0.0)
     u_nx = x_nx
-    B_nx = C_nx
+    B_nx = x_nx
     h0_nx = q_carry
     if PASS == 3:                               # pass 1 needs only what the reverse scan of g reads
         u_nx = tl.load(u_base + t[:, None] * s_ul, mask=m2, other=0.0)
-        B_nx = tl.load(B_base + t[:, None, None] * s_Bl, mask=mBC, other=0.0)
+        if not B_CONST:
+            B_nx = tl.load(B_base + t[:, None, None] * s_Bl, mask=mBC, other=0.0)
         h0_nx = tl.load(st_base + (c_hi - 1) * N, mask=nd_mask, other=0.0)
     z_nx = x_nx
     if HAS_Z:
@@ -333,8 +361,14 @@ def selective_scan_bwd_kernel_v2(
         u = u_nx.to(tl.float32)                                        # [BL, BD]
         x = x_nx.to(tl.float32)
         dout = o_nx.to(tl.float32)
-        Bt = B_nx.to(tl.float32)[:, :, None, :]                        # [BL, NH, 1, NL]
-        Ct = C_nx.to(tl.float32)[:, :, None, :]
+        if B_CONST:
+            Bt = Bc                                                    # [1, NH, BD, NL]
+        elif PASS == 3:
+            Bt = B_nx.to(tl.float32)[:, :, None, :]                    # [BL, NH, 1, NL]
+        if C_CONST:
+            Ct = Cc
+        else:
+            Ct = C_nx.to(tl.float32)[:, :, None, :]
         h0 = h0_nx                                                     # [NH, BD, NL]
         zz = z_nx.to(tl.float32)
         tp = t - BLOCK_L                                               # previous chunk (c - 1)
@@ -343,10 +377,12 @@ def selective_scan_bwd_kernel_v2(
         mBCp = okp & (tp >= 0)[:, None, None] & mask_nbc
         x_nx = tl.load(d_base + tp[:, None] * s_dl, mask=m2p, other=0.0)
         o_nx = tl.load(o_base + tp[:, None] * s_ol, mask=m2p, other=0.0)
-        C_nx = tl.load(C_base + tp[:, None, None] * s_Cl, mask=mBCp, other=0.0)
+        if not C_CONST:
+            C_nx = tl.load(C_base + tp[:, None, None] * s_Cl, mask=mBCp, other=0.0)
         if PASS == 3:
             u_nx = tl.load(u_base + tp[:, None] * s_ul, mask=m2p, other=0.0)
-            B_nx = tl.load(B_base + tp[:, None, None] * s_Bl, mask=mBCp, other=0.0)
+            if not B_CONST:
+                B_nx = tl.load(B_base + tp[:, None, None] * s_Bl, mask=mBCp, other=0.0)
             h0_nx = tl.load(st_base + (c - 1) * N, mask=okp & nd_mask, other=0.0)
         if HAS_Z:
             z_nx = tl.load(z_base + tp[:, None] * s_zl, mask=m2p, other=0.0)
@@ -409,15 +445,25 @@ def selective_scan_bwd_kernel_v2(
             tl.store(du_ptr + g_off + t[:, None], du.to(du_ptr.dtype.element_ty), mask=m2)
             tl.store(ddelta_ptr + g_off + t[:, None], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
 
-            dB_blk = tl.sum(gs * dtu4, axis=2)                         # [BL, NH, NL], summed over channels
-            dC_blk = tl.sum(hs * dy4, axis=2)
-            tl.atomic_add(dB_ptr + dBC_off + t[:, None, None], dB_blk, mask=mBC, sem="relaxed")
-            tl.atomic_add(dC_ptr + dBC_off + t[:, None, None], dC_blk, mask=mBC, sem="relaxed")
+            if B_CONST:
+                dB_acc += tl.sum(gs * dtu4, axis=0)                    # [NH, BD, NL], summed over time
+            else:
+                dB_blk = tl.sum(gs * dtu4, axis=2)                     # [BL, NH, NL], summed over channels
+                tl.atomic_add(dB_ptr + dBC_off + t[:, None, None], dB_blk, mask=mBC, sem="relaxed")
+            if C_CONST:
+                dC_acc += tl.sum(hs * dy4, axis=0)
+            else:
+                dC_blk = tl.sum(hs * dy4, axis=2)
+                tl.atomic_add(dC_ptr + dBC_off + t[:, None, None], dC_blk, mask=mBC, sem="relaxed")
 
     if PASS == 3:   # per-(segment, batch row) partial sums, reduced on the host
         part_row = seg.to(tl.int64) * tl.num_programs(1) + pid_b
         part = part_row * dim + d3
         tl.store(dA_part_ptr + part * N + n3, dA_acc, mask=nd_mask)
+        if B_CONST:
+            tl.store(dB_ptr + part * N + n3, dB_acc, mask=nd_mask)
+        if C_CONST:
+            tl.store(dC_ptr + part * N + n3, dC_acc, mask=nd_mask)
         if HAS_D:
             tl.store(dD_part_ptr + part_row * dim + offs_d, dD_acc, mask=mask_d)
         if HAS_BIAS:

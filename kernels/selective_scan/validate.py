@@ -63,7 +63,10 @@ def check_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> ScanShap
     groups = 1
     for name, M in (("B", B), ("C", C)):
         _need_float(name, M)
-        if M.dim() == 3:
+        if M.dim() == 2:                         # constant over time and batch (the non-selective case)
+            ok = M.shape == (dim, N)
+            g = 1
+        elif M.dim() == 3:
             ok = M.shape == (batch, N, L)
             g = 1
         elif M.dim() == 4:
@@ -72,8 +75,9 @@ def check_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> ScanShap
         else:
             ok, g = False, 1
         if not ok:
-            raise ValueError(f"selective_scan: {name} must be (batch={batch}, N={N}, L={L}) or "
-                             f"(batch={batch}, groups, N={N}, L={L}), got shape {tuple(M.shape)}")
+            raise ValueError(f"selective_scan: {name} must be (batch={batch}, N={N}, L={L}), "
+                             f"(batch={batch}, groups, N={N}, L={L}) or constant (dim={dim}, N={N}), "
+                             f"got shape {tuple(M.shape)}")
         if dim % g:
             raise ValueError(f"selective_scan: {name} has groups={g}, which does not divide dim={dim}; "
                              f"use a group count that divides {dim}")
@@ -104,7 +108,10 @@ def check_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> ScanShap
 
 
 def expand_groups(M: torch.Tensor, dim: int) -> torch.Tensor:
-    """(batch, N, L) or (batch, groups, N, L) -> (batch, dim, N, L) (a view where possible)."""
+    """(batch, N, L) or (batch, groups, N, L) -> (batch, dim, N, L) (a view where possible); a constant
+    (dim, N) -> a (1, dim, N, 1) view that broadcasts over batch and time (never materialised over L)."""
+    if M.dim() == 2:
+        return M[None, :, :, None]
     if M.dim() == 3:
         return M.unsqueeze(1).expand(-1, dim, -1, -1)
     groups = M.shape[1]

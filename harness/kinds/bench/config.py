@@ -130,6 +130,11 @@ class BenchConfig(StrictModel):
 class SpeedConfig(BenchConfig):
     """A ``kind: speed`` cell: time ``pass`` (fwd | fwd+bwd) of ``impl``."""
 
+    gate: bool = Field(
+        True, description="before timing, check the target's output (and gradients, for fwd+bwd) against its "
+                          "reference on a reduced problem (harness/kinds/bench/gate.py); a target that fails is "
+                          "recorded as an error and not timed; false: time without checking (pure timing sweeps)")
+
 
 class MemoryConfig(BenchConfig):
     """A ``kind: memory`` cell: peak memory of ``pass`` (fwd | fwd+bwd | train_step)."""

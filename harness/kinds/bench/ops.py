@@ -5,17 +5,20 @@ faster than real data) and returns a :class:`Workload`.  Scan inputs follow Mamb
 (S4D-real A = -(1..N), delta_bias = softplus^-1 of a log-uniform dt in [1e-3, 1e-1]) so the
 exponentials see realistic magnitudes.  Attention and the FFT convolution are the models package's
 own operators (``models.attention.causal_attention``, ``models.s4.fft_conv``), so the op-level
-numbers time exactly what the model-level targets run.
+numbers time exactly what the model-level targets run.  Each is an :class:`~harness.kinds.bench.op.Op`:
+its inputs, its call and the reference the correctness gate compares it with.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Dict
 
 import torch
 
 from harness.kinds.bench.costs import attention_costs, fft_conv_bytes, scan_costs, ssd_costs
-from harness.kinds.bench.workload import Impl, Workload, forward_or_backward
+from harness.kinds.bench.op import Op, op_impl
+from harness.kinds.bench.references import causal_conv_direct
+from harness.kinds.bench.workload import Impl
 
 
 def _generator(device: str, seed: int) -> torch.Generator:
@@ -44,64 +47,93 @@ def scan_inputs(cfg, device: str, requires_grad: bool):
     return u, delta, A, B, C, D, delta_bias
 
 
-def _scan_build(backend: str) -> Callable:
-    def build(cfg, device: str) -> Workload:
+def scan_input_dict(cfg, device: str, requires_grad: bool) -> Dict[str, torch.Tensor]:
+    """:func:`scan_inputs` by name (u, delta, A, B, C, D, delta_bias)."""
+    return dict(zip(("u", "delta", "A", "B", "C", "D", "delta_bias"), scan_inputs(cfg, device, requires_grad)))
+
+
+def selective_scan_with(backend: str) -> Callable[[Dict[str, torch.Tensor]], torch.Tensor]:
+    """``kernels.selective_scan`` on a :func:`scan_input_dict` (softplus, D, delta_bias; no z)."""
+    def call(x):
         from kernels import selective_scan
-        train = cfg.pass_ != "fwd"
-        u, delta, A, B, C, D, delta_bias = scan_inputs(cfg, device, requires_grad=train)
-
-        def forward():
-            return selective_scan(u, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=True,
-                                  backend=backend)
-        fn = forward_or_backward(forward, (u, delta, A, B, C, D, delta_bias), cfg.pass_)
-        nbytes, exps = scan_costs(cfg.batch, cfg.width, cfg.seq_len, cfg.d_state, cfg.torch_dtype, cfg.pass_)
-        return Workload(fn, tokens=cfg.batch * cfg.seq_len, bytes=nbytes, exps=exps)
-    return build
+        return selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], delta_bias=x["delta_bias"],
+                              delta_softplus=True, backend=backend)
+    return call
 
 
-S6_TRITON = Impl("s6.triton", _scan_build("triton"), needs_cuda=True)
-S6_CHUNKED = Impl("s6.chunked", _scan_build("chunked"))
-S6_REFERENCE = Impl("s6.reference", _scan_build("reference"))
+def scan_cost_fields(cfg) -> Dict[str, float]:
+    nbytes, exps = scan_costs(cfg.batch, cfg.width, cfg.seq_len, cfg.d_state, cfg.torch_dtype, cfg.pass_)
+    return dict(bytes=nbytes, exps=exps)
+
+
+SCAN_REFERENCE = "s6.reference (kernels.selective_scan, backend reference) in float64"
+
+
+def _scan_impl(name: str, backend: str, **fields) -> Impl:
+    op = Op(scan_input_dict, lambda: selective_scan_with(backend), selective_scan_with("reference"), scan_cost_fields)
+    return op_impl(name, op, SCAN_REFERENCE, **fields)
+
+
+S6_TRITON = _scan_impl("s6.triton", "triton", needs_cuda=True)
+S6_CHUNKED = _scan_impl("s6.chunked", "chunked")
+S6_REFERENCE = _scan_impl("s6.reference", "reference")
 
 
 # --------------------------------------------------------------------------- S4 FFT convolution
-def _fft_build(cfg, device: str) -> Workload:
-    """The paper's "convolution" baseline: FFT of input and filter, multiply, inverse FFT, at 2L
-    in float32 (``models.s4.fft_conv``, the op the S4 layers run)."""
-    from models.s4 import fft_conv
-    train = cfg.pass_ != "fwd"
+def _fft_inputs(cfg, device: str, requires_grad: bool) -> Dict[str, torch.Tensor]:
+    """u (batch, dim, L) in the cell's dtype; an S4D-like decaying filter k (dim, L) fp32 (building it is
+    excluded, as in the paper's set-up)."""
     b, d, L = cfg.batch, cfg.width, cfg.seq_len
     g = _generator(device, cfg.seed)
-    u = _randn((b, d, L), g, device, cfg.torch_dtype, requires_grad=train)
-    # an S4D-like decaying filter, fp32 (building it is excluded, as in the paper's set-up)
+    u = _randn((b, d, L), g, device, cfg.torch_dtype, requires_grad=requires_grad)
     decay = torch.exp(-torch.linspace(0, 8, L, device=device))
-    k = (_randn((d, L), g, device, torch.float32) * decay).requires_grad_(train)
-    fn = forward_or_backward(lambda: fft_conv(u, k), (u, k), cfg.pass_)
-    return Workload(fn, tokens=b * L, bytes=fft_conv_bytes(b, d, L, cfg.torch_dtype, cfg.pass_))
+    k = (_randn((d, L), g, device, torch.float32) * decay).requires_grad_(requires_grad)
+    return dict(u=u, k=k)
 
 
-S4_FFT = Impl("s4.fft", _fft_build)
+def _fft_call(x):
+    """The paper's "convolution" baseline: FFT of input and filter, multiply, inverse FFT, at 2L in float32
+    (``models.s4.fft_conv``, the op the S4 layers run)."""
+    from models.s4 import fft_conv
+    return fft_conv(x["u"], x["k"])
+
+
+S4_FFT = op_impl("s4.fft", Op(_fft_inputs, lambda: _fft_call, lambda x: causal_conv_direct(x["u"], x["k"]),
+                              lambda cfg: dict(bytes=fft_conv_bytes(cfg.batch, cfg.width, cfg.seq_len,
+                                                                    cfg.torch_dtype, cfg.pass_))),
+                 "the direct causal convolution in float64")
 
 
 # --------------------------------------------------------------------------- causal attention
-def _attention_build(backend: str) -> Callable:
-    """q, k, v (batch, heads, L, head_dim) through ``models.attention.causal_attention`` (the
-    operator the Transformer baseline runs): ``sdpa`` is torch's fused kernel (FlashAttention-2 on
-    recent GPUs for fp16/bf16), ``naive`` materialises the (L, L) scores."""
-    def build(cfg, device: str) -> Workload:
+def attention_inputs(cfg, device: str, requires_grad: bool, layout: str = "bhld") -> Dict[str, torch.Tensor]:
+    """q, k, v of ``cfg.heads`` heads of ``cfg.attn_head_dim``: (batch, heads, L, head_dim) for ``bhld``, or
+    (batch, L, heads, head_dim) for ``blhd`` (flash_attn's layout), each contiguous in its layout."""
+    b, h, L, hd = cfg.batch, cfg.heads, cfg.seq_len, cfg.attn_head_dim
+    g = _generator(device, cfg.seed)
+    shape = (b, h, L, hd) if layout == "bhld" else (b, L, h, hd)
+    return {name: _randn(shape, g, device, cfg.torch_dtype, requires_grad=requires_grad) for name in "qkv"}
+
+
+def attention_with(backend: str) -> Callable[[Dict[str, torch.Tensor]], torch.Tensor]:
+    """``models.attention.causal_attention`` (the operator the Transformer baseline runs) on q, k, v
+    (batch, heads, L, head_dim): ``sdpa`` is torch's fused kernel (FlashAttention-2 on recent GPUs for
+    fp16/bf16), ``naive`` materialises the (L, L) scores."""
+    def call(x):
         from models.attention import causal_attention
-        train = cfg.pass_ != "fwd"
-        b, h, L, hd = cfg.batch, cfg.heads, cfg.seq_len, cfg.attn_head_dim
-        g = _generator(device, cfg.seed)
-        q, k, v = (_randn((b, h, L, hd), g, device, cfg.torch_dtype, requires_grad=train) for _ in range(3))
-        fn = forward_or_backward(lambda: causal_attention(q, k, v, backend), (q, k, v), cfg.pass_)
-        nbytes, flops = attention_costs(b, h, L, hd, cfg.torch_dtype, cfg.pass_)
-        return Workload(fn, tokens=b * L, bytes=nbytes, flops=flops)
-    return build
+        return causal_attention(x["q"], x["k"], x["v"], backend)
+    return call
 
 
-ATTENTION_SDPA = Impl("attention.sdpa", _attention_build("sdpa"), uses_heads=True)
-ATTENTION_NAIVE = Impl("attention.naive", _attention_build("naive"), uses_heads=True)
+def attention_cost_fields(cfg) -> Dict[str, float]:
+    nbytes, flops = attention_costs(cfg.batch, cfg.heads, cfg.seq_len, cfg.attn_head_dim, cfg.torch_dtype, cfg.pass_)
+    return dict(bytes=nbytes, flops=flops)
+
+
+ATTENTION_REFERENCE = "attention.naive (materialised scores) in float64"
+ATTENTION_SDPA = op_impl("attention.sdpa", Op(attention_inputs, lambda: attention_with("sdpa"), attention_with("naive"),
+                                              attention_cost_fields), ATTENTION_REFERENCE, uses_heads=True)
+ATTENTION_NAIVE = op_impl("attention.naive", Op(attention_inputs, lambda: attention_with("naive"), attention_with("naive"),
+                                                attention_cost_fields), ATTENTION_REFERENCE, uses_heads=True)
 
 
 # --------------------------------------------------------------------------- SSD (Mamba-2)
@@ -125,24 +157,38 @@ def ssd_inputs(cfg, device: str, requires_grad: bool):
             dt_bias.requires_grad_(requires_grad))
 
 
-def _ssd_build(backend: str) -> Callable:
-    """One SSD scan through ``kernels.ssd`` (dt_softplus, dt_bias, D per head, no z), the call the Mamba-2
-    block makes; costs from ``kernels.roofline`` (harness.kinds.bench.costs.ssd_costs)."""
-    def build(cfg, device: str) -> Workload:
+def ssd_input_dict(cfg, device: str, requires_grad: bool) -> Dict[str, object]:
+    """:func:`ssd_inputs` by name (x, dt, A, B, C, D, dt_bias), and the cell's chunk_size (not a tensor: the gate
+    passes it through as it is)."""
+    names = ("x", "dt", "A", "B", "C", "D", "dt_bias")
+    return {**dict(zip(names, ssd_inputs(cfg, device, requires_grad))), "chunk_size": cfg.chunk_size}
+
+
+def ssd_with(backend: str) -> Callable[[Dict[str, object]], torch.Tensor]:
+    """One SSD scan through ``kernels.ssd`` (dt_softplus, dt_bias, D per head, no z): the call the Mamba-2
+    block makes."""
+    def call(x):
         from kernels import ssd
-        train = cfg.pass_ != "fwd"
-        x, dt, A, B, C, D, dt_bias = ssd_inputs(cfg, device, requires_grad=train)
-
-        def forward():
-            return ssd(x, dt, A, B, C, chunk_size=cfg.chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True,
-                       backend=backend)
-        fn = forward_or_backward(forward, (x, dt, A, B, C, D, dt_bias), cfg.pass_)
-        nbytes, flops, exps = ssd_costs(cfg.batch, cfg.seq_len, cfg.ssd_heads, cfg.ssd_headdim, cfg.d_state,
-                                        cfg.ngroups, cfg.chunk_size, cfg.torch_dtype, cfg.pass_)
-        return Workload(fn, tokens=cfg.batch * cfg.seq_len, bytes=nbytes, flops=flops, exps=exps)
-    return build
+        return ssd(x["x"], x["dt"], x["A"], x["B"], x["C"], chunk_size=x["chunk_size"], D=x["D"],
+                   dt_bias=x["dt_bias"], dt_softplus=True, backend=backend)
+    return call
 
 
-SSD_TRITON = Impl("ssd.triton", _ssd_build("triton"), needs_cuda=True)
-SSD_CHUNKED = Impl("ssd.chunked", _ssd_build("chunked"))
-SSD_REFERENCE = Impl("ssd.reference", _ssd_build("reference"))
+def ssd_cost_fields(cfg) -> Dict[str, float]:
+    """Costs from ``kernels.roofline`` (harness.kinds.bench.costs.ssd_costs)."""
+    nbytes, flops, exps = ssd_costs(cfg.batch, cfg.seq_len, cfg.ssd_heads, cfg.ssd_headdim, cfg.d_state,
+                                    cfg.ngroups, cfg.chunk_size, cfg.torch_dtype, cfg.pass_)
+    return dict(bytes=nbytes, flops=flops, exps=exps)
+
+
+SSD_REFERENCE_NAME = "ssd.reference (kernels.ssd, backend reference: the sequential recurrence) in float64"
+
+
+def _ssd_impl(name: str, backend: str, **fields) -> Impl:
+    op = Op(ssd_input_dict, lambda: ssd_with(backend), ssd_with("reference"), ssd_cost_fields)
+    return op_impl(name, op, SSD_REFERENCE_NAME, **fields)
+
+
+SSD_TRITON = _ssd_impl("ssd.triton", "triton", needs_cuda=True)
+SSD_CHUNKED = _ssd_impl("ssd.chunked", "chunked")
+SSD_REFERENCE = _ssd_impl("ssd.reference", "reference")

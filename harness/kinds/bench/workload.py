@@ -7,8 +7,10 @@ step).  The cost fields (minimal HBM bytes, flops, exponentials) are what the ki
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -30,6 +32,11 @@ class Impl:
     """A registered benchmark target: ``build(cfg, device) -> Workload`` for a pass in ``passes``.
 
     ``uses_heads``: the target splits the width into ``heads`` (so the config checks they divide it).
+    ``gate(cfg, device) -> GateCase``: the target and its reference (named ``reference_name``) on a problem,
+    for the correctness gate (harness/kinds/bench/gate.py); None: not gated.
+    ``requires``: (import name, how to get it) of the packages a peer target needs: a missing one skips the
+    cell with that hint; nothing is imported before the cell runs.
+    ``dtypes``: the cell dtypes the target supports (others are skipped), None for all.
     """
 
     name: str
@@ -38,14 +45,39 @@ class Impl:
     needs_cuda: bool = False
     level: str = "op"              # "op" | "model"
     uses_heads: bool = False
+    gate: Optional[Callable[[Any, str], Any]] = None
+    reference_name: str = ""
+    requires: Tuple[Tuple[str, str], ...] = ()
+    dtypes: Optional[Sequence[str]] = None
 
-    def workload(self, cfg: Any, device: str) -> Workload:
+    def check_runnable(self, cfg: Any, device: str) -> None:
+        """Raise CellSkipped, saying why, when this cell cannot run here (device, pass, dtype, package)."""
+        for package, how in self.requires:
+            if not package_installed(package):
+                raise CellSkipped(f"impl {self.name!r} needs the package {package!r}, which is not installed here: "
+                                  f"{how}")
         if self.needs_cuda and not str(device).startswith("cuda"):
             raise CellSkipped(f"impl {self.name!r} needs a CUDA device (this cell's device is {device!r})")
         if cfg.pass_ not in self.passes:
             raise CellSkipped(f"impl {self.name!r} does not support pass {cfg.pass_!r} "
                               f"(supports: {', '.join(self.passes)})")
+        if self.dtypes is not None and getattr(cfg, "dtype", None) not in self.dtypes:
+            raise CellSkipped(f"impl {self.name!r} does not support dtype {cfg.dtype!r} "
+                              f"(supports: {', '.join(self.dtypes)})")
+
+    def workload(self, cfg: Any, device: str) -> Workload:
+        self.check_runnable(cfg, device)
         return self.build(cfg, device)
+
+
+def package_installed(name: str) -> bool:
+    """Whether ``import name`` would find a top-level package, without importing it."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def forward_or_backward(forward: Callable[[], torch.Tensor], leaves: Sequence[torch.Tensor],

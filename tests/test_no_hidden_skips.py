@@ -21,7 +21,7 @@ TESTS = Path(__file__).resolve().parent
 OPTIONAL_PACKAGES = {"ray", "triton"}
 #: what a skip reason may name: the host's devices, the Triton interpreter, an optional package, a host tool
 EXTERNAL_CONDITION = re.compile(r"CUDA|GPU|TRITON_INTERPRET|interpret|pip install|\bray\b|\btriton\b|"
-                                r"\bbash\b|\bgit\b|POSIX|Windows", re.I)
+                                r"\bbash\b|\bgit\b|POSIX|Windows|is not installed", re.I)
 BROAD = {"Exception", "BaseException"}
 
 

@@ -6,7 +6,9 @@ and, since the official gradient asserts are commented out, ours for the gradien
 
 The oracle is the float64 reference with constant B/C expanded (``expanded_oracle``).  In CI the whole flag
 grid runs once per backend at one short length (chunked at an odd 33, reference at 8); every official length (8 ... 4096, 372 / 784 / 1134
-odd) is marked slow; the Triton backend runs the full grid on a GPU (gpu-marked)."""
+odd) is marked official_grid, which the default run deselects (6,240 cases, about an hour on 2 CPU cores:
+``python -m pytest -m official_grid tests/test_selective_scan_official_grid.py`` runs them); the Triton backend
+runs the full grid on a GPU (gpu-marked)."""
 from __future__ import annotations
 
 import itertools
@@ -90,7 +92,7 @@ def test_official_grid_short(backend, flags):
     run_official_case(backend, CI_LENGTH[backend], flags)
 
 
-@pytest.mark.slow
+@pytest.mark.official_grid
 @pytest.mark.parametrize("flags", GRID, ids=_id)
 @pytest.mark.parametrize("seqlen", OFFICIAL_LENGTHS)
 @pytest.mark.parametrize("backend", ["reference", "chunked"])

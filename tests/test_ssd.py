@@ -282,15 +282,6 @@ def test_chunked_keeps_no_per_step_states():
     (y.sum() + hT.sum()).backward()
 
 
-def test_missing_triton_backend_says_what_to_do():
-    if importlib.util.find_spec("kernels.ssd.triton_backend") is not None:
-        pytest.skip("the triton backend exists in this checkout")
-    ins = make_inputs(1, 4, 2, 2, 1, 2)
-    with pytest.raises(ValueError, match="backend='triton' is not available"):
-        run("triton", ins, 4)
-
-
-# ---------------------------------------------------------------------------- argument checks
 def _bad(**change):
     ins = make_inputs(2, 6, 4, 3, 2, 5)
     ins.update(change)

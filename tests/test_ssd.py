@@ -282,6 +282,7 @@ def test_chunked_keeps_no_per_step_states():
     (y.sum() + hT.sum()).backward()
 
 
+# ---------------------------------------------------------------------------- argument checks
 def _bad(**change):
     ins = make_inputs(2, 6, 4, 3, 2, 5)
     ins.update(change)

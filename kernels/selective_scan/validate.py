@@ -25,14 +25,16 @@ class ScanShape:
     groups: int
 
 
-def check_backend(backend: str) -> str:
-    valid = BACKENDS + ("auto",)
+def check_backend(backend: str, where: str = "selective_scan", backends=BACKENDS) -> str:
+    """``backend`` if it is one of ``backends`` or "auto", else a ValueError naming ``where`` (the kernel) and the
+    closest valid name; kernels.ssd's check uses it too."""
+    valid = tuple(backends) + ("auto",)
     if backend not in valid:
         import difflib
 
         near = difflib.get_close_matches(str(backend), valid, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"selective_scan: unknown backend={backend!r}{hint}; valid: {', '.join(valid)}")
+        raise ValueError(f"{where}: unknown backend={backend!r}{hint}; valid: {', '.join(valid)}")
     return backend
 
 

@@ -15,6 +15,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from kernels.selective_scan.validate import check_backend as check_scan_backend
+
 BACKENDS = ("reference", "chunked", "triton")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _WHERE = "ssd"
@@ -33,14 +35,7 @@ class SSDShape:
 
 
 def check_backend(backend: str) -> str:
-    valid = BACKENDS + ("auto",)
-    if backend not in valid:
-        import difflib
-
-        near = difflib.get_close_matches(str(backend), valid, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"{_WHERE}: unknown backend={backend!r}{hint}; valid: {', '.join(valid)}")
-    return backend
+    return check_scan_backend(backend, _WHERE, BACKENDS)
 
 
 def _shape(t) -> object:

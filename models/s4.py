@@ -51,6 +51,12 @@ def _as_param(z: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(torch.view_as_real(z.to(torch.complex64)).contiguous())
 
 
+def vandermonde_block(L: int) -> int:
+    """The block T of :func:`diag_kernel`'s split l = jT + t: the power of two at or above sqrt(L), so both
+    factors stay O(sqrt L) long (the result does not depend on T; memory and speed do)."""
+    return 1 << max(0, math.ceil(math.log2(max(L, 1)) / 2))
+
+
 def diag_kernel(dtA: torch.Tensor, C_tilde: torch.Tensor, L: int, conj_pairs: bool) -> torch.Tensor:
     """K_l = c Re sum_n C~_n exp(dtA_n l) (Vandermonde product); dtA, C~ (H, M) complex -> (H, L) real.
 
@@ -58,7 +64,7 @@ def diag_kernel(dtA: torch.Tensor, C_tilde: torch.Tensor, L: int, conj_pairs: bo
     matmul over (H, L/T, M) x (H, M, T), so memory is O(H M sqrt L) instead of O(H M L) (L = 2^20
     evaluations would otherwise need a (H, M, L) complex tensor).
     """
-    T = 1 << max(0, math.ceil(math.log2(max(L, 1)) / 2))
+    T = vandermonde_block(L)
     n_blocks = -(-L // T)
     real = dtA.real.dtype
     inner = torch.exp(dtA.unsqueeze(-1) * torch.arange(T, device=dtA.device, dtype=real))              # (H, M, T)
@@ -129,8 +135,11 @@ class S4(nn.Module):
             self.B = nn.Parameter(B0.float().contiguous())
             self.C = nn.Parameter(torch.randn(d, M))
         self.D = nn.Parameter(torch.randn(d))
-        for p in (self.log_dt, self.A_re_log, self.B, self.D):
-            p._no_weight_decay = True
+        # the SSM's own parameters (state-spaces/s4 registers A's real and imaginary parts, B, P and dt with
+        # weight decay 0 and their own lr): train.ssm_lr and the no-decay group take exactly these
+        for p in (self.log_dt, self.A_re_log, getattr(self, "A_im", None), self.B, getattr(self, "P", None), self.D):
+            if p is not None:
+                p._no_weight_decay = True
 
     # ------------------------------------------------------------------ parameters
     def _ssm(self):

@@ -6,7 +6,7 @@ import torch
 
 from models import ModelConfig
 from models.hippo import legs_nplr
-from models.s4 import S4, diag_kernel, dplr_kernel, fft_conv
+from models.s4 import S4, diag_kernel, dplr_kernel, fft_conv, vandermonde_block
 
 
 def test_fft_conv_matches_direct_causal_convolution():
@@ -19,6 +19,107 @@ def test_fft_conv_matches_direct_causal_convolution():
     assert torch.allclose(fft_conv(u, k), ref, rtol=1e-10, atol=1e-10)
     assert torch.allclose(fft_conv(u, k[:, :5]), fft_conv(u, torch.cat([k[:, :5], torch.zeros(3, 15, dtype=k.dtype)], 1)))
     assert fft_conv(u.float(), k.float()).dtype == torch.float32
+
+
+def _direct_conv64(u, k):
+    """y_t = sum_{j<=t} k_j u_{t-j} as a float64 loop (k longer than L: its tail never reaches y)."""
+    u, k = u.double(), k.double()
+    ref = torch.zeros_like(u)
+    for t in range(u.shape[-1]):
+        for j in range(t + 1):
+            ref[..., t] += k[:, j] * u[..., t - j]
+    return ref
+
+
+def test_fft_conv_drops_the_tail_of_a_kernel_longer_than_the_sequence():
+    """A kernel longer than L (S4's kernel is cut at L; a caller's may not be): its taps past L must not wrap
+    around the length-2L FFT into y."""
+    seed = torch.seed()
+    u, k = torch.randn(2, 3, 12, dtype=torch.float64), torch.randn(3, 31, dtype=torch.float64)
+    torch.testing.assert_close(fft_conv(u, k), _direct_conv64(u, k), rtol=1e-10, atol=1e-10,
+                               msg=lambda m: f"seed={seed}: {m}")
+
+
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_fft_conv_of_low_precision_inputs_computes_in_float32_and_returns_the_input_dtype(low):
+    """bf16 / fp16 u (and k): the FFT runs in float32, so the only error is the final rounding of y."""
+    seed = torch.seed()
+    u, k = torch.randn(2, 3, 40).to(low), (torch.randn(3, 40) / 8).to(low)
+    y = fft_conv(u, k)
+    assert y.dtype == low
+    ref = _direct_conv64(u, k)
+    rel = ((y.double() - ref).abs().max() / ref.abs().max()).item()
+    assert rel < 8e-3, f"seed={seed}: relative error {rel:.2e}"   # one rounding to bf16 is <= 2^-8 = 3.9e-3
+
+
+def test_vandermonde_block_is_the_power_of_two_at_or_above_sqrt_L():
+    """diag_kernel's block size (memory O(sqrt L) per mode; the value is tested for any block above)."""
+    table = {1: 1, 2: 2, 3: 2, 4: 2, 5: 4, 16: 4, 17: 8, 1000: 32, 1024: 32, 1025: 64, 1 << 20: 1024}
+    assert {L: vandermonde_block(L) for L in table} == table
+
+
+S4_VARIANTS = [("diag", "s4d_lin"), ("diag", "s4d_real"), ("dplr", "legs")]
+
+
+@pytest.mark.parametrize("mode, a_init", S4_VARIANTS)
+def test_s4_parameters_are_float32_per_channel_with_complex_modes_where_the_init_is_complex(mode, a_init):
+    """Every channel owns its SSM (no parameter shared by broadcasting), every parameter is float32 (complex
+    ones as (..., 2) real views), and S4D's C ~ N(0, 1) complex has both parts random."""
+    d, N = 6, 8
+    layer = S4(ModelConfig(mixer="s4", s4_mode=mode, a_init=a_init, d_state=N), d)
+    M = N // 2 if layer.conj_pairs else N
+    cplx = (2,) if layer.conj_pairs else ()
+    shapes = {name: tuple(p.shape) for name, p in layer.named_parameters()}
+    want = {"log_dt": (d,), "A_re_log": (d, M), "B": (d, M, *cplx), "C": (d, M, *cplx), "D": (d,)}
+    if layer.conj_pairs:
+        want["A_im"] = (d, M)
+    if mode == "dplr":
+        want["P"] = (d, M, 2)
+    assert shapes == want
+    assert all(p.dtype == torch.float32 for p in layer.parameters())
+    if layer.conj_pairs:
+        C = torch.view_as_complex(layer.C.detach())
+        assert C.real.std() > 0.3 and C.imag.std() > 0.3 and C.real.sub(C.real[0]).abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode, a_init", S4_VARIANTS)
+def test_s4_marks_exactly_its_ssm_parameters_for_no_weight_decay(mode, a_init):
+    """A (both parts), B, P, dt and D go to the optimizer's SSM group (no decay, train.ssm_lr); C is decayed as
+    in state-spaces/s4."""
+    layer = S4(ModelConfig(mixer="s4", s4_mode=mode, a_init=a_init, d_state=8), 4)
+    flagged = {name for name, p in layer.named_parameters() if getattr(p, "_no_weight_decay", False)}
+    assert flagged == {name for name, _ in layer.named_parameters()} - {"C"}
+
+
+@pytest.mark.parametrize("mode, a_init", S4_VARIANTS)
+def test_s4_computes_on_the_device_of_its_parameters(mode, a_init):
+    """On the meta device (no data, but device checks) forward, init_state and step create nothing on the
+    CPU: a tensor made without ``device=`` would be mixed with meta tensors and raise, as it would on CUDA."""
+    layer = S4(ModelConfig(mixer="s4", s4_mode=mode, a_init=a_init, d_state=8), 6).to("meta")
+    x = torch.randn(2, 16, 6, device="meta")
+    assert layer(x).device.type == "meta"
+    state = layer.init_state(2)
+    y, state = layer.step(x[:, 0], state)
+    assert y.device.type == "meta" and all(v.device.type == "meta" for v in state.values())
+    assert layer.kernel(40).device.type == "meta"
+
+
+@pytest.mark.parametrize("mode, a_init", S4_VARIANTS)
+def test_s4_forward_and_step_return_the_input_dtype(mode, a_init):
+    """bf16 activations in, bf16 out (the SSM itself computes in float32) for both the convolution and the
+    recurrence, which agree to bf16 rounding."""
+    torch.manual_seed(0)
+    layer = S4(ModelConfig(mixer="s4", s4_mode=mode, a_init=a_init, d_state=8), 6)
+    x = torch.randn(2, 24, 6).to(torch.bfloat16)
+    y = layer(x)
+    state, ys = layer.init_state(2), []
+    for t in range(24):
+        y_t, state = layer.step(x[:, t], state)
+        ys.append(y_t)
+    assert y.dtype == torch.bfloat16 and ys[0].dtype == torch.bfloat16
+    ref = layer(x.float())
+    rel = ((torch.stack(ys, 1).float() - ref).abs().max() / ref.abs().max()).item()
+    assert ((y.float() - ref).abs().max() / ref.abs().max()).item() < 1e-2 and rel < 1e-2
 
 
 @pytest.mark.parametrize("N, L", [(8, 16), (16, 33), (4, 1)])

@@ -63,7 +63,7 @@ def assert_fp32(seed, errs, what):
 
 CASES = [  # (batch, dim, L, N, groups, z, D, bias, softplus)
     (2, 4, 37, 4, None, True, True, True, True),
-    (2, 17, 1, 16, None, True, True, True, True),      # L = 1, dim not a multiple of BLOCK_D
+    (2, 5, 1, 16, None, True, True, True, True),       # L = 1, dim not a multiple of BLOCK_D
     (1, 4, 50, 16, 2, False, False, False, False),      # groups, nothing optional
     (2, 2, 33, 1, None, False, True, True, True),       # N = 1
     (1, 6, 40, 8, 3, True, False, True, False),         # groups of odd size -> BLOCK_D 1
@@ -100,7 +100,7 @@ def test_triton_one_warp_default_tiles_several_chunks():
 # with a T that exercises a different segmentation (with SMALL's BLOCK_L 16):
 SPLIT_T = {
     "b2d4L37N4gNone": 3,     # 3 chunks -> 3 segments of 1 chunk, the last one partial
-    "b2d17L1N16gNone": 4,    # 1 chunk: T > chunks degrades to T = 1 (pass 3 alone)
+    "b2d5L1N16gNone": 4,     # 1 chunk: T > chunks degrades to T = 1 (pass 3 alone)
     "b1d4L50N16g2": 3,       # 4 chunks, T 3 -> 2 segments of 2 chunks (L not a multiple of the segment)
     "b2d2L33N1gNone": 8,     # T > chunks (3) -> 3 segments of 1 chunk
     "b1d6L40N8g3": None,     # auto T (1 at this size: segments keep >= FWD_SPLIT_MIN_CHUNKS chunks)
@@ -214,10 +214,19 @@ def test_triton_bad_fwd_split_is_an_error():
 # the adjoint state from zero and its sum of dt; pass 3 folds those into its carry-in and runs the backward.
 # BLOCK_L 4 gives L 37..50 10..13 chunks, so T 3 makes uneven segments and T 64 is capped at one per chunk.
 
-@pytest.mark.parametrize("T", [3, 64])
+BWD_SPLIT_T = {   # one T per case (the interpreter's time): uneven segments, or capped at one chunk each
+    "b2d4L37N4gNone": 64,    # 10 chunks -> 10 one-chunk segments
+    "b2d5L1N16gNone": 3,     # 1 chunk: T > chunks degrades to one segment
+    "b1d4L50N16g2": 3,       # 13 chunks -> segments of 5, 5 and 3
+    "b2d2L33N1gNone": 64,    # 9 chunks -> 9 one-chunk segments
+    "b1d6L40N8g3": 3,        # 10 chunks -> 4, 4 and 2
+}
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_triton_backward_segments_match_float64(case, T):
+def test_triton_backward_segments_match_float64(case):
     batch, dim, L, N, groups, z, D, bias, softplus = case
+    T = BWD_SPLIT_T[case_id(case)]
     cfg = replace(SMALL, block_l=4, bwd_split=T)
     seed, errs = run_case(batch, dim, L, N, groups, z, D, bias, softplus, config=cfg)
     assert_fp32(seed, errs, ("bwd_split", T))

@@ -9,7 +9,6 @@ Interpreter run: OMP_NUM_THREADS=1 TRITON_INTERPRET=1 python -m pytest -q tests/
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 
@@ -23,6 +22,7 @@ if not (INTERPRET or CUDA):
     pytest.skip("needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
 pytest.importorskip("triton")
 
+from kernels.selective_scan.testing import poisoned_outputs as _poisoned_outputs  # noqa: E402
 from kernels.ssd import triton_backend  # noqa: E402
 from kernels.ssd.triton_backend import SSDConfig, ssd_triton  # noqa: E402
 
@@ -61,18 +61,9 @@ def recurrence64(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False
 
 
 # ----------------------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
 def poisoned_outputs():
-    def nan_empty(*shape, **kw):
-        t = torch.empty(*shape, **kw)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    old = triton_backend._empty
-    triton_backend._empty = nan_empty
-    try:
-        yield
-    finally:
-        triton_backend._empty = old
+    """The SSD backend's outputs NaN-filled (the selective scan's helper, pointed at this backend)."""
+    return _poisoned_outputs(triton_backend)
 
 
 def make_inputs(seed, batch, L, H, P, G, N, dtype=torch.float32, D="head", z=True, bias=True, init=True,

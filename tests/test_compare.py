@@ -88,6 +88,28 @@ def test_compare_bad_revision_is_a_one_line_error(repo, capsys, monkeypatch):
     assert "unknown revision" in err and "Traceback" not in err
 
 
+def test_compare_refuses_a_metric_typo_before_running_anything(repo, capsys, monkeypatch):
+    """A --metric pattern that no kind of the suite writes would compare nothing: refused (exit 2, with the
+    closest names) before either revision runs, not minutes later by the diff."""
+    from harness.analysis.diff import DiffError
+
+    calls = []
+    jobs = [CellJob(repo / "suite.yaml", "speed-test", {"seq_len": 128})]
+    with pytest.raises(DiffError, match=r"'tme_ms' matches no metric that the kinds of .*suite.yaml write.*"
+                                        r"Did you mean 'time_ms'"):
+        compare("HEAD~1", "HEAD", str(repo / "suite.yaml"), repo=repo, runner=_fake_runner(calls), jobs=jobs,
+                options=DiffOptions(metrics=["tme_ms"]), log=lambda m: None)
+    assert calls == [] and _git(repo, "worktree", "list").count("\n") == 0
+    monkeypatch.chdir(repo)
+    assert cli_main(["compare", "HEAD~1", "HEAD", "suite.yaml", "--metric", "tme_ms"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'time_ms'" in err and "Traceback" not in err
+    # a pattern that matches is let through to the runs
+    res = compare("HEAD~1", "HEAD", str(repo / "suite.yaml"), repo=repo, runner=_fake_runner(calls), jobs=jobs,
+                  options=DiffOptions(metrics=["time_*"]), log=lambda m: None)
+    assert calls and {c.metric for c in res.comparisons} <= {"time_ms", "time_ms_median", "time_ms_iqr"}
+
+
 @pytest.mark.parametrize("value", [64, 1.0e-4, 1e-05, 2.5e10, True, "s6.triton", "fwd+bwd", [32, 64]])
 def test_filter_values_read_back_as_yaml(value):
     assert yaml.safe_load(filter_value(value)) == value

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
-from harness.analysis.diff import DiffOptions, DiffResult, diff_runs
+from harness.analysis.diff import DiffOptions, DiffResult, check_metric_patterns, diff_runs
 from harness.analysis.report.runs import load_run
 
 
@@ -205,6 +205,26 @@ def run_jobs(tree: Path, jobs: Sequence[CellJob], runner: Runner, out_root: Path
     return list(run_dirs.values())
 
 
+def check_suite_metrics(suite: Path, patterns: Sequence[str]) -> None:
+    """A ``--metric`` pattern that no kind of the suite writes is refused before either revision runs (after
+    the runs the diff would refuse it anyway, minutes later)."""
+    if not patterns:
+        return
+    from harness.kinds import KINDS
+    from harness.registry import UnknownNameError
+    from harness.suite.schema import read_suites
+
+    suites, _ = read_suites(suite)   # a broken suite is reported by the runs themselves
+    metrics = set()
+    for loaded in suites:
+        try:
+            metrics.update(getattr(KINDS.get(loaded.spec.kind), "metrics", None) or ())
+        except UnknownNameError:   # (a plugin's kind, registered by the runs): only the diff can check
+            return
+    if metrics:
+        check_metric_patterns(patterns, sorted(metrics), where=f"that the kinds of {suite} write")
+
+
 def compare(rev_a: str, rev_b: str, suite: str, *, repo: Optional[Path] = None, workdir: Optional[str] = None,
             run_args: Sequence[str] = (), rounds: int = 1, options: Optional[DiffOptions] = None,
             report: bool = False, runner: Optional[Runner] = None, interleave: str = "suite",
@@ -221,6 +241,7 @@ def compare(rev_a: str, rev_b: str, suite: str, *, repo: Optional[Path] = None, 
     if interleave not in INTERLEAVE:
         raise CompareError(f"--interleave {interleave!r}: use one of {', '.join(INTERLEAVE)}")
     commits = {"a": resolve_commit(repo, rev_a), "b": resolve_commit(repo, rev_b)}
+    check_suite_metrics(suite_path, (options.metrics if options else None) or ())
     keep = workdir is not None
     # absolute: the runs execute with a worktree as their working directory
     root = (Path(workdir) if keep else Path(tempfile.mkdtemp(prefix="ssmbench-compare-"))).resolve()

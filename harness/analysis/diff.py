@@ -559,7 +559,7 @@ def diff_runs(base: Sequence[Run], new: Sequence[Run], options: Optional[DiffOpt
 
     unrepeatable = _unrepeatable_cells(bdf) | _unrepeatable_cells(ndf)
     all_metrics = sorted({k[1] for k in bgroups} | {k[1] for k in ngroups})
-    _check_patterns(opts.metrics, all_metrics)
+    check_metric_patterns(opts.metrics, all_metrics)
     selected = set(_select_metrics(all_metrics, opts.metrics))
     sampled = _cells_with_sampled_timing(bgroups, ngroups)
 
@@ -616,7 +616,8 @@ def _holm(comps: List[Comparison], opts: DiffOptions) -> int:
     return len(tested)
 
 
-def _check_patterns(patterns: Optional[Sequence[str]], metrics: Sequence[str]) -> None:
+def check_metric_patterns(patterns: Optional[Sequence[str]], metrics: Sequence[str],
+                    where: str = "of the cells both sides have") -> None:
     """Every ``--metric`` pattern must match a metric of the common cells (a typo compares nothing)."""
     import difflib
 
@@ -626,7 +627,7 @@ def _check_patterns(patterns: Optional[Sequence[str]], metrics: Sequence[str]) -
         close = difflib.get_close_matches(pattern, metrics, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         shown = ", ".join(metrics[:25]) + (" ..." if len(metrics) > 25 else "")
-        raise DiffError(f"--metric {pattern!r} matches no metric of the cells both sides have, so it would "
+        raise DiffError(f"--metric {pattern!r} matches no metric {where}, so it would "
                         f"compare nothing.{hint} Metrics measured: {shown or 'none'}. Patterns are globs "
                         "matched against the whole name ('time_ms', 'acc*').")
 

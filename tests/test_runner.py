@@ -362,6 +362,43 @@ def test_sigint_mid_run_exits_130_with_tables_written(write_suite, tmp_path):
     assert load_meta(run_dir)["interrupted"] is True
 
 
+def test_run_output_inside_the_checkout_does_not_make_it_dirty(monkeypatch, tmp_path):
+    """Rows a run writes into a folder git does not ignore are not code: a second run or a --resume into that
+    folder must not find the checkout 'dirty' (and refuse), while any other untracked file still counts."""
+    import subprocess
+
+    from harness.store import meta
+
+    repo = tmp_path / "checkout"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "code.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "a"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    monkeypatch.delenv("SSMBENCH_GIT_COMMIT", raising=False)
+    monkeypatch.setattr(meta, "PROJECT_ROOT", repo)
+    monkeypatch.setattr(meta, "_OUTPUT_DIRS", [])
+    meta.git_state.cache_clear()
+    try:
+        out = repo / "my-results" / "suite" / "20261205T000000-abc"
+        out.mkdir(parents=True)
+        (out / "rows.jsonl").write_text("{}\n")
+        assert meta.git_state()["dirty"] is True            # not yet known as an output folder
+        meta.exclude_output_dir(repo / "my-results")
+        assert meta.git_state()["dirty"] is False
+        meta.exclude_output_dir(tmp_path / "elsewhere")       # outside the checkout: nothing to exclude
+        meta.exclude_output_dir(repo)                         # the whole checkout is never excluded
+        assert meta._OUTPUT_DIRS == ["my-results"]
+        (repo / "pkg" / "new_module.py").write_text("y = 2\n")
+        meta.git_state.cache_clear()
+        assert meta.git_state()["dirty"] is True             # a new module still changes what runs
+        (repo / "pkg" / "new_module.py").unlink()
+        (repo / "pkg" / "code.py").write_text("x = 2\n")
+        meta.git_state.cache_clear()
+        assert meta.git_state()["dirty"] is True             # and so does an edit
+    finally:
+        meta.git_state.cache_clear()
+
+
 def test_named_commit_wins_over_git(monkeypatch):
     """A tree copied to a GPU box may carry a stale .git: SSMBENCH_GIT_COMMIT says what code ran."""
     from harness.store import meta

@@ -219,6 +219,7 @@ def resume_mismatch(run_dir: Path) -> Optional[str]:
     """Why finishing ``run_dir`` with this checkout would mix two versions of the code (another
     commit, a dirty tree where the run's was clean or the reverse, other uncommitted changes), else None."""
     meta = json.loads((Path(run_dir) / META_FILE).read_text(encoding="utf-8"))
+    run_meta.exclude_output_dir(Path(run_dir).resolve().parents[1])   # <out>/<suite>/<run>: its output is not code
     git = run_meta.git_state()
     then = run_meta.commit_label(str(meta.get("commit", "unknown")), bool(meta.get("dirty")), meta.get("changes"))
     now = run_meta.commit_label(git["commit"], git["dirty"], git.get("changes"))
@@ -250,6 +251,7 @@ def run_suite(suite_data: Dict[str, Any], cells: Sequence[Cell], *, out_root: Pa
         use_suite(suite_data)
     executor_info = executor_meta(executor)  # joins a cluster: fails before a run directory exists
 
+    run_meta.exclude_output_dir(out_root if resume_dir is None else Path(resume_dir).resolve().parents[1])
     if resume_dir is None:
         run_dir = new_run_dir(out_root, name)
         write_plan(run_dir, suite_data, source, cells, overrides, filters)

@@ -26,6 +26,24 @@ def _git(*args: str) -> Optional[str]:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+#: run output folders inside the checkout (relative to it), left out of the dirty check: see exclude_output_dir
+_OUTPUT_DIRS: List[str] = []
+
+
+def exclude_output_dir(path) -> None:
+    """Leave a run output folder that lies inside the checkout out of the dirty check.  The rows, tables and
+    suite copies a run writes there are not code: without this a second run (or a ``--resume``) into a folder
+    that git does not ignore would find the checkout 'dirty' because of the first run's own output."""
+    try:
+        rel = Path(path).resolve().relative_to(PROJECT_ROOT.resolve())
+    except ValueError:   # outside the checkout: git does not see it
+        return
+    if rel == Path(".") or rel.as_posix() in _OUTPUT_DIRS:   # never exclude the whole checkout
+        return
+    _OUTPUT_DIRS.append(rel.as_posix())
+    git_state.cache_clear()
+
+
 @functools.lru_cache(maxsize=1)
 def git_state() -> Dict[str, Any]:
     """{"commit": full sha or "unknown", "short": 7 hex, "dirty": bool} of the project checkout.
@@ -41,7 +59,7 @@ def git_state() -> Dict[str, Any]:
     if not commit:
         return {"commit": "unknown", "short": "nogit", "dirty": False}
     # untracked (not ignored) files count: a new module changes what runs as much as an edit does
-    status = _git("status", "--porcelain")
+    status = _git("status", "--porcelain", "--", ".", *(f":(exclude){d}" for d in _OUTPUT_DIRS))
     state = {"commit": commit, "short": commit[:7], "dirty": bool(status)}
     if status:
         state["changes"] = _changes_digest(status)
@@ -53,7 +71,7 @@ def _changes_digest(status: str) -> str:
     two dirty trees at one commit can be told apart (``--resume`` refuses to mix them)."""
     import hashlib
     digest = hashlib.sha1(status.encode())
-    digest.update((_git("diff", "HEAD") or "").encode())
+    digest.update((_git("diff", "HEAD", "--", ".", *(f":(exclude){d}" for d in _OUTPUT_DIRS)) or "").encode())
     return digest.hexdigest()[:12]
 
 

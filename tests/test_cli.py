@@ -154,6 +154,10 @@ def test_set_and_filter_across_several_suites_go_where_they_fit(cli):
     res = cli("run", smoke, "--dry-run", "--filter", "impl=s6.chunked")
     assert res.code == 0, res.err
     assert "smoke-speed" in res.out and "smoke-task" not in res.out
+    assert ("note: --filter impl=s6.chunked keeps no cell of suites smoke-task, smoke-induction, smoke-decode; "
+            "they do not run (2 of 5 suites do)") in res.err   # the suites left out are named, not dropped silently
+    res = cli("run", smoke, "--dry-run", "--filter", "seq_len=64")   # smoke-memory has seq_len, but only 128
+    assert res.code == 0 and "smoke-memory" in res.err.split("note:")[1] and "(1 of 5 suites do)" in res.err
     res = cli("run", smoke, "--dry-run", "--set", "train.stepz=2")
     assert res.code == 2 and "did you mean 'steps'" in res.err
     res = cli("run", smoke, "--dry-run", "--filter", "modle.mixer=s6")

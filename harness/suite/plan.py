@@ -57,6 +57,7 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
     used_sets, used_filters = set(), set()
     planned = []
     unmatched: List[Issue] = []  # --filter values a suite has none of (fine while another suite has them)
+    left_out: List[str] = []     # suites the filters leave out (said on stderr: they do not run)
     for loaded in loaded_all:
         these_sets, these_filters = cell_overrides, filters
         try:
@@ -66,12 +67,14 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
                 keys = known_keys(c.params for c in expand(loaded, these_sets, (), device, validate=False,
                                                            cuda_available=cuda_available))
                 if any(key not in keys for key, _ in filters):
+                    left_out.append(loaded.spec.name)
                     continue  # no cell of this suite can match the filter
             used_sets.update(key for key, _ in these_sets)
             used_filters.update(key for key, _ in these_filters)
             planned.append((loaded, expand(loaded, these_sets, these_filters, device,
                                            cuda_available=cuda_available)))
         except NothingSelected as exc:
+            left_out.append(loaded.spec.name)
             (unmatched if several else issues).extend(
                 Issue(i.source, i.line, f"{i.message} (suite {loaded.spec.name!r})" if several else i.message)
                 for i in exc.issues)
@@ -98,6 +101,11 @@ def plan(files: Sequence[Path], overrides: Sequence[Tuple[str, Any]], filters: S
             headline = "the suites are not valid:"
         raise SuiteError(issues, headline=headline)
     _warn_inert(planned, cell_overrides)
+    if left_out and filters:
+        shown = " ".join(f"{k}={v}" for k, v in filters)
+        print(f"note: --filter {shown} keeps no cell of suite{'s' if len(left_out) > 1 else ''} "
+              f"{', '.join(left_out)}; {'they do' if len(left_out) > 1 else 'it does'} not run "
+              f"({len(planned)} of {len(planned) + len(left_out)} suites do)", file=sys.stderr)
     return planned
 
 

@@ -56,12 +56,18 @@ class Target:
 
 #: the scan's CPU tests without the Triton ones (a subprocess each) and the L=4097 cases (seconds each)
 _SCAN_TESTS = ("tests/test_selective_scan.py", "-k", "not triton and not interpreter and not bench_backward and not L4097")
+#: the SSD's CPU tests (the Triton interpreter's run is a subprocess per mutant: left to CI)
+_SSD_TESTS = ("tests/test_ssd.py", "-k", "not interpreter")
 TARGETS: Dict[str, Target] = {t.name: t for t in [
     Target("scan_reference", "kernels/selective_scan/reference.py", _SCAN_TESTS),
     Target("scan_chunked", "kernels/selective_scan/chunked.py", _SCAN_TESTS),
     Target("hippo", "models/hippo.py", ("tests/test_hippo.py", "tests/test_s4.py")),
     Target("s4", "models/s4.py", ("tests/test_s4.py",)),
-    Target("s6", "models/s6.py", ("tests/test_models.py", "tests/test_prefill.py", "-m", "not gpu")),
+    Target("s6", "models/s6.py", ("tests/test_s6.py", "tests/test_models.py", "tests/test_prefill.py", "-m", "not gpu")),
+    Target("ssd_reference", "kernels/ssd/reference.py", _SSD_TESTS),
+    Target("ssd_chunked", "kernels/ssd/chunked.py", _SSD_TESTS),
+    Target("ssd_layer", "models/ssd.py", ("tests/test_mamba2.py", "tests/test_ssd.py", "-m", "not gpu",
+                                          "-k", "not interpreter")),
     Target("diff_statistics", "harness/analysis/diff.py", ("tests/test_diff.py",),
            functions=("min_two_sided_p", "bootstrap_ratio_ci", "compare_timing", "compare_quality",
                       "compare_ratio", "compare_info")),
@@ -172,10 +178,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for t in chosen:
             print(f"{t.name:16} {t.path:40} {' '.join(t.tests)}" + (f"  [{', '.join(t.functions)}]" if t.functions else ""))
         return 0
-    record = json.loads(args.record.read_text()) if args.record.exists() else {}
     worst = 0
     for target in chosen:
         summary = run_target(target, args.workdir, args.jobs, args.collect_only)
+        # re-read first: another run (other targets) may have recorded its results meanwhile
+        record = json.loads(args.record.read_text()) if args.record.exists() else {}
         record[target.name] = summary
         args.record.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         score = summary["score"]

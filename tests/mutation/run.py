@@ -12,15 +12,22 @@ function.  The per-target counts, the score (killed / all mutants; a mutant no t
 as a survivor) and every survivor's diff are merged into ``tests/mutation/results.json``; the triage of
 each survivor (equivalent, or the test added for it) is written by hand in ``tests/MUTATION.md``.
 
+Message text: a mutant that changes only the words of a message (a string in a ``raise``, an ``Issue``, a
+printed line, a help text; :func:`message_text_mutants`) is counted, listed and also left out of a second
+score, ``score_logic``: the tests assert a message's facts (the key, the file, the fix), not its wording.
+A string used as data (a dict key, a separator, a compared value) is never treated as a message.
+
 Cost: one pytest run of the selected tests per mutant, in forked workers; on a loaded 2-core box
 0.5-3 s per mutant (``--jobs`` workers).  Not run in CI.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +83,81 @@ TARGETS: Dict[str, Target] = {t.name: t for t in [
     Target("runner_resume", "harness/run/runner.py", ("tests/test_runner.py",),
            functions=("read_plan", "extend_plan", "run_suite")),
 ]}
+
+
+#: calls whose string arguments are messages for a person (an exception, an Issue, a printed line, a help text)
+_MESSAGE_CALLS = re.compile(r"(Error|Exception|Warning|Issue|print|warn|message|note|_fail|skip|fail)$")
+#: variables a message is built in before it is passed on (``sentence = f"..."; Issue(.., sentence)``)
+_MESSAGE_NAMES = re.compile(r"(msg|message|sentence|hint|why|reason|tail|headline|note|text|what|shown|detail)",
+                            re.IGNORECASE)
+
+
+def _call_name(node: ast.Call) -> str:
+    f = node.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def _in_message(node: ast.AST, parents: Dict[ast.AST, ast.AST]) -> bool:
+    """Whether a string constant sits where only a person reads it: inside a ``raise``, an argument of a message
+    call (:data:`_MESSAGE_CALLS`), a ``help=``/``description=`` keyword, or a value assigned to a message
+    variable (:data:`_MESSAGE_NAMES`)."""
+    while node in parents:
+        up = parents[node]
+        if isinstance(up, ast.Raise):
+            return True
+        if isinstance(up, ast.Call) and node is not up.func and _MESSAGE_CALLS.search(_call_name(up)):
+            return True
+        if isinstance(up, ast.keyword) and up.arg in ("help", "description", "msg", "reason"):
+            return True
+        if isinstance(up, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and node is up.value:
+            targets = up.targets if isinstance(up, ast.Assign) else [up.target]
+            names = [t.id if isinstance(t, ast.Name) else getattr(t, "attr", "") for t in targets]
+            return any(_MESSAGE_NAMES.search(n) for n in names)
+        if isinstance(up, (ast.stmt, ast.Lambda)):
+            return False
+        node = up
+    return False
+
+
+def message_text_mutants(mutated_source: str, dotted: str) -> Dict[str, bool]:
+    """{mutant name: True} for mutants that change only the text of messages (see :func:`_in_message`): the
+    mutated function's AST equals the original's except for string constants, all of them in message places.
+    A changed string used as data (a key, a separator, a comparison) is not a message and stays scored."""
+    tree = ast.parse(mutated_source)
+    funcs: Dict[Tuple[str, str], ast.AST] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            m = re.fullmatch(r"(.+)__mutmut_(\d+|orig)", node.name)
+            if m:
+                funcs[(m.group(1), m.group(2))] = node
+    out: Dict[str, bool] = {}
+    for (base, n), node in funcs.items():
+        orig = funcs.get((base, "orig"))
+        if n == "orig" or orig is None:
+            continue
+        a, b = list(ast.walk(orig)), list(ast.walk(node))
+        if len(a) != len(b):
+            continue
+        parents = {child: parent for parent in b for child in ast.iter_child_nodes(parent)}
+        changed, same_shape = [], True
+        for x, y in zip(a, b):
+            if type(x) is not type(y):
+                same_shape = False
+                break
+            if isinstance(x, ast.Constant) and x.value != y.value:
+                if not (isinstance(x.value, str) and isinstance(y.value, str)):
+                    same_shape = False
+                    break
+                changed.append(y)
+            elif not isinstance(x, ast.Constant) and x is not orig and \
+                    [f for f in x._fields if f not in ("ctx",)] and \
+                    any(getattr(x, f) != getattr(y, f) for f in x._fields
+                        if isinstance(getattr(x, f, None), (str, int, float, bool, type(None)))):
+                same_shape = False
+                break
+        if same_shape and changed and all(_in_message(c, parents) for c in changed):
+            out[f"{dotted}.{base}__mutmut_{n}"] = True
+    return out
 
 
 def mutmut_config(target: Target) -> str:
@@ -144,6 +226,12 @@ def run_target(target: Target, workdir: Path, jobs: int, collect_only: bool = Fa
     if target.functions:
         statuses = {n: s for n, s in statuses.items() if any(f".x_{fn}__mutmut_" in n for fn in target.functions)}
     summary = summarize(statuses)
+    mutated = here / "mutants" / target.path
+    messages = message_text_mutants(mutated.read_text(), target.dotted) if mutated.exists() else {}
+    logic = summarize({n: s for n, s in statuses.items() if n not in messages})
+    summary.update(score_logic=logic["score"], killed_logic=logic["killed"], decided_logic=logic["decided"],
+                   message_text_mutants=len([n for n in statuses if n in messages]),
+                   message_text_survivors=sorted(n for n in summary["survivors"] if n in messages))
     if not statuses:
         summary["error"] = (run.stdout + run.stderr)[-3000:]
     summary["diffs"] = {name: _diff(mutmut, here, env, name) for name in summary["survivors"]}
@@ -188,6 +276,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         score = summary["score"]
         print(f"{target.name}: {summary['killed']}/{summary['decided']} killed"
               + (f" ({score:.0%})" if score is not None else "") + f", {len(summary['survivors'])} survived"
+              + (f"; without the {summary['message_text_mutants']} message-text mutants "
+                 f"{summary['killed_logic']}/{summary['decided_logic']}" if summary.get("message_text_mutants") else "")
               + (f"; mutmut said: {summary['error'][-500:]}" if "error" in summary else ""))
         worst = max(worst, 1 if score is None or "error" in summary else 0)
     return worst

@@ -95,6 +95,13 @@ def add_diff_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", default=None, help="also write the formatted diff to this file")
 
 
+def add_worktree_options(p: argparse.ArgumentParser) -> None:
+    """``compare`` and ``bisect`` run suites in git worktrees: where those go, and what each run is given."""
+    p.add_argument("--workdir", default=None, help="keep worktrees and runs here (default: a temp dir, removed)")
+    p.add_argument("--run-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for each `ssmbench run` (repeatable), e.g. --run-arg=--device=cuda")
+
+
 def add_commands(subparsers) -> None:
     rp = subparsers.add_parser("report", help="write report.md / report.html / figures for run directories",
                                description="Write reports/<suite>/<run id>/report.{md,html} and figures.")
@@ -121,9 +128,7 @@ def add_commands(subparsers) -> None:
     cp.add_argument("rev_a", metavar="REV_A")
     cp.add_argument("rev_b", metavar="REV_B")
     cp.add_argument("suite", metavar="SUITE")
-    cp.add_argument("--workdir", default=None, help="keep worktrees and runs here (default: a temp dir, removed)")
-    cp.add_argument("--run-arg", action="append", default=[], metavar="ARG",
-                    help="extra argument for each `ssmbench run` (repeatable), e.g. --run-arg=--device=cuda")
+    add_worktree_options(cp)
     cp.add_argument("--rounds", type=int, default=1, help="A/B passes over the cells (default 1)")
     cp.add_argument("--interleave", choices=("suite", "cell"), default="suite",
                     help="alternate A and B per suite document, one process each (default), or per cell, "
@@ -157,9 +162,7 @@ def add_commands(subparsers) -> None:
     bp.add_argument("suite", metavar="SUITE")
     bp.add_argument("--filter", action="append", default=[], type=_filter, metavar="KEY=VALUE",
                     help="run only the cells with this value (repeatable)")
-    bp.add_argument("--workdir", default=None, help="keep worktrees and runs here (default: a temp dir, removed)")
-    bp.add_argument("--run-arg", action="append", default=[], metavar="ARG",
-                    help="extra argument for each `ssmbench run` (repeatable)")
+    add_worktree_options(bp)
     add_diff_options(bp)
     bp.set_defaults(func=cmd_bisect)
 

@@ -63,6 +63,8 @@ class Target:
 
 #: the scan's CPU tests without the Triton ones (a subprocess each) and the L=4097 cases (seconds each)
 _SCAN_TESTS = ("tests/test_selective_scan.py", "-k", "not triton and not interpreter and not bench_backward and not L4097")
+#: tests that start ``python -m harness`` in a subprocess: mutmut's trampolines fail outside its own process
+_NO_SUBPROCESS = ("-k", "not sigkill and not sigint")
 #: the SSD's CPU tests (the Triton interpreter's run is a subprocess per mutant: left to CI)
 _SSD_TESTS = ("tests/test_ssd.py", "-k", "not interpreter")
 TARGETS: Dict[str, Target] = {t.name: t for t in [
@@ -79,8 +81,8 @@ TARGETS: Dict[str, Target] = {t.name: t for t in [
            functions=("min_two_sided_p", "bootstrap_ratio_ci", "compare_timing", "compare_quality",
                       "compare_ratio", "compare_info")),
     Target("expand", "harness/suite/expand.py", ("tests/test_expand.py",)),
-    Target("results_store", "harness/store/results.py", ("tests/test_results.py", "tests/test_runner.py")),
-    Target("runner_resume", "harness/run/runner.py", ("tests/test_runner.py",),
+    Target("results_store", "harness/store/results.py", ("tests/test_results.py", "tests/test_runner.py", *_NO_SUBPROCESS)),
+    Target("runner_resume", "harness/run/runner.py", ("tests/test_runner.py", *_NO_SUBPROCESS),
            functions=("read_plan", "extend_plan", "run_suite")),
 ]}
 

@@ -318,10 +318,11 @@ def is_bool_key(model: Optional[type], key: str) -> bool:
 def _normalise_bools(draft: _Draft, kind_model: Optional[type]) -> None:
     """``1``/``0`` for a true/false field become ``true``/``false``: ``--set x=1`` and ``x: true`` are
     the same cell (and cell id), as pydantic would run them the same; other values are left for
-    validation to reject."""
+    validation to reject.  The flag keeps the origin of the value it replaces (for a key inside a
+    ``--set`` mapping, that of the mapping), so a later error still points at what wrote it."""
     for key, value in flatten(draft.params).items():
         if type(value) is int and value in (0, 1) and is_bool_key(kind_model, key):
-            draft.put(key, bool(value), draft.origins.get(key, key))
+            draft.put(key, bool(value), _origin_of(tuple(key.split(".")), draft.origins))
 
 
 def _includes_that_add_nothing(kept: Sequence[Tuple[_Draft, Optional[int]]], suite: LoadedSuite) -> List[Issue]:

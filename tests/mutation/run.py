@@ -80,7 +80,7 @@ TARGETS: Dict[str, Target] = {t.name: t for t in [
     Target("diff_statistics", "harness/analysis/diff.py", ("tests/test_diff.py",),
            functions=("min_two_sided_p", "bootstrap_ratio_ci", "compare_timing", "compare_quality",
                       "compare_ratio", "compare_info")),
-    Target("expand", "harness/suite/expand.py", ("tests/test_expand.py",)),
+    Target("expand", "harness/suite/expand.py", ("tests/test_expand_selection.py", "tests/test_expand.py")),
     Target("results_store", "harness/store/results.py", ("tests/test_results.py", "tests/test_runner.py", *_NO_SUBPROCESS)),
     Target("runner_resume", "harness/run/runner.py", ("tests/test_runner.py", *_NO_SUBPROCESS),
            functions=("read_plan", "extend_plan", "run_suite")),

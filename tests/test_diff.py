@@ -111,6 +111,23 @@ def test_quality_tolerance_and_direction(base, new, direction, verdict):
     assert compare_quality([base], [new], tol=0.01, direction=direction)["verdict"] == verdict
 
 
+def test_quality_result_shape_missing_values_and_no_warnings():
+    """Every result has exactly verdict/delta/note (consumers index them); a failure row's None value counts as
+    missing (NaN), not as an error; empty sides give their verdict without numpy's empty-mean warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for base, new in (([], []), ([float("nan")], [float("nan")]), ([0.5], [0.5]), ([0.5], [0.9]), ([], [0.5])):
+            res = compare_quality(base, new)
+            assert set(res) == {"verdict", "delta", "note"}, (base, new, res)
+    assert compare_quality([float("nan")], [float("nan")])["delta"] is None
+    assert (compare_quality([None], [0.5])["verdict"], compare_quality([None], [0.5])["note"]) == \
+        ("improvement", "value was NaN")
+    assert (compare_quality([0.5], [None])["verdict"], compare_quality([0.5], [None])["note"]) == \
+        ("regression", "value became NaN")
+
+
 def test_min_two_sided_p_is_two_over_the_number_of_orderings():
     assert min_two_sided_p(5, 5) == pytest.approx(2 / 252)
     assert min_two_sided_p(3, 2) == pytest.approx(2 / 10)

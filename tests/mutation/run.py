@@ -113,7 +113,9 @@ def _in_message(node: ast.AST, parents: Dict[ast.AST, ast.AST]) -> bool:
             return True
         if isinstance(up, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and node is up.value:
             targets = up.targets if isinstance(up, ast.Assign) else [up.target]
-            names = [t.id if isinstance(t, ast.Name) else getattr(t, "attr", "") for t in targets]
+            names = [t.id if isinstance(t, ast.Name) else
+                     t.slice.value if isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant)
+                     and isinstance(t.slice.value, str) else getattr(t, "attr", "") for t in targets]
             return any(_MESSAGE_NAMES.search(n) for n in names)
         if isinstance(up, (ast.stmt, ast.Lambda)):
             return False

@@ -128,6 +128,18 @@ def test_quality_result_shape_missing_values_and_no_warnings():
         ("regression", "value became NaN")
 
 
+def test_ratio_result_shape_and_missing_values():
+    """compare_ratio's result has exactly verdict/ratio/note on every path, and a failure row's None is a
+    missing value (dropped with the NaNs), not an error."""
+    from harness.analysis.diff import compare_ratio
+
+    for base, new in (([100], [100]), ([100], [120]), ([0], [0]), ([0], [3]), ([], [3])):
+        assert set(compare_ratio(base, new)) == {"verdict", "ratio", "note"}, (base, new)
+    res = compare_ratio([None, 100, 100], [100, None])
+    assert (res["verdict"], res["ratio"]) == ("unchanged", 1.0)
+    assert compare_ratio([100], [None])["verdict"] == "not enough data"
+
+
 def test_min_two_sided_p_is_two_over_the_number_of_orderings():
     assert min_two_sided_p(5, 5) == pytest.approx(2 / 252)
     assert min_two_sided_p(3, 2) == pytest.approx(2 / 10)

@@ -262,6 +262,47 @@ def test_float64_inputs_run_in_float64():
         assert rel_err(y, y64) < 1e-12 and rel_err(hT, h64) < 1e-12 and y.dtype == torch.float64, (seed, backend)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("h0", [True, False], ids=["h0", "no-h0"])
+def test_an_empty_sequence_gives_an_empty_y_and_the_initial_state(backend, dtype, h0):
+    """L = 0: y (batch, 0, heads, headdim) in x's dtype, and the final state is the initial one (zeros without
+    it), float32 whatever the inputs' dtype, with the full (batch, heads, headdim, N) shape."""
+    seed = fresh_seed()
+    ins = make_inputs(2, 0, 4, 3, 2, 5, dtype=dtype, h0=h0, seed=seed)
+    if h0:
+        ins["h0"] = ins["h0"].to(dtype)       # a bf16 initial state still gives a float32 final state
+    y, hT = run(backend, ins, 4)
+    assert y.shape == (2, 0, 4, 3) and y.dtype == dtype
+    assert hT.shape == (2, 4, 3, 5) and hT.dtype == torch.float32
+    want = ins["h0"].float() if h0 else torch.zeros(2, 4, 3, 5)
+    assert torch.equal(hT, want), seed
+
+
+@pytest.mark.parametrize("name", ["x", "dt", "A", "B", "C"])
+def test_any_float64_input_makes_the_reference_run_in_float64(name):
+    """The oracle's promise: one float64 input is enough for float64 arithmetic (final states in float64)."""
+    seed = fresh_seed()
+    ins = make_inputs(1, 6, 2, 3, 1, 4, seed=seed)
+    ins[name] = ins[name].double()
+    y, hT = run("reference", ins, 4)
+    assert hT.dtype == torch.float64, (seed, name)
+    ref = {k: (v.double() if v is not None else None) for k, v in ins.items()}
+    _, h64 = run("reference", ref, 4)
+    assert rel_err(hT, h64) < 1e-12, (seed, name)
+
+
+def test_reference_defaults_are_no_softplus_and_y_only():
+    from kernels.ssd.reference import ssd_reference
+
+    seed = fresh_seed()
+    ins = make_inputs(1, 7, 2, 3, 1, 4, softplus=False, seed=seed)
+    args = (ins["x"], ins["dt"], ins["A"], ins["B"], ins["C"])
+    y = ssd_reference(*args)
+    assert isinstance(y, torch.Tensor)
+    assert torch.equal(y, ssd_reference(*args, dt_softplus=False, return_final_states=False))
+
+
 def test_chunked_keeps_no_per_step_states():
     """Memory promise: nothing autograd saves is as large as the per-step states (batch, L, heads, headdim, N)
     the recurrence would keep; the largest saved tensors are the Q x Q blocks and the chunk states."""

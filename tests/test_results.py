@@ -143,3 +143,32 @@ def test_load_meta_takes_the_run_directory_or_its_meta_json(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no meta.json \(is .*empty a run directory\?\)"):
         (tmp_path / "empty").mkdir()
         load_meta(tmp_path / "empty")
+
+
+def _tidy(run_id: str, n: int):
+    return [{"run_id": run_id, "suite": "s", "cell_id": f"{i:012x}", "commit": "c", "dirty": False, "kind": "fake",
+             "status": "ok", "metric": "m", "value": float(i), "unit": "", "repeat": 0} for i in range(n)]
+
+
+def test_load_finds_runs_stored_either_way_below_a_folder(tmp_path):
+    """A folder of runs: one with rows.jsonl only, one with results.parquet only (rows.jsonl deleted to save
+    space), one with both (rows.jsonl is read: it is the complete record).  Also a CSV export, an empty
+    folder, and the error for a missing path; the loaded frame has a fresh 0..n-1 index."""
+    from harness.store.results import PARQUET_FILE, ROWS_FILE
+
+    for name in ("jsonl_only", "parquet_only", "both"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    (tmp_path / "runs" / "jsonl_only" / ROWS_FILE).write_text("".join(json.dumps(r) + "\n" for r in _tidy("a", 3)))
+    rows_to_frame(_tidy("b", 4)).to_parquet(tmp_path / "runs" / "parquet_only" / PARQUET_FILE)
+    (tmp_path / "runs" / "both" / ROWS_FILE).write_text("".join(json.dumps(r) + "\n" for r in _tidy("c", 5)))
+    rows_to_frame(_tidy("c", 2)).to_parquet(tmp_path / "runs" / "both" / PARQUET_FILE)   # an older, shorter table
+    frame = load(tmp_path / "runs")
+    assert frame.groupby("run_id").size().to_dict() == {"a": 3, "b": 4, "c": 5}
+    assert list(frame.index) == list(range(12))
+    assert len(load(tmp_path / "runs" / "parquet_only")) == 4
+    rows_to_frame(_tidy("d", 2)).to_csv(tmp_path / "export.csv", index=False)
+    assert load(tmp_path / "export.csv")["run_id"].tolist() == ["d", "d"]
+    (tmp_path / "empty").mkdir()
+    assert list(load(tmp_path / "empty").columns) == list(rows_to_frame([]).columns) and len(load(tmp_path / "empty")) == 0
+    with pytest.raises(FileNotFoundError, match="no such run directory or rows file"):
+        load(tmp_path / "missing")

@@ -197,6 +197,7 @@ def test_timing_defaults():
     ([1.0], [1.02], {}, "improvement", "+0.02 beyond tolerance 0.01"),
     ([1.0], [0.98], {}, "regression", "-0.02 beyond tolerance 0.01"),
     ([1.0], [1.2], {"tol": 0.5}, "within tolerance", "changed by +0.2, within tolerance 0.5"),
+    ([0.5], [0.75], {"tol": 0.25}, "within tolerance", "changed by +0.25, within tolerance 0.25"),  # exactly tol
     ([float("nan")], [1.0], {}, "improvement", "value was NaN"),
     ([], [], {}, "unchanged", "no finite value on either side"),
 ])

@@ -279,28 +279,49 @@ def test_an_empty_sequence_gives_an_empty_y_and_the_initial_state(backend, dtype
     assert torch.equal(hT, want), seed
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["x", "dt", "A", "B", "C"])
-def test_any_float64_input_makes_the_reference_run_in_float64(name):
-    """The oracle's promise: one float64 input is enough for float64 arithmetic (final states in float64)."""
+def test_any_float64_input_makes_the_backend_run_in_float64(backend, name):
+    """One float64 input is enough for float64 arithmetic (final states in float64): the oracle's promise, and
+    the chunked backend's, so that float64 checks of it mean something."""
     seed = fresh_seed()
     ins = make_inputs(1, 6, 2, 3, 1, 4, seed=seed)
     ins[name] = ins[name].double()
-    y, hT = run("reference", ins, 4)
+    y, hT = run(backend, ins, 4)
     assert hT.dtype == torch.float64, (seed, name)
     ref = {k: (v.double() if v is not None else None) for k, v in ins.items()}
     _, h64 = run("reference", ref, 4)
     assert rel_err(hT, h64) < 1e-12, (seed, name)
 
 
-def test_reference_defaults_are_no_softplus_and_y_only():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_bf16_x_gets_its_gradient_rounded_once(backend):
+    """x is cast to float32 once and used twice (the scan and D x): its float32 gradient is summed first and
+    rounded to bf16 once, exactly what a float32 copy of x gets, rounded.  Casting per use would round each
+    part and add them in bf16."""
+    seed = fresh_seed()
+    ins = make_inputs(2, 9, 2, 3, 1, 4, dtype=torch.bfloat16, seed=seed)
+    x16 = ins["x"].detach().clone().requires_grad_()
+    x32 = ins["x"].detach().float().requires_grad_()
+    dy = torch.randn(ins["x"].shape, generator=torch.Generator().manual_seed(seed)).to(torch.bfloat16).float()
+    for leaf in (x16, x32):   # dy exact in bf16: both runs backpropagate the same numbers through y's cast
+        y = run(backend, {**ins, "x": leaf}, 4, final=False)
+        (y.float() * dy).sum().backward()
+    assert torch.equal(x16.grad, x32.grad.to(torch.bfloat16)), seed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_defaults_are_no_softplus_and_y_only(backend):
+    from kernels.ssd.chunked import ssd_chunked
     from kernels.ssd.reference import ssd_reference
 
+    fn = {"reference": ssd_reference, "chunked": ssd_chunked}[backend]
     seed = fresh_seed()
     ins = make_inputs(1, 7, 2, 3, 1, 4, softplus=False, seed=seed)
     args = (ins["x"], ins["dt"], ins["A"], ins["B"], ins["C"])
-    y = ssd_reference(*args)
+    y = fn(*args)
     assert isinstance(y, torch.Tensor)
-    assert torch.equal(y, ssd_reference(*args, dt_softplus=False, return_final_states=False))
+    assert torch.equal(y, fn(*args, dt_softplus=False, return_final_states=False))
 
 
 def test_chunked_keeps_no_per_step_states():

@@ -524,3 +524,33 @@ def test_resume_dry_run_lists_only_the_cells_left(write_suite, cli, tmp_path, at
     listed = {line.split()[0] for line in res.out.splitlines()[2:] if line.strip()}
     _, cells = read_plan(run_dir)
     assert listed == {c.cell_id for c in cells} - done
+
+
+def test_read_plan_refuses_anything_but_a_run_directory(tmp_path):
+    """--resume's reader: the planned cells (suite.yaml with suite and cells) and meta.json must both be there;
+    otherwise one issue naming the directory (line 0: it is not a file's line)."""
+    import yaml
+
+    from harness.errors import SuiteError
+
+    plan = {"suite": {"name": "s", "kind": "fake"},
+            "cells": [{"kind": "fake", "cell_id": "abc", "params": {"batch": 1}}]}
+    cases = {"empty": ({}, False), "meta only": (None, True), "plan only": (plan, False),
+             "no cells": ({"suite": plan["suite"]}, True), "not a mapping": (["x"], True)}
+    for name, (data, meta) in cases.items():
+        d = tmp_path / name.replace(" ", "_")
+        d.mkdir()
+        if data is not None:
+            (d / "suite.yaml").write_text(yaml.safe_dump(data))
+        if meta:
+            (d / "meta.json").write_text("{}")
+        with pytest.raises(SuiteError) as info:
+            read_plan(d)
+        (issue,) = info.value.issues
+        assert (issue.source, issue.line) == (str(d), 0) and "not a run directory" in issue.message, name
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    (ok / "suite.yaml").write_text(yaml.safe_dump(plan))   # exactly the two keys
+    (ok / "meta.json").write_text("{}")
+    data, cells = read_plan(ok)
+    assert data["suite"]["name"] == "s" and [c.cell_id for c in cells] == ["abc"]

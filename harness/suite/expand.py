@@ -108,14 +108,16 @@ class _Draft:
     origins: Dict[str, Origin]
 
     def put(self, key: str, value: Any, origin: Origin) -> None:
+        merged = isinstance(value, dict) and isinstance(get_dotted(self.params, key), dict)
         set_dotted(self.params, key, value)
-        # a new value hides what the old one said about its sub-keys
-        for old in [k for k in self.origins if k.startswith(key + ".")]:
-            del self.origins[old]
+        if not merged:  # a replaced value takes its sub-keys, and what was said about them, with it
+            for old in [k for k in self.origins if k.startswith(key + ".")]:
+                del self.origins[old]
+        # a merged mapping keeps the sub-keys it does not set, with their origins (a defaults line)
         self.origins[key] = origin
-        if isinstance(value, dict) and not isinstance(origin, str):
+        if isinstance(value, dict):
             for sub in flatten(value):
-                self.origins[f"{key}.{sub}"] = origin + tuple(sub.split("."))
+                self.origins[f"{key}.{sub}"] = origin if isinstance(origin, str) else origin + tuple(sub.split("."))
 
     def copy(self) -> "_Draft":
         return _Draft(_deepcopy(self.params), dict(self.origins))
@@ -385,8 +387,9 @@ def _expect_issues(suite: LoadedSuite, params_list: Sequence[Dict[str, Any]],
 
 
 def _value_matches(value: Any, wanted: Any) -> bool:
-    """An ``expect.where`` value: one value, or a list of them (any of them matches)."""
-    if isinstance(wanted, list):
+    """An ``expect.where`` value: one value, or a list of them (any of them matches); for a list-valued
+    key (``train.betas``) a list is that one value, as in ``--filter``."""
+    if isinstance(wanted, list) and not isinstance(value, list):
         return any(values_equal(value, w) for w in wanted)
     return values_equal(value, wanted)
 

@@ -111,6 +111,35 @@ def test_quality_tolerance_and_direction(base, new, direction, verdict):
     assert compare_quality([base], [new], tol=0.01, direction=direction)["verdict"] == verdict
 
 
+def test_quality_result_shape_missing_values_and_no_warnings():
+    """Every result has exactly verdict/delta/note (consumers index them); a failure row's None value counts as
+    missing (NaN), not as an error; empty sides give their verdict without numpy's empty-mean warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for base, new in (([], []), ([float("nan")], [float("nan")]), ([0.5], [0.5]), ([0.5], [0.9]), ([], [0.5])):
+            res = compare_quality(base, new)
+            assert set(res) == {"verdict", "delta", "note"}, (base, new, res)
+    assert compare_quality([float("nan")], [float("nan")])["delta"] is None
+    assert (compare_quality([None], [0.5])["verdict"], compare_quality([None], [0.5])["note"]) == \
+        ("improvement", "value was NaN")
+    assert (compare_quality([0.5], [None])["verdict"], compare_quality([0.5], [None])["note"]) == \
+        ("regression", "value became NaN")
+
+
+def test_ratio_result_shape_and_missing_values():
+    """compare_ratio's result has exactly verdict/ratio/note on every path, and a failure row's None is a
+    missing value (dropped with the NaNs), not an error."""
+    from harness.analysis.diff import compare_ratio
+
+    for base, new in (([100], [100]), ([100], [120]), ([0], [0]), ([0], [3]), ([], [3])):
+        assert set(compare_ratio(base, new)) == {"verdict", "ratio", "note"}, (base, new)
+    res = compare_ratio([None, 100, 100], [100, None])
+    assert (res["verdict"], res["ratio"]) == ("unchanged", 1.0)
+    assert compare_ratio([100], [None])["verdict"] == "not enough data"
+
+
 def test_min_two_sided_p_is_two_over_the_number_of_orderings():
     assert min_two_sided_p(5, 5) == pytest.approx(2 / 252)
     assert min_two_sided_p(3, 2) == pytest.approx(2 / 10)
@@ -168,6 +197,7 @@ def test_timing_defaults():
     ([1.0], [1.02], {}, "improvement", "+0.02 beyond tolerance 0.01"),
     ([1.0], [0.98], {}, "regression", "-0.02 beyond tolerance 0.01"),
     ([1.0], [1.2], {"tol": 0.5}, "within tolerance", "changed by +0.2, within tolerance 0.5"),
+    ([0.5], [0.75], {"tol": 0.25}, "within tolerance", "changed by +0.25, within tolerance 0.25"),  # exactly tol
     ([float("nan")], [1.0], {}, "improvement", "value was NaN"),
     ([], [], {}, "unchanged", "no finite value on either side"),
 ])

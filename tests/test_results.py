@@ -109,21 +109,66 @@ def test_empty_frame_has_the_tidy_columns():
     assert list(rows_to_frame([]).columns) == REQUIRED
 
 
-@pytest.mark.parametrize("mixed_values", [False, True])
-def test_fast_and_exact_readers_give_the_same_frame(tmp_path, mixed_values):
+@pytest.mark.parametrize("values", ["float", "mixed", "int", "no_message_column"])
+def test_fast_and_exact_readers_give_the_same_frame(tmp_path, values):
+    """The pyarrow reader (files > 1 MiB) and the exact one agree on every value and on the value column's dtype:
+    integer values become float64 on both paths, a string among them keeps the column as objects, and a tidy
+    column no row has is added (empty) by both."""
     from harness.store.results import read_frame
     rows = []
     for i in range(6000):  # > 1 MiB, so the pyarrow path is taken when it can be
         row = {"cell_id": f"{i % 50:012x}", "run_id": "s/r", "suite": "s", "commit": "c" * 40, "dirty": False,
-               "kind": "task", "status": "ok" if i % 7 else "error", "metric": "m", "value": i * 0.5,
+               "kind": "task", "status": "ok" if i % 7 else "error", "metric": "m",
+               "value": i if values == "int" else i * 0.5,
                "unit": "ms", "repeat": i % 3, "message": None if i % 7 else "boom",
                "train.eval_seq_lens": [64, 128], "step": None if i % 2 else i}
-        if mixed_values and i == 17:
+        if values == "mixed" and i == 17:
             row["value"] = "fast"
+        if values == "no_message_column":
+            del row["message"]
         rows.append(row)
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cell_id": "torn')
     assert path.stat().st_size > 1 << 20
     fast, exact = read_frame(path), rows_to_frame(read_rows(path))
     pd.testing.assert_frame_equal(fast, exact, check_dtype=False)
+    assert fast["value"].dtype == exact["value"].dtype == ("object" if values == "mixed" else "float64")
+    assert fast["message"].isna().all() == exact["message"].isna().all() == (values == "no_message_column")
     assert fast["train.eval_seq_lens"].iloc[0] == [64, 128]
+
+
+def test_load_meta_takes_the_run_directory_or_its_meta_json(tmp_path):
+    (tmp_path / "meta.json").write_text(json.dumps({"commit": "abc", "host": "caf\u00e9"}), encoding="utf-8")
+    assert load_meta(tmp_path) == load_meta(tmp_path / "meta.json") == {"commit": "abc", "host": "caf\u00e9"}
+    with pytest.raises(FileNotFoundError, match=r"no meta.json \(is .*empty a run directory\?\)"):
+        (tmp_path / "empty").mkdir()
+        load_meta(tmp_path / "empty")
+
+
+def _tidy(run_id: str, n: int):
+    return [{"run_id": run_id, "suite": "s", "cell_id": f"{i:012x}", "commit": "c", "dirty": False, "kind": "fake",
+             "status": "ok", "metric": "m", "value": float(i), "unit": "", "repeat": 0} for i in range(n)]
+
+
+def test_load_finds_runs_stored_either_way_below_a_folder(tmp_path):
+    """A folder of runs: one with rows.jsonl only, one with results.parquet only (rows.jsonl deleted to save
+    space), one with both (rows.jsonl is read: it is the complete record).  Also a CSV export, an empty
+    folder, and the error for a missing path; the loaded frame has a fresh 0..n-1 index."""
+    from harness.store.results import PARQUET_FILE, ROWS_FILE
+
+    for name in ("jsonl_only", "parquet_only", "both"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    (tmp_path / "runs" / "jsonl_only" / ROWS_FILE).write_text("".join(json.dumps(r) + "\n" for r in _tidy("a", 3)))
+    rows_to_frame(_tidy("b", 4)).to_parquet(tmp_path / "runs" / "parquet_only" / PARQUET_FILE)
+    (tmp_path / "runs" / "both" / ROWS_FILE).write_text("".join(json.dumps(r) + "\n" for r in _tidy("c", 5)))
+    rows_to_frame(_tidy("c", 2)).to_parquet(tmp_path / "runs" / "both" / PARQUET_FILE)   # an older, shorter table
+    frame = load(tmp_path / "runs")
+    assert frame.groupby("run_id").size().to_dict() == {"a": 3, "b": 4, "c": 5}
+    assert list(frame.index) == list(range(12))
+    assert len(load(tmp_path / "runs" / "parquet_only")) == 4
+    rows_to_frame(_tidy("d", 2)).to_csv(tmp_path / "export.csv", index=False)
+    assert load(tmp_path / "export.csv")["run_id"].tolist() == ["d", "d"]
+    (tmp_path / "empty").mkdir()
+    assert list(load(tmp_path / "empty").columns) == list(rows_to_frame([]).columns) and len(load(tmp_path / "empty")) == 0
+    with pytest.raises(FileNotFoundError, match="no such run directory or rows file"):
+        load(tmp_path / "missing")

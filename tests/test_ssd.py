@@ -262,6 +262,68 @@ def test_float64_inputs_run_in_float64():
         assert rel_err(y, y64) < 1e-12 and rel_err(hT, h64) < 1e-12 and y.dtype == torch.float64, (seed, backend)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("h0", [True, False], ids=["h0", "no-h0"])
+def test_an_empty_sequence_gives_an_empty_y_and_the_initial_state(backend, dtype, h0):
+    """L = 0: y (batch, 0, heads, headdim) in x's dtype, and the final state is the initial one (zeros without
+    it), float32 whatever the inputs' dtype, with the full (batch, heads, headdim, N) shape."""
+    seed = fresh_seed()
+    ins = make_inputs(2, 0, 4, 3, 2, 5, dtype=dtype, h0=h0, seed=seed)
+    if h0:
+        ins["h0"] = ins["h0"].to(dtype)       # a bf16 initial state still gives a float32 final state
+    y, hT = run(backend, ins, 4)
+    assert y.shape == (2, 0, 4, 3) and y.dtype == dtype
+    assert hT.shape == (2, 4, 3, 5) and hT.dtype == torch.float32
+    want = ins["h0"].float() if h0 else torch.zeros(2, 4, 3, 5)
+    assert torch.equal(hT, want), seed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["x", "dt", "A", "B", "C"])
+def test_any_float64_input_makes_the_backend_run_in_float64(backend, name):
+    """One float64 input is enough for float64 arithmetic (final states in float64): the oracle's promise, and
+    the chunked backend's, so that float64 checks of it mean something."""
+    seed = fresh_seed()
+    ins = make_inputs(1, 6, 2, 3, 1, 4, seed=seed)
+    ins[name] = ins[name].double()
+    y, hT = run(backend, ins, 4)
+    assert hT.dtype == torch.float64, (seed, name)
+    ref = {k: (v.double() if v is not None else None) for k, v in ins.items()}
+    _, h64 = run("reference", ref, 4)
+    assert rel_err(hT, h64) < 1e-12, (seed, name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_bf16_x_gets_its_gradient_rounded_once(backend):
+    """x is cast to float32 once and used twice (the scan and D x): its float32 gradient is summed first and
+    rounded to bf16 once, exactly what a float32 copy of x gets, rounded.  Casting per use would round each
+    part and add them in bf16."""
+    seed = fresh_seed()
+    ins = make_inputs(2, 9, 2, 3, 1, 4, dtype=torch.bfloat16, seed=seed)
+    x16 = ins["x"].detach().clone().requires_grad_()
+    x32 = ins["x"].detach().float().requires_grad_()
+    dy = torch.randn(ins["x"].shape, generator=torch.Generator().manual_seed(seed)).to(torch.bfloat16).float()
+    for leaf in (x16, x32):   # dy exact in bf16: both runs backpropagate the same numbers through y's cast
+        y = run(backend, {**ins, "x": leaf}, 4, final=False)
+        (y.float() * dy).sum().backward()
+    assert torch.equal(x16.grad, x32.grad.to(torch.bfloat16)), seed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_defaults_are_no_softplus_and_y_only(backend):
+    from kernels.ssd.chunked import ssd_chunked
+    from kernels.ssd.reference import ssd_reference
+
+    fn = {"reference": ssd_reference, "chunked": ssd_chunked}[backend]
+    seed = fresh_seed()
+    ins = make_inputs(1, 7, 2, 3, 1, 4, softplus=False, seed=seed)
+    args = (ins["x"], ins["dt"], ins["A"], ins["B"], ins["C"])
+    y = fn(*args)
+    assert isinstance(y, torch.Tensor)
+    assert torch.equal(y, fn(*args, dt_softplus=False, return_final_states=False))
+
+
 def test_chunked_keeps_no_per_step_states():
     """Memory promise: nothing autograd saves is as large as the per-step states (batch, L, heads, headdim, N)
     the recurrence would keep; the largest saved tensors are the Q x Q blocks and the chunk states."""

@@ -212,7 +212,7 @@ def read_frame(path: PathLike) -> pd.DataFrame:
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     for col in list(RUN_COLUMNS) + list(ROW_COLUMNS):
         if col not in frame.columns:
-            frame[col] = None
+            frame[col] = float("nan")   # as the exact reader's from_records leaves a column no row has
     lead = list(RUN_COLUMNS) + list(ROW_COLUMNS)
     frame = frame[lead + [c for c in frame.columns if c not in lead]]
     if len(frame) and frame["value"].dtype != "float64":

@@ -102,12 +102,13 @@ def why_nothing_matches(where: Sequence[Tuple[str, Any]], params_list: Sequence[
 
 @dataclass
 class _Draft:
-    """A cell under construction: its params and, per dotted key, where the value came from."""
+    """A cell under construction: its params and, per dotted key, where the value came from (None: where
+    its enclosing key came from)."""
 
     params: Dict[str, Any]
-    origins: Dict[str, Origin]
+    origins: Dict[str, Optional[Origin]]
 
-    def put(self, key: str, value: Any, origin: Origin) -> None:
+    def put(self, key: str, value: Any, origin: Optional[Origin]) -> None:
         merged = isinstance(value, dict) and isinstance(get_dotted(self.params, key), dict)
         set_dotted(self.params, key, value)
         if not merged:  # a replaced value takes its sub-keys, and what was said about them, with it
@@ -117,7 +118,7 @@ class _Draft:
         self.origins[key] = origin
         if isinstance(value, dict):
             for sub in flatten(value):
-                self.origins[f"{key}.{sub}"] = origin if isinstance(origin, str) else origin + tuple(sub.split("."))
+                self.origins[f"{key}.{sub}"] = origin + tuple(sub.split(".")) if isinstance(origin, tuple) else origin
 
     def copy(self) -> "_Draft":
         return _Draft(_deepcopy(self.params), dict(self.origins))
@@ -159,7 +160,7 @@ def resolve_device(requested: Optional[str], cuda_available: Optional[bool] = No
     return "cuda" if cuda_available else "cpu"
 
 
-def _origin_of(loc: Tuple[Any, ...], origins: Dict[str, Origin]) -> Optional[Origin]:
+def _origin_of(loc: Tuple[Any, ...], origins: Dict[str, Optional[Origin]]) -> Optional[Origin]:
     """The origin of the longest prefix of a pydantic ``loc`` that the suite (or command line) set."""
     parts = [str(p) for p in loc if not isinstance(p, int)]
     while parts:
@@ -320,10 +321,11 @@ def is_bool_key(model: Optional[type], key: str) -> bool:
 def _normalise_bools(draft: _Draft, kind_model: Optional[type]) -> None:
     """``1``/``0`` for a true/false field become ``true``/``false``: ``--set x=1`` and ``x: true`` are
     the same cell (and cell id), as pydantic would run them the same; other values are left for
-    validation to reject."""
+    validation to reject.  The flag keeps the origin of the value it replaces (a key inside a ``--set``
+    mapping: the mapping's), so an error on it still names what wrote it."""
     for key, value in flatten(draft.params).items():
         if type(value) is int and value in (0, 1) and is_bool_key(kind_model, key):
-            draft.put(key, bool(value), draft.origins.get(key, key))
+            draft.put(key, bool(value), draft.origins.get(key))
 
 
 def _includes_that_add_nothing(kept: Sequence[Tuple[_Draft, Optional[int]]], suite: LoadedSuite) -> List[Issue]:

@@ -80,7 +80,7 @@ TARGETS: Dict[str, Target] = {t.name: t for t in [
     Target("diff_statistics", "harness/analysis/diff.py", ("tests/test_diff.py",),
            functions=("min_two_sided_p", "bootstrap_ratio_ci", "compare_timing", "compare_quality",
                       "compare_ratio", "compare_info")),
-    Target("expand", "harness/suite/expand.py", ("tests/test_expand.py",)),
+    Target("expand", "harness/suite/expand.py", ("tests/test_expand_selection.py", "tests/test_expand.py")),
     Target("results_store", "harness/store/results.py", ("tests/test_results.py", "tests/test_runner.py", *_NO_SUBPROCESS)),
     Target("runner_resume", "harness/run/runner.py", ("tests/test_runner.py", *_NO_SUBPROCESS),
            functions=("read_plan", "extend_plan", "run_suite")),
@@ -113,7 +113,9 @@ def _in_message(node: ast.AST, parents: Dict[ast.AST, ast.AST]) -> bool:
             return True
         if isinstance(up, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and node is up.value:
             targets = up.targets if isinstance(up, ast.Assign) else [up.target]
-            names = [t.id if isinstance(t, ast.Name) else getattr(t, "attr", "") for t in targets]
+            names = [t.id if isinstance(t, ast.Name) else
+                     t.slice.value if isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant)
+                     and isinstance(t.slice.value, str) else getattr(t, "attr", "") for t in targets]
             return any(_MESSAGE_NAMES.search(n) for n in names)
         if isinstance(up, (ast.stmt, ast.Lambda)):
             return False

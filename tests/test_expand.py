@@ -1,9 +1,15 @@
 """Suite expansion: grid, zip, exclude/include, seeds/repeats, --set/--filter, device, cell ids."""
 from __future__ import annotations
 
-import pytest
+import textwrap
+from typing import Literal, Tuple
 
+import pytest
+from pydantic import Field
+
+from harness.config_types import PositiveInt, StrictModel
 from harness.errors import SuiteError
+from harness.kinds import KINDS, KindSpec
 from harness.suite.expand import expand, make_cell_id, parse_assignments
 from harness.suite.schema import load_suites
 
@@ -293,3 +299,239 @@ def test_one_and_zero_for_a_flag_are_true_and_false(write_suite):
     assert batch.params["batch"] == 1 and type(batch.params["batch"]) is int
     with pytest.raises(SuiteError, match="skip_after_oom"):  # any other number is not a flag
         cells_of(write_suite, "", overrides=[("skip_after_oom", 2)])
+
+
+# --------------------------------------------------------------------------- where an error points
+
+class _Inner(StrictModel):
+    depth: PositiveInt = 1
+
+
+class _Outer(StrictModel):
+    inner: _Inner = Field(default_factory=_Inner)
+
+
+class _CpuOnlyConfig(StrictModel):
+    """Unlike fake: a required key, a three-level key, an alias, a tuple default, only the CPU, no seed and no
+    repeats keys (so ``seeds:`` and ``repeats:`` are errors that must point at their lines)."""
+    need: int
+    outer: _Outer = Field(default_factory=_Outer)
+    pass_: str = Field("fwd", alias="pass")
+    pair: Tuple[int, int] = (1, 2)
+    x: int = 0
+    device: Literal["cpu"] = "cpu"
+
+
+_CPU_ONLY = KindSpec("cpu_only", _CpuOnlyConfig, lambda cell, ctx: iter(()), metrics=("accuracy", "loss"))
+
+
+@pytest.fixture
+def extra_kinds(monkeypatch):
+    """Registers ``kind: cpu_only`` and ``kind: broken`` (a module that does not exist) for one test."""
+    monkeypatch.setitem(KINDS._entries, "cpu_only", _CPU_ONLY)
+    monkeypatch.setitem(KINDS._entries, "broken", "no_such_module_for_ssmbench_tests:SPEC")
+
+
+def _line_marked(text: str) -> int:
+    """The 1-based line of the suite text that ends with ``# here``."""
+    (line,) = [i for i, s in enumerate(textwrap.dedent(text).lstrip("\n").splitlines(), 1) if s.endswith("# here")]
+    return line
+
+
+FAKE = "name: grid\nkind: fake\ndevice: cpu\n"
+CPU_ONLY = "name: grid\nkind: cpu_only\n"
+EXPECT = "    metric: accuracy\n    value: 0.9\n    source: x\n"
+NOT_VALID, INVALID_CELLS = "is not valid:", "has invalid cells:"
+
+#: (suite text with the line the error must name marked "# here" (none: the command line), expand()'s
+#: keyword arguments, a fragment of the message, the headline's end (None: no headline))
+WHERE_ERRORS = {
+    "defaults, nested": (FAKE + "defaults:\n  seq_len: 8\n  model:\n    d_state: 0  # here\n", {},
+                         "model.d_state: input should be greater than 0", INVALID_CELLS),
+    "defaults, kept by a merged sweep mapping": (
+        FAKE + "defaults:\n  model:\n    d_state: 0  # here\nsweep:\n  model:\n    - {mixer: s4}\n", {},
+        "model.d_state: input should be greater than 0", INVALID_CELLS),
+    "a sweep item": (FAKE + "sweep:\n  batch:\n    - 1\n    - 0  # here\n", {}, "batch: input should be greater",
+                     INVALID_CELLS),
+    "a sub-key of a swept mapping": (FAKE + "sweep:\n  model:\n    - mixer: s4\n      d_model: 0  # here\n", {},
+                                     "model.d_model: input should be greater", INVALID_CELLS),
+    "a zip item": (FAKE + "zip:\n  - seq_len:\n      - 8\n      - 0  # here\n    batch: [1, 2]\n", {},
+                   "seq_len: input should be greater", INVALID_CELLS),
+    "an include": (FAKE + "include:\n  - seq_len: 8\n    batch: 0  # here\n", {}, "batch: input should be greater",
+                   INVALID_CELLS),
+    "an unknown key, with the closest": (FAKE + "include:\n  - model.d_stat: 3  # here\n", {},
+                                         "unknown key 'd_stat' in model — did you mean 'd_state'?", INVALID_CELLS),
+    "a device of a sweep, not the suite's": (FAKE + "sweep:\n  device:\n    - 3  # here\n", {},
+                                              "device: input should be a valid string", INVALID_CELLS),
+    "a device of the defaults": ("name: grid\nkind: fake\ndefaults:\n  seq_len: 8\n  device: 3  # here\n", {},
+                                 "device: input should be a valid string", INVALID_CELLS),
+    "--set": (FAKE, {"overrides": [("batch", 0)]}, "batch: input should be greater than 0 (got 0) (from --set batch=0)",
+              INVALID_CELLS),
+    "--set of a mapping over a defaults mapping": (
+        FAKE + "defaults:\n  model:\n    d_state: 4\n", {"overrides": [("model", {"d_state": 0})]},
+        "model.d_state: input should be greater than 0 (got 0) (from --set model={'d_state': 0})", INVALID_CELLS),
+    "an exclude that matches nothing": (FAKE + "sweep:\n  batch: [1, 2]\nexclude:\n  - batch: 9  # here\n", {},
+                                        "exclude[0] {'batch': 9} matches no cell of the sweep", NOT_VALID),
+    "excludes that drop every cell": (FAKE + "sweep:\n  batch: [1]\nexclude:  # here\n  - batch: 1\n", {},
+                                      "suite 'grid' has no cells", NOT_VALID),
+    "an include that adds nothing": (FAKE + "sweep:\n  batch: [1]\ninclude:\n  - seq_len: 8\n  - batch: 1  # here\n",
+                                     {}, "include[1] {'batch': 1} adds no cell: the sweep already has it", NOT_VALID),
+    "an expect.where key no cell has": (
+        FAKE + "sweep:\n  batch: [1, 2]\nexpect:\n  - where: {bach: 2}  # here\n" + EXPECT, {},
+        "expect[0].where: no cell or row has the key 'bach' — did you mean 'batch'?", NOT_VALID),
+    "an expect.where value no cell has": (
+        FAKE + "sweep:\n  batch: [1, 2]\nexpect:\n  - where: {batch: 3}  # here\n" + EXPECT, {},
+        "expect[0] (metric accuracy) matches no cell of the suite (batch=3", NOT_VALID),
+    # kind: cpu_only
+    "a required key no line set": (CPU_ONLY + "defaults:  # here\n  x: 1\n", {}, "need: required key is missing",
+                                   INVALID_CELLS),
+    "the suite's device, not the defaults'": (CPU_ONLY + "device: cuda  # here\ndefaults:\n  need: 1\n  device: cpu\n",
+                                              {}, "device: input should be 'cpu'", INVALID_CELLS),
+    "a device of a sweep beats the suite's": (
+        CPU_ONLY + "device: cpu\ndefaults: {need: 1}\nsweep:\n  device:\n    - cuda  # here\n", {},
+        "device: input should be 'cpu'", INVALID_CELLS),
+    "device: null is auto; its line is named": (CPU_ONLY + "defaults: {need: 1}\ndevice: null  # here\n",
+                                                {"cuda_available": True}, "device: input should be 'cpu' (got 'cuda')",
+                                                INVALID_CELLS),
+    "--device": (CPU_ONLY + "device: cpu\ndefaults: {need: 1}\n", {"device": "cuda"},
+                 "device: input should be 'cpu' (got 'cuda') (from --device cuda)", INVALID_CELLS),
+    "seeds": (CPU_ONLY + "defaults: {need: 1}\nseeds:\n  - 0  # here\n", {}, "unknown key 'seed'", INVALID_CELLS),
+    "repeats": (CPU_ONLY + "defaults: {need: 1}\nrepeats: 3  # here\n", {}, "unknown key 'repeats'", INVALID_CELLS),
+    "a sub-sub-key of a swept mapping": (
+        CPU_ONLY + "defaults: {need: 1}\nsweep:\n  outer:\n    - inner:\n        depth: 0  # here\n", {},
+        "outer.inner.depth: input should be greater than 0", INVALID_CELLS),
+    "an expect.metric the kind does not write": (
+        CPU_ONLY + "defaults: {need: 1}\nexpect:\n  - where: {x: 0}\n    metric: acuracy  # here\n"
+                   "    value: 0.9\n    source: x\n", {},
+        "expect[0].metric 'acuracy': kind 'cpu_only' writes no such metric — did you mean 'accuracy'? "
+        "(its metrics: accuracy, loss)", NOT_VALID),
+    "a kind that cannot be loaded": ("name: grid\nkind: broken  # here\ndefaults: {x: 1}\n"
+                                     "expect:\n  - where: {x: 1}\n" + EXPECT, {},
+                                     "suite kind 'broken' cannot be loaded: ModuleNotFoundError: No module named "
+                                     "'no_such_module_for_ssmbench_tests'", None),
+}
+
+
+@pytest.mark.parametrize("case", list(WHERE_ERRORS))
+def test_each_error_names_the_file_and_line_that_set_the_value(write_suite, extra_kinds, case):
+    """A suite error points at the line that wrote the bad value (a sweep item, a zip item, an include, the
+    defaults, seeds, repeats, the suite's device ...), or at the command line for --set / --device: one issue,
+    under a headline naming the file and suite."""
+    text, kwargs, message, headline = WHERE_ERRORS[case]
+    path = write_suite(text)
+    with pytest.raises(SuiteError) as info:
+        expand(load_suites(path)[0], **kwargs)
+    (issue,) = info.value.issues
+    if "# here" in text:
+        assert (issue.source, issue.line) == (str(path), _line_marked(text)), str(info.value)
+    else:
+        assert (issue.source, issue.line) == ("command line", 0), str(info.value)
+    assert message in issue.message, str(info.value)
+    first = str(info.value).splitlines()[0]
+    assert first == (f"{path}: suite 'grid' {headline}" if headline else str(issue))
+
+
+def test_a_hint_is_given_only_when_a_close_name_exists(write_suite, extra_kinds):
+    where = FAKE + "expect:\n  - where: {zzzzzz: 2}\n" + EXPECT
+    with pytest.raises(SuiteError) as info:
+        expand(load_suites(write_suite(where))[0])
+    assert "no cell or row has the key 'zzzzzz'; correct the key" in str(info.value)
+    metric = CPU_ONLY + "defaults: {need: 1}\nexpect:\n  - {where: {x: 0}, metric: zzzzzz, value: 1, source: x}\n"
+    with pytest.raises(SuiteError) as info:
+        expand(load_suites(write_suite(metric))[0])
+    assert "writes no such metric (its metrics: accuracy, loss)" in str(info.value)
+
+
+@pytest.mark.parametrize("where, ok", [
+    ("{repeat: 0}", True),            # a row column of the kind (fake: repeat), not a param
+    ("{backend: chunked}", True),     # a results column derived from the params (model -> backend)
+    ("{mixer: s6}", True),            # a short name of a param (model.mixer)
+    ("{task.seq_len: 16}", True),     # a dotted key no cell has, matched by its last part
+    ("{a.task.seq_len: 16}", True),
+    ("{task.seq_len: 17}", False),    # ... and then its value must be there
+    ("{a.task.seq_len: 17}", False),
+])
+def test_expect_where_names_params_row_columns_and_short_names(write_suite, where, ok):
+    text = FAKE + "defaults: {model: {mixer: s6}, seq_len: 16}\nexpect:\n  - where: " + where + "\n" + EXPECT
+    suite = load_suites(write_suite(text))[0]
+    if ok:
+        assert len(expand(suite)) == 1
+    else:
+        with pytest.raises(SuiteError, match=r"seq_len=17: no cell has this value"):
+            expand(suite)
+
+
+@pytest.mark.parametrize("where, ok", [
+    ("{depth: 1}", True),               # the short name of a three-level key (outer.inner.depth)
+    ("{outer.inner.depth: 1}", True),
+    ("{depth: 2}", False),
+    ("{pass: fwd}", True),              # an alias is the key a suite and the results use (pass, not pass_)
+    ("{pair: [1, 2]}", True),           # a list-valued key's default: the list is the one value
+    ("{pair: [[1, 2], [3, 4]]}", False),  # (a list of lists is not "any of")
+    ("{pair: [3, 4]}", False),
+])
+def test_expect_where_sees_the_kinds_defaults_as_the_results_hold_them(write_suite, extra_kinds, where, ok):
+    text = CPU_ONLY + "defaults: {need: 1}\nexpect:\n  - where: " + where + "\n" + EXPECT
+    suite = load_suites(write_suite(text))[0]
+    if ok:
+        assert len(expand(suite)) == 1
+    else:
+        with pytest.raises(SuiteError, match=r"expect\[0\] \(metric accuracy\) matches no cell"):
+            expand(suite)
+
+
+@pytest.mark.parametrize("suite_device, defaults_device, cuda_available, expected", [
+    ("cpu", "cuda", True, "cpu"),       # the suite's device beats the defaults'
+    ("cuda", "cpu", False, "cuda"),
+    (None, "cpu", True, "cpu"),         # the defaults' device beats auto
+    (None, "cuda", False, "cuda"),
+    (None, None, False, "cpu"),         # nothing said: auto, resolved per host
+    (None, None, True, "cuda"),
+    ("auto", "cpu", True, "cuda"),
+])
+def test_the_suite_device_beats_the_defaults_device_which_beats_auto(write_suite, suite_device, defaults_device,
+                                                                     cuda_available, expected):
+    text = "name: grid\nkind: fake\n" + (f"device: {suite_device}\n" if suite_device else "")
+    text += "defaults:\n  seq_len: 8\n" + (f"  device: {defaults_device}\n" if defaults_device else "")
+    (cell,) = expand(load_suites(write_suite(text))[0], cuda_available=cuda_available)
+    assert cell.params["device"] == expected
+
+
+def test_cells_carry_the_suite_name_and_kind(write_suite):
+    cells = cells_of(write_suite, "sweep: {batch: [1, 2]}\n")
+    assert [(c.suite, c.kind) for c in cells] == [("grid", "fake"), ("grid", "fake")]
+
+
+def test_varying_lists_sweep_axes_then_zip_axes_then_seed_then_the_rest(write_suite):
+    """The report's columns: the suite's axes in the order written, then seed, then other keys that differ
+    (here batch, from an include), whatever the order the keys first appear in the params."""
+    text = """
+name: grid
+kind: fake
+device: cpu
+defaults: {model: {d_state: 4}, batch: 1, seq_len: 16}
+sweep: {seq_len: [8, 16], model.d_state: [4, 8]}
+zip:
+  - {sleep_s: [0.0, 0.5]}
+seeds: [0, 1]
+include:
+  - {batch: 5}
+"""
+    cells = expand(load_suites(write_suite(text))[0])
+    assert list(cells[0].varying) == ["seq_len", "model.d_state", "sleep_s", "seed", "batch"]
+    assert cells[0].varying == {"seq_len": 8, "model.d_state": 4, "sleep_s": 0.0, "seed": 0, "batch": 1}
+
+
+def test_a_replaced_value_forgets_where_its_sub_keys_came_from_and_a_merged_one_keeps_them():
+    """Origins describe the params that exist: a scalar replacing a mapping takes the mapping's sub-keys'
+    origins with it; a mapping merged into a mapping keeps those of the sub-keys it does not set."""
+    from harness.suite.expand import _defaults_draft
+    draft = _defaults_draft({"model": {"d_state": 4, "mixer": "s6"}})
+    draft.put("model", {"mixer": "s4", "block": {"norm": "rms"}}, ("sweep", "model", 0))
+    assert draft.origins == {"model": ("sweep", "model", 0), "model.d_state": ("defaults", "model", "d_state"),
+                             "model.mixer": ("sweep", "model", 0, "mixer"),
+                             "model.block.norm": ("sweep", "model", 0, "block", "norm")}
+    draft.put("model", {"mixer": "s6"}, "--set model={'mixer': 's6'}")
+    assert draft.origins["model.mixer"] == "--set model={'mixer': 's6'}"
+    draft.put("model", 3, ("include", 0, "model"))
+    assert draft.params == {"model": 3} and draft.origins == {"model": ("include", 0, "model")}

@@ -109,14 +109,16 @@ class _Draft:
     origins: Dict[str, Optional[Origin]]
 
     def put(self, key: str, value: Any, origin: Optional[Origin]) -> None:
+        merged = isinstance(value, dict) and isinstance(get_dotted(self.params, key), dict)
         set_dotted(self.params, key, value)
-        # a new value hides what the old one said about its sub-keys
-        for old in [k for k in self.origins if k.startswith(key + ".")]:
-            del self.origins[old]
+        if not merged:  # a replaced value takes its sub-keys, and what was said about them, with it
+            for old in [k for k in self.origins if k.startswith(key + ".")]:
+                del self.origins[old]
+        # a merged mapping keeps the sub-keys it does not set, with their origins (a defaults line)
         self.origins[key] = origin
-        if isinstance(value, dict) and not isinstance(origin, str):
+        if isinstance(value, dict):
             for sub in flatten(value):
-                self.origins[f"{key}.{sub}"] = origin + tuple(sub.split("."))
+                self.origins[f"{key}.{sub}"] = origin + tuple(sub.split(".")) if isinstance(origin, tuple) else origin
 
     def copy(self) -> "_Draft":
         return _Draft(_deepcopy(self.params), dict(self.origins))
@@ -319,9 +321,8 @@ def is_bool_key(model: Optional[type], key: str) -> bool:
 def _normalise_bools(draft: _Draft, kind_model: Optional[type]) -> None:
     """``1``/``0`` for a true/false field become ``true``/``false``: ``--set x=1`` and ``x: true`` are
     the same cell (and cell id), as pydantic would run them the same; other values are left for
-    validation to reject.  The flag keeps the origin of the value it replaces; a key inside a ``--set``
-    mapping has none of its own (None: :func:`_origin_of` then finds the mapping's), so an error on it
-    still names what wrote it."""
+    validation to reject.  The flag keeps the origin of the value it replaces (a key inside a ``--set``
+    mapping: the mapping's), so an error on it still names what wrote it."""
     for key, value in flatten(draft.params).items():
         if type(value) is int and value in (0, 1) and is_bool_key(kind_model, key):
             draft.put(key, bool(value), draft.origins.get(key))
@@ -388,8 +389,9 @@ def _expect_issues(suite: LoadedSuite, params_list: Sequence[Dict[str, Any]],
 
 
 def _value_matches(value: Any, wanted: Any) -> bool:
-    """An ``expect.where`` value: one value, or a list of them (any of them matches)."""
-    if isinstance(wanted, list):
+    """An ``expect.where`` value: one value, or a list of them (any of them matches); for a list-valued
+    key (``train.betas``) a list is that one value, as in ``--filter``."""
+    if isinstance(wanted, list) and not isinstance(value, list):
         return any(values_equal(value, w) for w in wanted)
     return values_equal(value, wanted)
 

@@ -164,6 +164,10 @@ def test_ctrl_c_writes_the_tables_and_the_run_can_be_resumed(write_suite, tmp_pa
     result = run_suite(suite.doc.data, cells, resume_dir=run_dir)
     assert result.counts == {"ok": 2}
     assert len(load(run_dir)["cell_id"].unique()) == 2
+    import yaml
+    plan = yaml.safe_load((run_dir / "suite.yaml").read_text())   # rewritten by the resume, order kept
+    assert list(plan) == ["suite", "source", "overrides", "filters", "cells"] and plan["source"] == ""
+    assert list(plan["suite"]) == list(suite.doc.data)
 
 
 def test_resume_keeps_the_oom_skip_chain_of_the_interrupted_run(write_suite, tmp_path):
@@ -333,6 +337,7 @@ def test_resume_with_other_filters_grows_the_run(write_suite, cli, tmp_path):
     assert res.code == 0 and "1 cell(s) not in the run's original plan are added" in res.err
     plan, cells = read_plan(run_dir)
     assert len(cells) == 2 and load(run_dir)["cell_id"].nunique() == 2
+    assert list(plan) == ["suite", "source", "overrides", "filters", "cells"]   # rewritten in its own order
     assert cli("run", "--resume", run_dir, "--no-report", "--quiet").code == 0  # nothing left to run
     assert len(read_rows(run_dir / "rows.jsonl")) == 4
 
@@ -553,4 +558,4 @@ def test_read_plan_refuses_anything_but_a_run_directory(tmp_path):
     (ok / "suite.yaml").write_text(yaml.safe_dump(plan))   # exactly the two keys
     (ok / "meta.json").write_text("{}")
     data, cells = read_plan(ok)
-    assert data["suite"]["name"] == "s" and [c.cell_id for c in cells] == ["abc"]
+    assert data["suite"]["name"] == "s" and [(c.suite, c.cell_id) for c in cells] == [("s", "abc")]

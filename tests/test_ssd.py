@@ -294,6 +294,16 @@ def test_any_float64_input_makes_the_backend_run_in_float64(backend, name):
     assert rel_err(hT, h64) < 1e-12, (seed, name)
 
 
+def test_chunked_computes_on_the_device_of_its_inputs():
+    """On the meta device (shapes and devices, no data) a tensor made without ``device=`` lands on the CPU and
+    meets meta tensors, which raises, as it would on CUDA."""
+    shapes = dict(x=(1, 8, 2, 3), dt=(1, 8, 2), A=(2,), B=(1, 8, 1, 4), C=(1, 8, 1, 4))
+    ins = {k: torch.randn(*v, device="meta") for k, v in shapes.items()}
+    y, hT = kernels.ssd(ins["x"], ins["dt"], ins["A"], ins["B"], ins["C"], 4, return_final_states=True,
+                        backend="chunked")
+    assert y.device.type == hT.device.type == "meta" and y.shape == shapes["x"] and hT.shape == (1, 2, 3, 4)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_bf16_x_gets_its_gradient_rounded_once(backend):
     """x is cast to float32 once and used twice (the scan and D x): its float32 gradient is summed first and

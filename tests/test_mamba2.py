@@ -8,6 +8,7 @@ stepper of graphed decoding, gradients through the step, and the parameter count
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -369,3 +370,53 @@ def test_fp16_decoding_matches_the_parallel_forward_like_the_official_test_gener
         logits, state = lm.prefill(tokens[:, :40], lm.init_state(2))
         rest, _ = step_all(lm, tokens[:, 40:], state)
         torch.testing.assert_close(rest.float(), want[:, 40:], rtol=1e-3, atol=1e-2)
+
+
+def _ssd_mixer(**kw):
+    return build_mixer({**TINY, "mixer": "ssd", "arch": "none", **kw}, 16)
+
+
+def test_ssd_mixer_state_follows_the_asked_or_the_parameters_device_and_dtype():
+    """init_state(batch, device, dtype): the asked device/dtype win, else the parameters'; the state is float32
+    for any lower precision and float64 for a float64 model (the meta device shows a CPU tensor made by mistake)."""
+    ssd = _ssd_mixer()
+    assert ssd.init_state(2, device="meta").device.type == "meta"
+    assert ssd.init_state(2, dtype=torch.float64).dtype == torch.float64
+    assert ssd.init_state(2, dtype=torch.bfloat16).dtype == torch.float32
+    assert ssd.double().init_state(2).dtype == torch.float64
+    assert _ssd_mixer().to("meta").init_state(2).device.type == "meta"
+
+
+def test_ssd_mixer_passes_its_chunk_size_and_backend_to_the_kernels(monkeypatch):
+    import models.ssd as ssd_mod
+
+    seen = []
+    real = ssd_mod._kernels()
+
+    def spy(name, fn):
+        def wrapped(*a, **k):
+            seen.append((name, k.get("chunk_size"), k.get("backend")))
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(ssd_mod, "_kernels", lambda: tuple(spy(n, f) if callable(f) else f
+                                                          for n, f in zip(("ssd", "update", "ref"), real)))
+    layer = _ssd_mixer(chunk_size=3, backend="chunked")
+    with torch.no_grad():
+        layer(torch.randn(1, 7, 16))
+        layer.step(torch.randn(1, 16), layer.init_state(1))
+    assert ("ssd", 3, "chunked") in seen and ("update", None, "chunked") in seen, seen
+
+
+def test_ssd_mixer_parameters_stay_float32_in_its_arithmetic_and_x_proj_has_no_bias():
+    layer = _ssd_mixer().to(torch.bfloat16)
+    assert layer._A().dtype == torch.float32 and layer.x_proj.bias is None
+    assert "d=16," in repr(layer)
+
+
+@pytest.mark.parametrize("kw, needle", [(dict(headdim=5), "headdim (5) must divide the mixer width (16)"),
+                                        (dict(ngroups=3), "ngroups (3) must divide the number of heads (4)")])
+def test_ssd_mixer_refuses_a_width_its_heads_do_not_divide(kw, needle):
+    cfg = ModelConfig.model_construct(**{**ModelConfig(**{**TINY, "mixer": "ssd", "arch": "none"}).model_dump(), **kw})
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        SSD(cfg, 16)

@@ -123,18 +123,21 @@ def _in_message(node: ast.AST, parents: Dict[ast.AST, ast.AST]) -> bool:
     return False
 
 
-def message_text_mutants(mutated_source: str, dotted: str) -> Dict[str, bool]:
-    """{mutant name: True} for mutants that change only the text of messages (see :func:`_in_message`): the
-    mutated function's AST equals the original's except for string constants, all of them in message places.
+def _scalars(node: ast.AST) -> List[object]:
+    """A node's own scalar fields (names, operators' flags, constants), not its children."""
+    return [v for v in (getattr(node, f, None) for f in node._fields) if isinstance(v, (str, int, float, bool, type(None)))]
+
+
+def message_text_mutants(mutated_source: str, dotted: str) -> set:
+    """The names of mutants that change only the text of messages (see :func:`_in_message`): the mutated
+    function's AST equals the original's except for string constants, all of them in message places.
     A changed string used as data (a key, a separator, a comparison) is not a message and stays scored."""
-    tree = ast.parse(mutated_source)
     funcs: Dict[Tuple[str, str], ast.AST] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            m = re.fullmatch(r"(.+)__mutmut_(\d+|orig)", node.name)
-            if m:
-                funcs[(m.group(1), m.group(2))] = node
-    out: Dict[str, bool] = {}
+    for node in ast.walk(ast.parse(mutated_source)):
+        m = re.fullmatch(r"(.+)__mutmut_(\d+|orig)", getattr(node, "name", "") or "")
+        if m and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            funcs[(m.group(1), m.group(2))] = node
+    out = set()
     for (base, n), node in funcs.items():
         orig = funcs.get((base, "orig"))
         if n == "orig" or orig is None:
@@ -142,25 +145,22 @@ def message_text_mutants(mutated_source: str, dotted: str) -> Dict[str, bool]:
         a, b = list(ast.walk(orig)), list(ast.walk(node))
         if len(a) != len(b):
             continue
-        parents = {child: parent for parent in b for child in ast.iter_child_nodes(parent)}
-        changed, same_shape = [], True
+        changed = []
         for x, y in zip(a, b):
             if type(x) is not type(y):
-                same_shape = False
                 break
-            if isinstance(x, ast.Constant) and x.value != y.value:
+            if isinstance(x, ast.Constant):
+                if x.value == y.value:
+                    continue
                 if not (isinstance(x.value, str) and isinstance(y.value, str)):
-                    same_shape = False
                     break
                 changed.append(y)
-            elif not isinstance(x, ast.Constant) and x is not orig and \
-                    [f for f in x._fields if f not in ("ctx",)] and \
-                    any(getattr(x, f) != getattr(y, f) for f in x._fields
-                        if isinstance(getattr(x, f, None), (str, int, float, bool, type(None)))):
-                same_shape = False
+            elif x is not orig and _scalars(x) != _scalars(y):   # (the two functions' names differ)
                 break
-        if same_shape and changed and all(_in_message(c, parents) for c in changed):
-            out[f"{dotted}.{base}__mutmut_{n}"] = True
+        else:
+            parents = {child: parent for parent in b for child in ast.iter_child_nodes(parent)}
+            if changed and all(_in_message(c, parents) for c in changed):
+                out.add(f"{dotted}.{base}__mutmut_{n}")
     return out
 
 
@@ -231,7 +231,7 @@ def run_target(target: Target, workdir: Path, jobs: int, collect_only: bool = Fa
         statuses = {n: s for n, s in statuses.items() if any(f".x_{fn}__mutmut_" in n for fn in target.functions)}
     summary = summarize(statuses)
     mutated = here / "mutants" / target.path
-    messages = message_text_mutants(mutated.read_text(), target.dotted) if mutated.exists() else {}
+    messages = message_text_mutants(mutated.read_text(), target.dotted) if mutated.exists() else set()
     logic = summarize({n: s for n, s in statuses.items() if n not in messages})
     summary.update(score_logic=logic["score"], killed_logic=logic["killed"], decided_logic=logic["decided"],
                    message_text_mutants=len([n for n in statuses if n in messages]),

@@ -617,7 +617,7 @@ def _holm(comps: List[Comparison], opts: DiffOptions) -> int:
 
 
 def check_metric_patterns(patterns: Optional[Sequence[str]], metrics: Sequence[str],
-                    where: str = "of the cells both sides have") -> None:
+                          where: str = "of the cells both sides have") -> None:
     """Every ``--metric`` pattern must match a metric of the common cells (a typo compares nothing)."""
     import difflib
 

@@ -44,6 +44,11 @@ def exclude_output_dir(path) -> None:
     git_state.cache_clear()
 
 
+def _code_paths() -> List[str]:
+    """The pathspec of what counts as code for the dirty check: the checkout, less the run output folders."""
+    return ["--", ".", *(f":(exclude){d}" for d in _OUTPUT_DIRS)]
+
+
 @functools.lru_cache(maxsize=1)
 def git_state() -> Dict[str, Any]:
     """{"commit": full sha or "unknown", "short": 7 hex, "dirty": bool} of the project checkout.
@@ -59,7 +64,7 @@ def git_state() -> Dict[str, Any]:
     if not commit:
         return {"commit": "unknown", "short": "nogit", "dirty": False}
     # untracked (not ignored) files count: a new module changes what runs as much as an edit does
-    status = _git("status", "--porcelain", "--", ".", *(f":(exclude){d}" for d in _OUTPUT_DIRS))
+    status = _git("status", "--porcelain", *_code_paths())
     state = {"commit": commit, "short": commit[:7], "dirty": bool(status)}
     if status:
         state["changes"] = _changes_digest(status)
@@ -71,7 +76,7 @@ def _changes_digest(status: str) -> str:
     two dirty trees at one commit can be told apart (``--resume`` refuses to mix them)."""
     import hashlib
     digest = hashlib.sha1(status.encode())
-    digest.update((_git("diff", "HEAD", "--", ".", *(f":(exclude){d}" for d in _OUTPUT_DIRS)) or "").encode())
+    digest.update((_git("diff", "HEAD", *_code_paths()) or "").encode())
     return digest.hexdigest()[:12]
 
 

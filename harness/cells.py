@@ -103,7 +103,6 @@ class CellContext:
     device: str = "cpu"
     deadline: Optional[float] = None
     run_dir: Optional[str] = None
-    quiet: bool = True
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:

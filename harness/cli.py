@@ -324,7 +324,7 @@ def _plan_and_run(args: argparse.Namespace, executor: Any, overrides: List[Tuple
         try:
             result = run_suite(data, cells, out_root=Path(args.out), resume_dir=resume, executor=executor,
                                progress=progress, source=source, overrides=overrides_used,
-                               filters=filters, argv=sys.argv, quiet=args.quiet)
+                               filters=filters, argv=sys.argv)
         except RunInterrupted as exc:
             not_started = [j[0]["name"] for j in jobs[i + 1:]]
             later = f"\nnot started: {', '.join(not_started)}" if not_started else ""

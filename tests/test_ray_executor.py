@@ -235,11 +235,11 @@ def test_only_kinds_with_skip_reason_are_chained_per_impl():
 def test_deadline_travels_as_a_budget():
     from harness.run.ray_executor import _context_on_worker, _context_payload
 
-    ctx = CellContext(device="cuda:3", deadline=time.monotonic() + 100, run_dir="/r", quiet=False)
+    ctx = CellContext(device="cuda:3", deadline=time.monotonic() + 100, run_dir="/r")
     payload = _context_payload(ctx)
     assert "deadline" not in payload and 99 < payload["deadline_budget_s"] <= 100
     worker = _context_on_worker(payload, gpu_ids=["3"])
-    assert worker.device == "cuda" and worker.run_dir == "/r" and worker.quiet is False
+    assert worker.device == "cuda" and worker.run_dir == "/r"
     assert 99 < worker.seconds_left() <= 100
     assert _context_on_worker(_context_payload(CellContext()), []).deadline is None
     # the runner's deadline for a bench cell is its timeout_s

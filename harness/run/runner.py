@@ -239,7 +239,7 @@ def run_suite(suite_data: Dict[str, Any], cells: Sequence[Cell], *, out_root: Pa
               resume_dir: Optional[Path] = None, executor: Optional[Executor] = None,
               progress: Optional[Progress] = None, source: str = "",
               overrides: Sequence[Tuple[str, Any]] = (), filters: Sequence[Tuple[str, Any]] = (),
-              argv: Optional[List[str]] = None, quiet: bool = True) -> RunResult:
+              argv: Optional[List[str]] = None) -> RunResult:
     """Run ``cells`` (one suite) into a new run directory, or into ``resume_dir`` skipping its done cells."""
     executor = executor or LocalExecutor()
     progress = progress or Progress()
@@ -307,7 +307,7 @@ def run_suite(suite_data: Dict[str, Any], cells: Sequence[Cell], *, out_root: Pa
 
     def make_context(cell: Cell) -> CellContext:
         return CellContext(device=str(cell.params.get("device", "cpu")), deadline=cell_deadline(resolved(cell)),
-                           run_dir=str(run_dir), quiet=quiet)
+                           run_dir=str(run_dir))
 
     check_cuda = checks_cuda_here(executor)
 

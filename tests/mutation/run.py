@@ -3,6 +3,7 @@
     pip install mutmut            # 3.x; not a project dependency
     python tests/mutation/run.py --list
     python tests/mutation/run.py scan_reference scan_chunked --jobs 2
+    python tests/mutation/run.py scan_reference --recheck     # only the recorded survivors, after new tests
 
 For each target (module + the test files and ``-k`` selection that cover it, :data:`TARGETS`), the
 tracked files are copied to ``<workdir>/<target>/`` with a ``[tool.mutmut]`` section that mutates only
@@ -11,6 +12,10 @@ started there; mutmut then runs, per mutant, only the selected tests that execut
 function.  The per-target counts, the score (killed / all mutants; a mutant no test executes counts
 as a survivor) and every survivor's diff are merged into ``tests/mutation/results.json``; the triage of
 each survivor (equivalent, or the test added for it) is written by hand in ``tests/MUTATION.md``.
+
+Recheck: once every survivor of a complete run is triaged and tests are written, ``--recheck`` runs only those
+survivors again in a fresh copy (today's tests, the module unchanged: the survivors' diffs must match the record)
+and records the score they give, every other mutant staying killed; minutes instead of a full run.
 
 Message text: a mutant that changes only the words of a message (a string in a ``raise``, an ``Issue``, a
 printed line, a help text; :func:`message_text_mutants`) is counted, listed and also left out of a second
@@ -210,25 +215,86 @@ def _copy_tree(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
+_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+_MUTMUT = [sys.executable, "-m", "mutmut"]
+
+
+class RecheckRefused(Exception):
+    """``--recheck`` cannot stand in for a full run (no complete earlier run, or the module changed since)."""
+
+
+def _fresh_copy(target: Target, here: Path) -> None:
+    _copy_tree(here)
+    with open(here / "pyproject.toml", "a", encoding="utf-8") as f:
+        f.write(mutmut_config(target))
+
+
+def _mutmut(here: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*_MUTMUT, *args], cwd=here, env=_ENV, capture_output=True, text=True)
+
+
+def _statuses(target: Target, here: Path) -> Dict[str, str]:
+    statuses = parse_results(_mutmut(here, "results", "--all", "true").stdout)
+    if target.functions:
+        statuses = {n: s for n, s in statuses.items() if any(f".x_{fn}__mutmut_" in n for fn in target.functions)}
+    return statuses
+
+
 def run_target(target: Target, workdir: Path, jobs: int, collect_only: bool = False) -> Dict[str, object]:
     """Mutate one target in a fresh copy of the repository; its summary plus every survivor's diff.
     ``collect_only``: summarise the copy an earlier (perhaps stopped) run left, running nothing."""
     here = workdir / target.name
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    mutmut = [sys.executable, "-m", "mutmut"]
     started = dt.datetime.now(dt.timezone.utc)
     run = subprocess.CompletedProcess([], 0, "", "")
     if not collect_only:
-        _copy_tree(here)
-        with open(here / "pyproject.toml", "a", encoding="utf-8") as f:
-            f.write(mutmut_config(target))
-        run = subprocess.run([*mutmut, "run", "--max-children", str(jobs), *target.mutant_globs()], cwd=here,
-                             env=env, capture_output=True, text=True)
-    results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=here, env=env, capture_output=True,
-                             text=True)
-    statuses = parse_results(results.stdout)
-    if target.functions:
-        statuses = {n: s for n, s in statuses.items() if any(f".x_{fn}__mutmut_" in n for fn in target.functions)}
+        _fresh_copy(target, here)
+        run = _mutmut(here, "run", "--max-children", str(jobs), *target.mutant_globs())
+    return _summary(target, here, _statuses(target, here), run, started, collect_only)
+
+
+def merge_recheck(earlier: Dict[str, object], now: Dict[str, str]) -> Dict[str, str]:
+    """Every mutant's status after re-running only ``earlier``'s survivors: a survivor takes the status it got
+    now, every other mutant stays killed (``earlier`` was complete, so it was killed then, by tests that are
+    still there).  Raises :class:`RecheckRefused` when ``earlier`` is not a complete run, or when the module
+    no longer gives the same number of mutants."""
+    if not earlier.get("mutants") or earlier.get("decided") != earlier.get("mutants"):
+        raise RecheckRefused(f"the recorded run decided {earlier.get('decided')} of {earlier.get('mutants')} "
+                             "mutants; only a complete run can be rechecked (run the target in full)")
+    if len(now) != earlier["mutants"]:
+        raise RecheckRefused(f"the module gives {len(now)} mutants now, {earlier['mutants']} when recorded: "
+                             "it changed, so the names no longer match (run the target in full)")
+    survivors = set(earlier["survivors"])
+    missing = sorted(survivors - set(now))
+    if missing:
+        raise RecheckRefused(f"recorded survivors the module no longer has: {missing[:3]} (run the target in full)")
+    return {n: (now[n] if n in survivors else "killed") for n in now}
+
+
+def recheck_target(target: Target, workdir: Path, jobs: int, earlier: Dict[str, object]) -> Dict[str, object]:
+    """Re-run only the survivors of ``earlier`` (a complete run of ``target``) against today's tests, in a fresh
+    copy: the measured score after the tests written for them, for a few minutes instead of a full run.  The
+    module must be unchanged: each survivor's diff must equal the recorded one (:class:`RecheckRefused` if not)."""
+    here = workdir / target.name
+    started = dt.datetime.now(dt.timezone.utc)
+    _fresh_copy(target, here)
+    survivors = list(earlier.get("survivors", []))
+    if not survivors:
+        raise RecheckRefused("the recorded run has no survivors to recheck")
+    run = _mutmut(here, "run", "--max-children", str(jobs), *survivors)
+    statuses = merge_recheck(earlier, _statuses(target, here))
+    changed = [n for n in survivors if _diff(here, n) != earlier.get("diffs", {}).get(n)]
+    if changed:  # same count, other mutations: the module was edited
+        raise RecheckRefused(f"{len(changed)} recorded survivor(s) mutate other code now ({changed[0]}): "
+                             "the module changed since the record (run the target in full)")
+    summary = _summary(target, here, statuses, run, started, False)
+    summary["recheck_of"] = {"date": earlier.get("date"), "survivors": len(survivors),
+                             "score": earlier.get("score"), **({"recheck_of": earlier["recheck_of"]}
+                                                               if "recheck_of" in earlier else {})}
+    return summary
+
+
+def _summary(target: Target, here: Path, statuses: Dict[str, str], run: subprocess.CompletedProcess,
+             started: dt.datetime, collect_only: bool) -> Dict[str, object]:
     summary = summarize(statuses)
     mutated = here / "mutants" / target.path
     messages = message_text_mutants(mutated.read_text(), target.dotted) if mutated.exists() else set()
@@ -238,15 +304,15 @@ def run_target(target: Target, workdir: Path, jobs: int, collect_only: bool = Fa
                    message_text_survivors=sorted(n for n in summary["survivors"] if n in messages))
     if not statuses:
         summary["error"] = (run.stdout + run.stderr)[-3000:]
-    summary["diffs"] = {name: _diff(mutmut, here, env, name) for name in summary["survivors"]}
+    summary["diffs"] = {name: _diff(here, name) for name in summary["survivors"]}
     summary.update(module=target.path, tests=list(target.tests), functions=list(target.functions),
                    date=started.strftime("%Y-%m-%d %H:%M UTC"), collected_only=collect_only,
                    minutes=None if collect_only else round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1))
     return summary
 
 
-def _diff(mutmut: List[str], here: Path, env: Dict[str, str], name: str) -> str:
-    shown = subprocess.run([*mutmut, "show", name], cwd=here, env=env, capture_output=True, text=True).stdout
+def _diff(here: Path, name: str) -> str:
+    shown = _mutmut(here, "show", name).stdout
     return "\n".join(line for line in shown.splitlines()
                      if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
@@ -260,6 +326,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--list", action="store_true", help="print the targets and their tests, run nothing")
     ap.add_argument("--collect-only", action="store_true",
                     help="summarise what a stopped run left in --workdir (mutants not run count as 'not checked')")
+    ap.add_argument("--recheck", action="store_true",
+                    help="re-run only the recorded survivors of a complete run against today's tests (the module "
+                         "unchanged): the score after the tests written for them, in minutes")
     args = ap.parse_args(argv)
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:
@@ -272,7 +341,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     worst = 0
     for target in chosen:
-        summary = run_target(target, args.workdir, args.jobs, args.collect_only)
+        if args.recheck:
+            earlier = json.loads(args.record.read_text()).get(target.name, {}) if args.record.exists() else {}
+            try:
+                summary = recheck_target(target, args.workdir, args.jobs, earlier)
+            except RecheckRefused as exc:
+                print(f"{target.name}: not rechecked: {exc}", file=sys.stderr)
+                worst = 2
+                continue
+        else:
+            summary = run_target(target, args.workdir, args.jobs, args.collect_only)
         # re-read first: another run (other targets) may have recorded its results meanwhile
         record = json.loads(args.record.read_text()) if args.record.exists() else {}
         record[target.name] = summary
@@ -283,6 +361,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               + (f"; without the {summary['message_text_mutants']} message-text mutants "
                  f"{summary['killed_logic']}/{summary['decided_logic']}" if summary.get("message_text_mutants") else "")
               + (f"; mutmut said: {summary['error'][-500:]}" if "error" in summary else ""))
+        if "recheck_of" in summary:
+            print(f"  (rechecked the {summary['recheck_of']['survivors']} survivors of the run of "
+                  f"{summary['recheck_of']['date']}, which scored {summary['recheck_of']['score']:.0%})")
         worst = max(worst, 1 if score is None or "error" in summary else 0)
     return worst
 

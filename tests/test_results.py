@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import run_dirs
-from harness.store.results import (RUN_COLUMNS, canonical_columns, load, load_meta, param_columns, read_rows,
-                             rows_to_frame, write_tables)
+from harness.store.results import (RUN_COLUMNS, RowStore, canonical_columns, cell_status, load, load_meta,
+                                  param_columns, read_rows, rows_to_frame, tidy_row, write_tables)
 
 REQUIRED = list(RUN_COLUMNS) + ["status", "metric", "value", "unit", "repeat", "message"]
 
@@ -172,3 +172,99 @@ def test_load_finds_runs_stored_either_way_below_a_folder(tmp_path):
     assert list(load(tmp_path / "empty").columns) == list(rows_to_frame([]).columns) and len(load(tmp_path / "empty")) == 0
     with pytest.raises(FileNotFoundError, match="no such run directory or rows file"):
         load(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- columns, rows and the store, directly
+
+@pytest.mark.parametrize("params, want", [
+    ({"mixer": "s4", "arch": "h3", "backend": "fft", "task": "copying", "seq_len": 64, "batch": 8, "d_model": 16,
+      "d_state": 4, "n_layers": 2, "dtype": "fp32", "device": "cpu", "seed": 3},
+     {"model": "h3/s4", "mixer": "s4", "backend": "fft", "task": "copying", "seq_len": 64, "batch": 8,
+      "d_model": 16, "d_state": 4, "n_layers": 2, "dtype": "fp32", "device": "cpu", "seed": 3}),
+    # nested keys, each where the kinds put it (task.seq_len, train.batch, train.dtype)
+    ({"task": {"name": "mqar", "seq_len": 32}, "train": {"batch": 2, "dtype": "bf16"},
+      "model": {"mixer": "s6", "d_model": 8, "d_state": 2, "n_layers": 1, "dtype": "fp32"}},
+     {"model": "s6", "mixer": "s6", "task": "mqar", "seq_len": 32, "batch": 2, "d_model": 8, "d_state": 2,
+      "n_layers": 1, "dtype": "bf16"}),
+    # the first key that has a value wins: model.* over flat, flat seq_len/batch/d_model over nested
+    ({"model": {"mixer": "s6", "arch": "mamba", "backend": "chunked", "d_model": 1, "dtype": "fp16"},
+      "mixer": "s4", "arch": "h3", "backend": "fft", "seq_len": 5, "task": {"name": "t", "seq_len": 6},
+      "batch": 7, "train": {"batch": 8}, "d_model": 9},
+     {"model": "mamba/s6", "mixer": "s6", "backend": "chunked", "task": "t", "seq_len": 5, "batch": 7,
+      "d_model": 9, "dtype": "fp16"}),
+    ({"impl": "attention"}, {"model": "attention", "mixer": "attention"}),           # no backend: not None
+    ({"impl": "s6.triton", "mixer": "mine", "backend": "b"}, {"model": "s6.triton", "mixer": "mine", "backend": "b"}),
+    ({"impl": "s6.triton", "model": {"backend": "b2"}}, {"model": "s6.triton", "mixer": "s6", "backend": "b2"}),
+    ({"model": {"mixer": "s4", "arch": "none"}, "seed": 0, "n_layers": 0}, {"model": "s4", "mixer": "s4", "seed": 0,
+                                                                           "n_layers": 0}),  # 0 is a value
+    ({"task": {"seq_len": 4}, "device": {"kind": "cuda"}}, {"seq_len": 4}),          # a mapping is not a value
+    ({}, {}),
+], ids=["flat", "nested", "precedence", "impl without backend", "impl with its own mixer", "impl, model.backend",
+        "zeros and arch none", "mappings", "empty"])
+def test_canonical_columns_take_each_column_from_the_first_key_that_has_a_value(params, want):
+    got = canonical_columns(params)
+    assert got == want
+    assert "backend" not in got or got["backend"] is not None
+
+
+def test_tidy_row_orders_the_columns_and_lets_the_row_but_not_the_params_override():
+    run = {"run_id": "s/r1", "suite": "s", "cell_id": "c1", "commit": "abc", "dirty": False, "kind": "speed"}
+    row = {"status": "ok", "metric": "time_ms", "value": 1.5, "step": 3, "kind": "not-the-kind", "wall_s": 0.1}
+    params = {"seq_len": 8, "metric": "param-metric", "step": 99, "suite": "other"}
+    out = tidy_row(row, run, params)
+    assert list(out) == ["cell_id", "run_id", "suite", "commit", "dirty", "kind", "status", "metric", "value",
+                         "unit", "repeat", "message", "seq_len", "step", "wall_s"]
+    assert out["kind"] == "speed" and out["suite"] == "s" and out["metric"] == "time_ms"
+    assert out["unit"] is None and out["repeat"] is None and out["message"] is None
+    assert out["seq_len"] == 8 and out["step"] == 3 and out["wall_s"] == 0.1
+
+
+@pytest.mark.parametrize("statuses, want", [
+    ([], "ok"), ([None, ""], "ok"), (["ok", "skipped"], "skipped"), (["diverged", "skipped"], "diverged"),
+    (["ok", "timeout", "diverged"], "timeout"), (["oom", "timeout"], "oom"), (["error", "oom"], "error"),
+    (["ok", "odd"], "odd"), (["odd", "ok", "oom"], "odd"),
+])
+def test_a_cells_status_is_its_worst_row_and_an_unknown_status_counts_as_an_error(statuses, want):
+    assert cell_status([{"status": s} for s in statuses]) == want
+
+
+def test_the_row_store_appends_whole_cells_and_reads_them_back(tmp_path):
+    store = RowStore(tmp_path)
+    assert store.path == tmp_path / "rows.jsonl" and store.read() == [] and store.finished() == {}
+    store.append([{"cell_id": "a1", "status": "ok", "path": tmp_path, "name": "é"},
+                  {"cell_id": "a1", "status": "oom"}])
+    store.append([{"cell_id": "b2"}])
+    text = store.path.read_bytes().decode("utf-8")
+    assert text.endswith("\n") and text.count("\n") == 3
+    assert store.read()[0] == {"cell_id": "a1", "status": "ok", "path": str(tmp_path), "name": "é"}
+    assert list(store.finished().items()) == [("a1", "oom"), ("b2", "ok")]
+    mode = store.path.stat().st_mode & 0o777
+    assert mode & 0o600 == 0o600 and not mode & 0o111     # readable, writable, not executable
+
+
+def test_repair_drops_a_torn_last_line_and_the_rows_of_its_cell(tmp_path):
+    store = RowStore(tmp_path)
+    assert store.repair() is None                        # no file yet
+    store.path.write_bytes(b"")
+    assert store.repair() is None
+    whole = [json.dumps({"cell_id": c, "metric": "m"}) + "\n" for c in ("0a", "1b", "1b")]
+    store.path.write_text("".join(whole))
+    assert store.repair() is None and store.path.read_text() == "".join(whole)
+    store.path.write_text("".join(whole) + '{"cell_id": "1b", "met')      # killed mid-write of cell 1b
+    assert store.repair() == "1b"
+    assert store.path.read_text() == whole[0] and not list(tmp_path.glob("*.tmp"))
+    store.path.write_text("".join(whole) + '{"cel')                      # no cell id in the torn part
+    assert store.repair() == "?"
+    assert store.path.read_text() == "".join(whole)
+    store.path.write_text(whole[1] + whole[0] + '{"cell_id": "1b", "m')   # only the trailing rows of the cell
+    assert store.repair() == "1b" and store.path.read_text() == whole[1] + whole[0]
+
+
+def test_read_rows_skips_blank_lines_and_names_the_damaged_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    assert read_rows(path) == []
+    path.write_text('{"a": 1}\n\n   \n{"a": 2}\n')
+    assert read_rows(path) == [{"a": 1}, {"a": 2}]
+    path.write_text('{"a": 1}\n{"a"\n{"a": 2}\n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl:2: not a JSON row"):
+        read_rows(path)

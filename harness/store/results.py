@@ -102,10 +102,11 @@ def tidy_row(row: Dict[str, Any], run: Dict[str, Any], params_cols: Dict[str, An
 
 
 def cell_status(rows: Iterable[Dict[str, Any]]) -> str:
+    """The worst status of a cell's rows; a status this module does not know ranks as an error."""
     status = "ok"
     for row in rows:
         s = row.get("status") or "ok"
-        if _STATUS_RANK.get(s, 5) > _STATUS_RANK[status]:
+        if _STATUS_RANK.get(s, 5) > _STATUS_RANK.get(status, 5):
             status = s
     return status
 

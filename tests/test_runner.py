@@ -559,3 +559,140 @@ def test_read_plan_refuses_anything_but_a_run_directory(tmp_path):
     (ok / "meta.json").write_text("{}")
     data, cells = read_plan(ok)
     assert data["suite"]["name"] == "s" and [(c.suite, c.cell_id) for c in cells] == [("s", "abc")]
+
+
+class _RecordingProgress:
+    """A Progress that keeps every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args))
+
+
+class _RecordingExecutor(Executor):
+    """Runs cells in this process like the local executor, keeping what the runner hands it; with ``stop_after``
+    it is interrupted (KeyboardInterrupt) after that many cells."""
+
+    name = "recording"
+
+    def __init__(self, stop_after=None):
+        self.stop_after, self.suites, self.contexts, self.skips, self.ran = stop_after, [], [], [], []
+
+    def use_suite(self, suite_data):
+        self.suites.append(suite_data)
+
+    def cluster_summary(self):
+        return {"nodes": 1}
+
+    def run_summary(self):
+        return {"cells_here": len(self.contexts)}
+
+    def run(self, cells, make_context, on_done, skip_reason):
+        for i, cell in enumerate(cells):
+            if i == self.stop_after:
+                raise KeyboardInterrupt
+            self.skips.append(skip_reason(cell))
+            self.ran.append(cell)
+            self.contexts.append(make_context(cell))
+            on_done(cell, execute_cell(cell, self.contexts[-1]))
+
+
+def test_run_suite_records_the_run_in_its_meta_and_a_resume_extends_it(write_suite, tmp_path, monkeypatch):
+    """What run_suite itself writes, called as a library: the run's identity in meta.json, the executor's summaries,
+    the progress calls, the rows' run columns, and on each resume (one with a torn row, one with nothing left)
+    what is kept (start_time), what grows (resumed_at) and what is measured again (the kind's run_meta only when
+    cells are left)."""
+    import dataclasses
+
+    from harness.kinds import KINDS
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+
+    import harness.run.runner as runner_module
+
+    measured, ticks = [], iter(range(100))
+    monkeypatch.setitem(KINDS._entries, "fake", dataclasses.replace(
+        KINDS.get("fake"), run_meta=lambda device: measured.append(device) or {"fake_meta": device}))
+    monkeypatch.setattr(runner_module, "_now_iso", lambda: f"t{next(ticks):02d}")  # a clock that always moves
+    suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok, skip") + "  timeout_s: [50]\n"))[0]
+    cells = expand(suite)
+    first, progress = _RecordingExecutor(stop_after=1), _RecordingProgress()
+    with pytest.raises(RunInterrupted) as info:
+        run_suite(suite.doc.data, cells, out_root=tmp_path / "results", executor=first, progress=progress,
+                  source="suites/mine.yaml")
+    run_dir = Path(info.value.run_dir)
+    meta = load_meta(run_dir)
+    assert {k: meta[k] for k in ("run_id", "suite", "kind", "source", "n_cells", "interrupted", "status_counts",
+                                 "executor", "fake_meta")} == {
+        "run_id": f"runs/{run_dir.name}", "suite": "runs", "kind": "fake", "source": "suites/mine.yaml",
+        "n_cells": 2, "interrupted": True, "status_counts": {"ok": 1},
+        "executor": {"name": "recording", "nodes": 1, "cells_here": 1}, "fake_meta": "cpu"}
+    assert "resumed_at" not in meta and meta["start_time"] < meta["end_time"] and measured == ["cpu"]
+    assert first.suites == [suite.doc.data] and first.skips == [None]
+    (ctx,) = first.contexts
+    assert ctx.device == "cpu" and ctx.run_dir == str(run_dir) and 45 < ctx.seconds_left() <= 50
+    assert progress.calls[0] == ("start", f"runs -> {run_dir}", 2, 0)
+    assert [c[0] for c in progress.calls[1:]] == ["cell_started", "cell_done", "close"]
+    assert progress.calls[2][1:3] == (cells[0], "ok")
+    rows = read_rows(run_dir / "rows.jsonl")
+    assert {(r["run_id"], r["suite"], r["cell_id"], r["kind"], r["status"]) for r in rows} == {
+        (f"runs/{run_dir.name}", "runs", cells[0].cell_id, "fake", "ok")}
+
+    # resume, after a torn row of the second cell (killed mid-write)
+    with open(run_dir / "rows.jsonl", "a") as f:
+        f.write('{"cell_id": "%s", "met' % cells[1].cell_id)
+    second, progress = _RecordingExecutor(), _RecordingProgress()
+    result = run_suite(suite.doc.data, cells, resume_dir=run_dir, executor=second, progress=progress)
+    assert (result.run_dir, result.run_id, result.total, result.counts) == (
+        run_dir, f"runs/{run_dir.name}", 2, {"ok": 1, "skipped": 1})
+    assert ("message", f"dropped the torn rows of cell {cells[1].cell_id} (killed mid-write); it runs again") \
+        in progress.calls
+    assert ("start", f"runs -> {run_dir}", 2, 1) in progress.calls
+    resumed = load_meta(run_dir)
+    assert resumed["start_time"] == meta["start_time"] and len(resumed["resumed_at"]) == 1
+    assert meta["end_time"] < resumed["resumed_at"][0] < resumed["end_time"]
+    assert resumed["interrupted"] is False and resumed["status_counts"] == {"ok": 1, "skipped": 1}
+    assert resumed["executor"] == {"name": "recording", "nodes": 1, "cells_here": 1} and measured == ["cpu"] * 2
+    assert first.ran + second.ran == list(cells)
+
+    # a resume with nothing left: the run's record grows, nothing is measured or run
+    third = _RecordingExecutor()
+    result = run_suite(suite.doc.data, cells, resume_dir=run_dir, executor=third, progress=_RecordingProgress())
+    assert result.counts == {"ok": 1, "skipped": 1} and third.ran == [] and measured == ["cpu"] * 2
+    assert len(load_meta(run_dir)["resumed_at"]) == 2 and len(read_rows(run_dir / "rows.jsonl")) == len(rows) + 1
+
+
+def test_a_failing_run_meta_is_recorded_and_the_run_goes_on(write_suite, tmp_path, monkeypatch):
+    import dataclasses
+
+    from harness.kinds import KINDS
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+
+    def broken(device):
+        raise RuntimeError("no sensor")
+
+    monkeypatch.setitem(KINDS._entries, "fake", dataclasses.replace(KINDS.get("fake"), run_meta=broken))
+    suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok")))[0]
+    result = run_suite(suite.doc.data, expand(suite), out_root=tmp_path / "results", executor=_RecordingExecutor())
+    assert result.counts == {"ok": 1}
+    assert load_meta(result.run_dir)["run_meta_error"] == "RuntimeError: no sensor"
+
+
+def test_an_error_inside_the_executor_ends_the_run_as_interrupted_and_is_raised(write_suite, tmp_path):
+    class Broken(_RecordingExecutor):
+        def run(self, cells, make_context, on_done, skip_reason):
+            on_done(cells[0], execute_cell(cells[0], make_context(cells[0])))
+            raise OSError("the cluster went away")
+
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+    suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok, ok") + "  seq_len: [1, 2]\n"))[0]
+    with pytest.raises(OSError, match="went away"):
+        run_suite(suite.doc.data, expand(suite), out_root=tmp_path / "results", executor=Broken())
+    (run_dir,) = run_dirs(tmp_path / "results")
+    meta = load_meta(run_dir)
+    assert meta["interrupted"] is True and meta["status_counts"] == {"ok": 1}
+    assert len(pd.read_parquet(run_dir / "results.parquet")["cell_id"].unique()) == 1

@@ -56,3 +56,30 @@ def test_hyena_gradients_reach_every_parameter():
     f(torch.randn(2, 10, 8)).square().sum().backward()
     for name, p in f.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_the_filter_is_its_mlp_of_the_positional_features_times_the_window_computed_by_hand():
+    """h (d, L) against a float64 computation written from the definition (safari's ``HyenaFilter``): features
+    z_k = [k/T, cos(2 pi f_j k/T), sin(2 pi f_j k/T)] with f = linspace(1e-4, bands - 1, bands); the MLP
+    Linear-Sin-Linear-Sin-Linear(no bias); the window exp(-rate_c k/T) + 0.05 with rate_c linear over the
+    channels from log(1/0.01)/1.5 (slow) to log(1/0.01)/0.3 (fast)."""
+    import math
+    torch.manual_seed(1)
+    d, L, T, emb = 6, 40, 32, 7
+    f = build_mixer(dict(CFG, max_len=T, hyena_emb_dim=emb), d)
+    for p in f.parameters():                       # every weight random, the Sin frequencies too
+        p.data = torch.randn_like(p) * 0.7
+    bands = (emb - 1) // 2
+    k = torch.arange(L, dtype=torch.float64)[:, None] / T
+    freqs = torch.linspace(1e-4, bands - 1, bands, dtype=torch.float64)
+    z = torch.cat([k, torch.cos(2 * math.pi * k * freqs), torch.sin(2 * math.pi * k * freqs)], dim=-1)
+    lin1, sin1, lin2, sin2, lin3 = (m for m in f.mlp)
+    h = torch.sin(sin1.freq.double() * (z @ lin1.weight.double().T + lin1.bias.double()))
+    h = torch.sin(sin2.freq.double() * (h @ lin2.weight.double().T + lin2.bias.double()))
+    h = h @ lin3.weight.double().T                                                        # (L, d)
+    rate = torch.linspace(math.log(100) / 1.5, math.log(100) / 0.3, d, dtype=torch.float64)
+    window = torch.exp(-k * rate) + 0.05
+    want = (h * window).T
+    got = f.kernel(L)
+    assert got.dtype == torch.float32 and got.shape == (d, L)
+    assert ((got.double() - want).norm() / want.norm()).item() < 1e-5

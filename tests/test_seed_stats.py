@@ -69,3 +69,24 @@ def test_too_few_seeds_or_one_seed_say_what_they_can_support(tmp_path):
     n = _final({"s6": [0.5], "s4": [0.5]})
     (s6,) = [c for c in compare_seeds(b, n) if c.label.endswith("s6")]
     assert s6.verdict == "one seed" and "beyond twice the base side's seed sd" in s6.note
+
+
+def test_a_seed_comparison_reports_means_sample_sds_and_an_exact_permutation_p():
+    """The numbers of one comparison against a hand computation: means, sample standard deviations (n - 1), the
+    delta, and the permutation p enumerated here over all C(8, 4) = 70 relabellings."""
+    import itertools
+
+    base, new = [0.91, 0.83, 0.88, 0.95], [0.62, 0.70, 0.81, 0.66]
+    (c,) = [c for c in compare_seeds(_final({"s6": base, "s4": [0.5] * 4}), _final({"s6": new, "s4": [0.5] * 4}),
+                                     alpha=0.05) if c.label.endswith("s6")]
+    assert (c.base_n, c.new_n) == (4, 4)
+    assert c.base_mean == pytest.approx(np.mean(base)) and c.new_mean == pytest.approx(np.mean(new))
+    sample_sd = lambda v: (sum((x - np.mean(v)) ** 2 for x in v) / (len(v) - 1)) ** 0.5  # noqa: E731
+    assert c.base_sd == pytest.approx(sample_sd(base)) and c.new_sd == pytest.approx(sample_sd(new))
+    assert c.delta == pytest.approx(np.mean(new) - np.mean(base))
+    pooled, observed = base + new, abs(np.mean(new) - np.mean(base))
+    splits = list(itertools.combinations(range(8), 4))
+    extreme = sum(abs(np.mean([pooled[i] for i in range(8) if i not in s]) - np.mean([pooled[i] for i in s]))
+                  >= observed - 1e-12 for s in splits)
+    assert c.p_value == pytest.approx(extreme / len(splits)) and c.p_floor == pytest.approx(2 / 70)
+    assert c.verdict == "differs"

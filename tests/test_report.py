@@ -447,3 +447,19 @@ def test_report_of_a_run_without_rows_or_to_an_unwritable_place_is_not_a_success
     assert cli_main(["report", str(run), "--out", str(blocker / "rep")]) == 2
     err = capsys.readouterr().err
     assert "cannot write the report" in err and "Traceback" not in err
+
+
+def test_expect_summarises_timings_by_their_median_and_quality_by_its_mean():
+    """A timing's repeats have a long right tail (one slow repeat is noise), so an expect entry on a timing is judged
+    on the median; quality values (one per seed) on the mean."""
+    times = [1.0, 1.1, 0.9, 1.05, 9.0]
+    rows = _rows(metric=["time_ms"] * 5, value=times, unit=["ms"] * 5, repeat=list(range(5)),
+                 **{"impl": ["s6.chunked"] * 5})
+    (res,) = evaluate([{"where": {"impl": "s6.chunked"}, "metric": "time_ms", "op": "<=", "value": 1.2,
+                        "source": "s"}], rows)
+    assert res.measured == pytest.approx(1.05) and res.n == 5 and res.verdict == "matches"
+    acc = [0.5, 0.9, 1.0]
+    rows = _rows(metric=["accuracy"] * 3, value=acc, seed=[0, 1, 2], cell_id=["a", "b", "c"],
+                 **{"model.arch": ["mamba"] * 3})
+    (res,) = evaluate([{"where": {"model.arch": "mamba"}, "metric": "accuracy", "value": 0.8, "source": "s"}], rows)
+    assert res.measured == pytest.approx(0.8) and res.verdict == "matches"

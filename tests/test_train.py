@@ -110,6 +110,19 @@ def test_weight_decay_skips_vectors_and_flagged_params():
     assert isinstance(make_optimizer(model, TrainConfig(optimizer="adam")), torch.optim.Adam)
 
 
+@pytest.mark.parametrize("optimizer, after_one_step", [("adamw", 0.99), ("adam", 0.9)])
+def test_adamw_decays_the_weights_apart_and_adam_adds_the_decay_to_the_gradient(optimizer, after_one_step):
+    """One step from w = 1 with a zero loss gradient, lr 0.1, weight_decay 0.1: AdamW shrinks w by lr * wd (its
+    Adam step of a zero gradient is zero), Adam's L2 term makes the gradient 0.1 and its first step is lr
+    (m / sqrt(v) = 1).  AdamW subclasses Adam, so an isinstance check cannot tell them apart: this can."""
+    model = nn.Linear(1, 1, bias=False)
+    model.weight.data.fill_(1.0)
+    opt = make_optimizer(model, TrainConfig(optimizer=optimizer, lr=0.1, weight_decay=0.1, betas=(0.9, 0.999)))
+    model.weight.grad = torch.zeros_like(model.weight)
+    opt.step()
+    assert model.weight.item() == pytest.approx(after_one_step, rel=1e-5)
+
+
 def test_ssm_lr_scales_the_flagged_group_through_the_schedule():
     """train.ssm_lr gives the SSM parameters their own lr (capped at train.lr, as S4/safari), and the
     schedule keeps the ratio; the other parameters and the default are untouched."""

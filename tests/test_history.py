@@ -153,3 +153,31 @@ def test_row_keys_split_series_and_missing_keys_are_left_out(tmp_path):
     keys = {(s.metric, s.key) for s in hist.series}
     assert ("accuracy", "eval_seq_len=64") in keys and ("accuracy", "eval_seq_len=128") in keys
     assert ("n_params", "") in keys   # no eval_seq_len on this metric: no "eval_seq_len=nan"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_steps_are_both_found_whichever_is_found_first(seed):
+    """A small step at 12, a large one at 24: the large one is found first, and the segment left of it must be
+    searched again for the small one (and the right one, by the mirror image)."""
+    rng = np.random.default_rng(seed)
+    y = 10 * np.exp(rng.normal(0, 0.005, 36))
+    y[12:] *= 1.1
+    y[24:] *= 1.5
+    assert [s.index for s in detect_steps(y, seed=seed)] == [12, 24]
+    assert [s.index for s in detect_steps(y[::-1].copy(), seed=seed)] == [12, 24]
+
+
+def test_each_accepted_step_shares_alpha_with_the_two_tests_it_opens(monkeypatch):
+    """Bonferroni over the tests so far: after one step the next must reach p < alpha / 3, after two alpha / 5;
+    the permutation test is replaced here by fixed p-values to check exactly that rule."""
+    import harness.analysis.changepoint as cp
+
+    def fixed(ps):
+        calls = iter(ps)
+        monkeypatch.setattr(cp, "best_split", lambda values, **kw: (len(values) // 2, next(calls, 1.0)))
+
+    y = np.geomspace(1.0, 1000.0, 32)       # every split moves the median by far more than min_change
+    fixed([0.009, 0.004, 0.004])          # first accepted (< 0.01), then 0.004 >= 0.01 / 3: none more
+    assert len(detect_steps(y, alpha=0.01)) == 1
+    fixed([0.009, 0.003, 0.0025, 0.0019, 0.0019])   # 0.003 < 0.01/3; 0.0025 >= 0.01/5; 0.0019 < 0.01/5 but
+    assert len(detect_steps(y, alpha=0.01)) == 3     # then >= 0.01/7

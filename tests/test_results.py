@@ -109,17 +109,13 @@ def test_empty_frame_has_the_tidy_columns():
     assert list(rows_to_frame([]).columns) == REQUIRED
 
 
-@pytest.mark.parametrize("values", ["float", "mixed", "int", "no_message_column"])
-def test_fast_and_exact_readers_give_the_same_frame(tmp_path, values):
-    """The pyarrow reader (files > 1 MiB) and the exact one agree on every value and on the value column's dtype:
-    integer values become float64 on both paths, a string among them keeps the column as objects, and a tidy
-    column no row has is added (empty) by both."""
-    from harness.store.results import read_frame
+def _large_rows_file(tmp_path, values="float"):
+    """A rows.jsonl of 6000 rows (1.2-1.5 MiB: above read_frame's 1 MiB threshold, below 2 MiB) and a torn last line."""
     rows = []
-    for i in range(6000):  # > 1 MiB, so the pyarrow path is taken when it can be
+    for i in range(6000):
         row = {"cell_id": f"{i % 50:012x}", "run_id": "s/r", "suite": "s", "commit": "c" * 40, "dirty": False,
                "kind": "task", "status": "ok" if i % 7 else "error", "metric": "m",
-               "value": i if values == "int" else i * 0.5,
+               "value": i if values == "int" else f"v{i}" if values == "strings" else i * 0.5,
                "unit": "ms", "repeat": i % 3, "message": None if i % 7 else "boom",
                "train.eval_seq_lens": [64, 128], "step": None if i % 2 else i}
         if values == "mixed" and i == 17:
@@ -129,10 +125,22 @@ def test_fast_and_exact_readers_give_the_same_frame(tmp_path, values):
         rows.append(row)
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cell_id": "torn')
-    assert path.stat().st_size > 1 << 20
+    assert 1 << 20 < path.stat().st_size < 2 << 20
+    return path
+
+
+@pytest.mark.parametrize("values", ["float", "mixed", "int", "strings", "no_message_column"])
+def test_fast_and_exact_readers_give_the_same_frame(tmp_path, values):
+    """The pyarrow reader (files > 1 MiB) and the exact one agree on every value and on the value column's dtype:
+    integer values become float64 on both paths, a string among them (or all strings) keeps the column as objects,
+    and a tidy column no row has is added (empty) by both."""
+    from harness.store.results import read_frame
+    path = _large_rows_file(tmp_path, values)
     fast, exact = read_frame(path), rows_to_frame(read_rows(path))
     pd.testing.assert_frame_equal(fast, exact, check_dtype=False)
-    assert fast["value"].dtype == exact["value"].dtype == ("object" if values == "mixed" else "float64")
+    assert len(fast) == 6000
+    numeric = values not in ("mixed", "strings")      # else object, or pandas' string dtype for all-string values
+    assert (fast["value"].dtype == "float64") == (exact["value"].dtype == "float64") == numeric
     assert fast["message"].isna().all() == exact["message"].isna().all() == (values == "no_message_column")
     assert fast["train.eval_seq_lens"].iloc[0] == [64, 128]
 
@@ -222,9 +230,10 @@ def test_tidy_row_orders_the_columns_and_lets_the_row_but_not_the_params_overrid
 @pytest.mark.parametrize("statuses, want", [
     ([], "ok"), ([None, ""], "ok"), (["ok", "skipped"], "skipped"), (["diverged", "skipped"], "diverged"),
     (["ok", "timeout", "diverged"], "timeout"), (["oom", "timeout"], "oom"), (["error", "oom"], "error"),
-    (["ok", "odd"], "odd"), (["odd", "ok", "oom"], "odd"),
+    (["ok", "odd"], "odd"), (["odd", "ok", "oom"], "odd"), (["error", "odd"], "error"), (["odd", "error"], "odd"),
 ])
 def test_a_cells_status_is_its_worst_row_and_an_unknown_status_counts_as_an_error(statuses, want):
+    """Of two statuses of the same rank (error, or one this module does not know) the first stays."""
     assert cell_status([{"status": s} for s in statuses]) == want
 
 
@@ -268,3 +277,82 @@ def test_read_rows_skips_blank_lines_and_names_the_damaged_line(tmp_path):
     path.write_text('{"a": 1}\n{"a"\n{"a": 2}\n')
     with pytest.raises(ValueError, match=r"rows\.jsonl:2: not a JSON row"):
         read_rows(path)
+
+
+@pytest.mark.parametrize("values", ["float", "int", "strings"])
+def test_a_large_file_is_read_by_pyarrow_not_row_by_row(tmp_path, monkeypatch, values):
+    """The fast path falls back to the exact reader on any error, so a broken fast path would still give the right
+    frame, only many times slower: with the exact reader made to fail, a large file must still be read."""
+    import harness.store.results as results
+    path = _large_rows_file(tmp_path, values)
+    monkeypatch.setattr(results, "read_rows", lambda p: pytest.fail("the row-by-row reader ran on a large file"))
+    frame = results.read_frame(path)
+    assert len(frame) == 6000 and frame["cell_id"].iloc[-1] == f"{5999 % 50:012x}"   # the torn line dropped
+
+
+def test_read_frame_of_a_missing_file_is_the_empty_tidy_frame(tmp_path):
+    from harness.store.results import read_frame
+    assert list(read_frame(tmp_path / "rows.jsonl").columns) == REQUIRED
+
+
+def test_param_columns_without_resolved_values_and_without_touching_them():
+    assert param_columns({"model": {"mixer": "s6"}, "seq_len": 8}) == {"model.mixer": "s6", "seq_len": 8,
+                                                                      "model": "s6", "mixer": "s6"}
+    resolved = {"model": {"mixer": "s6", "d_state": 999}}
+    param_columns({"model": {"d_state": 4}}, resolved)
+    assert resolved == {"model": {"mixer": "s6", "d_state": 999}}     # the caller's (cached) defaults stay
+
+
+def test_tables_store_what_parquet_can_natively_and_the_rest_as_json_text(tmp_path):
+    """results.parquet keeps arrow-storable columns as they are (lists, a bool column with a missing value) and
+    turns only unstorable ones (mixed types) into JSON text, strings as they are and missing values as null; no
+    index column in either table."""
+    import pyarrow.parquet as pq
+    rows = [{"run_id": "r", "cell_id": "a", "metric": "m", "value": 1.0, "lens": [64, 128], "flag": True,
+             "mixed": 1, "mixed_lists": [1, "x"]},
+            {"run_id": "r", "cell_id": "b", "metric": "m", "value": 2.0, "lens": [32], "mixed": "fast",
+             "mixed_lists": [2]},
+            {"run_id": "r", "cell_id": "c", "metric": "m", "value": 3.0, "lens": [], "flag": False,
+             "mixed": {"k": 1}}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_tables(tmp_path)
+    schema = pq.read_schema(tmp_path / "results.parquet")
+    assert not [n for n in schema.names if n.startswith("__index")]
+    back = pd.read_parquet(tmp_path / "results.parquet")
+    assert [list(v) for v in back["lens"]] == [[64, 128], [32], []]
+    assert list(back["flag"]) == [True, None, False]
+    assert list(back["mixed"]) == ["1", "fast", '{"k": 1}']
+    assert list(back["mixed_lists"][:2]) == ['[1, "x"]', "[2]"] and pd.isna(back["mixed_lists"].iloc[2])  # not "NaN"
+    with open(tmp_path / "results.csv") as f:
+        assert f.readline().startswith("run_id,suite,cell_id")
+
+
+def test_load_puts_the_tidy_columns_first_and_keeps_the_others_in_the_order_met(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    pd.DataFrame({"zeta": [1], "value": [1.0], "run_id": ["a"], "metric": ["m"], "alpha": [2]}).to_csv(
+        a / "results.csv", index=False)
+    pd.DataFrame({"run_id": ["b"], "metric": ["m"], "value": [2.0], "beta": [3], "zeta": [4]}).to_csv(
+        b / "results.csv", index=False)
+    one = load(a / "results.csv")
+    assert list(one.columns) == ["run_id", "metric", "value", "zeta", "alpha"]
+    both = load([a / "results.csv", b / "results.csv"])
+    assert list(both.columns) == ["run_id", "metric", "value", "zeta", "alpha", "beta"]
+    assert list(both["zeta"]) == [1, 4]
+
+
+def test_append_writes_everything_when_the_system_writes_a_little_at_a_time(tmp_path, monkeypatch):
+    import os as os_module
+    real_write = os_module.write
+    monkeypatch.setattr(os_module, "write", lambda fd, data: real_write(fd, bytes(data[:7])))
+    rows = [{"cell_id": "a1", "metric": "m", "value": i} for i in range(5)]
+    RowStore(tmp_path).append(rows)
+    assert read_rows(tmp_path / "rows.jsonl") == rows
+
+
+def test_repair_survives_a_line_torn_inside_a_multibyte_character(tmp_path):
+    store = RowStore(tmp_path)
+    whole = json.dumps({"cell_id": "0a", "message": "ok"}) + "\n"
+    torn = '{"cell_id": "1b", "message": "café'.encode("utf-8")[:-1]       # half of the é
+    store.path.write_bytes(whole.encode("utf-8") + torn)
+    assert store.repair() == "1b" and store.path.read_text() == whole

@@ -141,3 +141,34 @@ def test_a_recheck_keeps_the_earlier_kills_and_takes_the_survivors_new_statuses(
 def test_a_recheck_is_refused_unless_the_earlier_run_was_complete_and_the_module_is_the_same(earlier, now, words):
     with pytest.raises(run.RecheckRefused, match=re.escape(words)):
         run.merge_recheck(earlier, now)
+
+
+def test_a_plant_replaces_exactly_one_occurrence():
+    from mutation.plant import planted
+    assert planted("a = 1\nb = 2\n", "b = 2", "b = 3") == "a = 1\nb = 3\n"
+    for text in ("a = 1\n", "b = 2\nb = 2\n"):
+        with pytest.raises(ValueError, match="occurs [02] times"):
+            planted(text, "b = 2", "b = 3")
+
+
+def test_every_recorded_plant_still_applies_to_the_code_and_names_existing_tests():
+    """tests/mutation/plants.json is kept runnable: each plant's old text is in its file exactly once (a plant whose
+    code moved must be rewritten, not silently skipped), and its test files exist."""
+    from pathlib import Path
+
+    from mutation.plant import planted
+    root = Path(__file__).resolve().parents[1]
+    plants = json.loads((root / "tests" / "mutation" / "plants.json").read_text())
+    assert len(plants) >= 20
+    for p in plants:
+        assert set(p) == {"why", "file", "old", "new", "tests"}, p["why"]
+        planted((root / p["file"]).read_text(), p["old"], p["new"])
+        assert all((root / a).is_file() for a in p["tests"] if a.startswith("tests/")), p["why"]
+
+
+def test_the_plant_command_needs_a_matching_plant(tmp_path, capsys):
+    from mutation.plant import main as plant_main
+    plants = tmp_path / "plants.json"
+    plants.write_text(json.dumps([{"why": "one", "file": "x.py", "old": "a", "new": "b", "tests": []}]))
+    assert plant_main([str(plants), "-k", "nothing like it"]) == 2
+    assert "no plant matches" in capsys.readouterr().err

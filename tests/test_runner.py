@@ -119,6 +119,8 @@ def test_cuda_suite_on_a_cpu_box_is_skipped_not_failed(write_suite, cli, tmp_pat
     (run_dir,) = run_dirs(tmp_path / "results")
     assert {s for _, s, _ in statuses(run_dir)} == {"skipped"}
     assert {m for _, _, m in statuses(run_dir)} == {"CUDA not available"}
+    meta = load_meta(run_dir)
+    assert meta["device"] == "cuda" and "fake_meta" not in meta   # no run_meta measured on a device not here
 
 
 def test_run_directory_layout_and_meta(write_suite, cli, tmp_path):
@@ -696,3 +698,65 @@ def test_an_error_inside_the_executor_ends_the_run_as_interrupted_and_is_raised(
     meta = load_meta(run_dir)
     assert meta["interrupted"] is True and meta["status_counts"] == {"ok": 1}
     assert len(pd.read_parquet(run_dir / "results.parquet")["cell_id"].unique()) == 1
+
+
+def test_hand_made_cells_without_a_device_run_on_the_cpu_and_say_so(tmp_path):
+    """A library caller's cells need not carry ``device`` (expand always adds it): they run on the CPU, and the run's
+    meta and the kind's run_meta say cpu."""
+    cells = [Cell("runs", "fake", f"{i:012x}", {"behavior": "ok", "seq_len": 8}) for i in range(2)]
+    data = {"name": "runs", "kind": "fake"}
+    executor = _RecordingExecutor()
+    result = run_suite(data, cells, out_root=tmp_path / "results", executor=executor)
+    meta = load_meta(result.run_dir)
+    assert result.counts == {"ok": 2} and meta["device"] == "cpu" and meta["fake_meta"] == "cpu"
+    assert [c.device for c in executor.contexts] == ["cpu", "cpu"]
+
+
+def test_a_resume_counts_every_earlier_cell_and_the_plan_keeps_overrides_and_filters(write_suite, tmp_path):
+    import yaml
+
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+    suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok") + "  seq_len: [1, 2, 3]\n"))[0]
+    cells = expand(suite)
+    with pytest.raises(RunInterrupted) as info:
+        run_suite(suite.doc.data, cells, out_root=tmp_path / "results", executor=_RecordingExecutor(stop_after=2),
+                  overrides=[("batch", 3)], filters=[("seq_len", 2)])
+    run_dir = info.value.run_dir
+    plan = yaml.safe_load((run_dir / "suite.yaml").read_text())
+    assert plan["overrides"] == {"batch": 3} and plan["filters"] == {"seq_len": 2}
+    result = run_suite(suite.doc.data, cells, resume_dir=run_dir, executor=_RecordingExecutor())
+    assert result.counts == {"ok": 3}
+
+
+def test_a_resumed_run_inside_the_checkout_does_not_make_it_dirty(write_suite, monkeypatch, tmp_path):
+    """A fresh process resuming a run whose folder is inside the checkout excludes that folder (the run directory's
+    grandparent, the --out of the first run), not the default --out, and not the checkout itself."""
+    import subprocess as sp
+
+    from harness.store import meta
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+
+    repo = tmp_path / "checkout"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "code.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "a"]):
+        sp.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    monkeypatch.delenv("SSMBENCH_GIT_COMMIT", raising=False)
+    monkeypatch.setattr(meta, "PROJECT_ROOT", repo)
+    monkeypatch.setattr(meta, "_OUTPUT_DIRS", [])
+    meta.git_state.cache_clear()
+    try:
+        suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok, ok") + "  seq_len: [1, 2]\n"))[0]
+        cells = expand(suite)
+        with pytest.raises(RunInterrupted) as info:
+            run_suite(suite.doc.data, cells, out_root=repo / "my-results", executor=_RecordingExecutor(stop_after=1))
+        run_dir = Path(info.value.run_dir)
+        assert run_dir.parents[1] == repo / "my-results"
+        monkeypatch.setattr(meta, "_OUTPUT_DIRS", [])         # a new process: nothing excluded yet
+        meta.git_state.cache_clear()
+        run_suite(suite.doc.data, cells, resume_dir=run_dir, executor=_RecordingExecutor())
+        assert load_meta(run_dir)["dirty"] is False and meta._OUTPUT_DIRS == ["my-results"]
+    finally:
+        meta.git_state.cache_clear()

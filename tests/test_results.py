@@ -313,16 +313,19 @@ def test_tables_store_what_parquet_can_natively_and_the_rest_as_json_text(tmp_pa
             {"run_id": "r", "cell_id": "b", "metric": "m", "value": 2.0, "lens": [32], "mixed": "fast",
              "mixed_lists": [2]},
             {"run_id": "r", "cell_id": "c", "metric": "m", "value": 3.0, "lens": [], "flag": False,
-             "mixed": {"k": 1}}]
+             "mixed": {"k": 1}},
+            {"run_id": "r", "cell_id": "d", "metric": "m", "value": 4.0, "lens": [1], "flag": True, "mixed": 2.5,
+             "mixed_lists": [3]}]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_tables(tmp_path)
     schema = pq.read_schema(tmp_path / "results.parquet")
     assert not [n for n in schema.names if n.startswith("__index")]
     back = pd.read_parquet(tmp_path / "results.parquet")
-    assert [list(v) for v in back["lens"]] == [[64, 128], [32], []]
-    assert list(back["flag"]) == [True, None, False]
-    assert list(back["mixed"]) == ["1", "fast", '{"k": 1}']
-    assert list(back["mixed_lists"][:2]) == ['[1, "x"]', "[2]"] and pd.isna(back["mixed_lists"].iloc[2])  # not "NaN"
+    assert [list(v) for v in back["lens"]] == [[64, 128], [32], [], [1]]
+    assert list(back["flag"]) == [True, None, False, True]
+    assert list(back["mixed"]) == ["1", "fast", '{"k": 1}', "2.5"]
+    assert list(back["mixed_lists"][[0, 1, 3]]) == ['[1, "x"]', "[2]", "[3]"]
+    assert pd.isna(back["mixed_lists"].iloc[2])                                    # null, not the text "NaN"
     with open(tmp_path / "results.csv") as f:
         assert f.readline().startswith("run_id,suite,cell_id")
 

@@ -15,7 +15,7 @@ import torch
 
 from conftest import run_dirs, subprocess_env
 from harness.cells import Cell, CellContext
-from harness.run.execute import execute_cell
+from harness.run.execute import execute_cell, failure_row
 from harness.run.executors import Executor
 from harness.store.results import load, load_meta, read_rows
 from harness.run.runner import RunInterrupted, read_plan, run_suite
@@ -597,6 +597,9 @@ class _RecordingExecutor(Executor):
                 raise KeyboardInterrupt
             self.skips.append(skip_reason(cell))
             self.ran.append(cell)
+            if self.skips[-1]:                      # the contract: a reason means a skipped row, not a run
+                on_done(cell, [failure_row("skipped", self.skips[-1])])
+                continue
             self.contexts.append(make_context(cell))
             on_done(cell, execute_cell(cell, self.contexts[-1]))
 
@@ -637,7 +640,9 @@ def test_run_suite_records_the_run_in_its_meta_and_a_resume_extends_it(write_sui
     assert ctx.device == "cpu" and ctx.run_dir == str(run_dir) and 45 < ctx.seconds_left() <= 50
     assert progress.calls[0] == ("start", f"runs -> {run_dir}", 2, 0)
     assert [c[0] for c in progress.calls[1:]] == ["cell_started", "cell_done", "close"]
-    assert progress.calls[2][1:3] == (cells[0], "ok")
+    assert progress.calls[1] == ("cell_started", cells[0])
+    (_, cell, status, wall_s) = progress.calls[2]                       # wall_s: the first row's
+    assert (cell, status) == (cells[0], "ok") and wall_s == read_rows(run_dir / "rows.jsonl")[0]["wall_s"] > 0
     rows = read_rows(run_dir / "rows.jsonl")
     assert {(r["run_id"], r["suite"], r["cell_id"], r["kind"], r["status"]) for r in rows} == {
         (f"runs/{run_dir.name}", "runs", cells[0].cell_id, "fake", "ok")}
@@ -697,6 +702,7 @@ def test_an_error_inside_the_executor_ends_the_run_as_interrupted_and_is_raised(
     (run_dir,) = run_dirs(tmp_path / "results")
     meta = load_meta(run_dir)
     assert meta["interrupted"] is True and meta["status_counts"] == {"ok": 1}
+    assert meta["executor"] == {"name": "recording", "nodes": 1, "cells_here": 0}      # its run_summary too
     assert len(pd.read_parquet(run_dir / "results.parquet")["cell_id"].unique()) == 1
 
 
@@ -760,3 +766,83 @@ def test_a_resumed_run_inside_the_checkout_does_not_make_it_dirty(write_suite, m
         assert load_meta(run_dir)["dirty"] is False and meta._OUTPUT_DIRS == ["my-results"]
     finally:
         meta.git_state.cache_clear()
+
+
+class _ClusterStandIn(_RecordingExecutor):
+    """An executor that runs cells elsewhere, as Ray's does: it says whether its machines have CUDA and measures
+    the kind's run_meta on a worker."""
+
+    name = "cluster"
+
+    def cluster_has_gpus(self):
+        return True
+
+    def call_on_worker(self, fn, on_worker, device):
+        return {**fn(on_worker), "measured_on": f"worker for {device}"}
+
+
+def test_run_meta_is_measured_per_device_where_the_cells_run(tmp_path, monkeypatch):
+    """Cells on two devices: meta.json names both; the kind's run_meta is measured for each device the cells can
+    use (not for cuda on a CPU box, also when cuda sorts first), and on a cluster's worker when the executor has
+    one; each cell's context carries its own device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cells = [Cell("runs", "fake", "0" * 12, {"behavior": "ok", "device": "cuda"}),
+             Cell("runs", "fake", "1" * 12, {"behavior": "ok", "device": "meta"})]
+    data = {"name": "runs", "kind": "fake"}
+    local = _RecordingExecutor()
+    result = run_suite(data, cells, out_root=tmp_path / "a", executor=local)
+    meta = load_meta(result.run_dir)
+    assert meta["device"] == "cuda,meta" and meta["fake_meta"] == "meta" and "measured_on" not in meta
+    assert result.counts == {"skipped": 1, "ok": 1} and [c.device for c in local.contexts] == ["meta"]
+    cluster = _ClusterStandIn()
+    meta = load_meta(run_suite(data, cells, out_root=tmp_path / "b", executor=cluster).run_dir)
+    assert meta["fake_meta"] == "meta" and meta["measured_on"] == "worker for meta"
+
+
+def test_run_suite_records_the_command_and_drops_changes_left_by_a_dirty_part(write_suite, tmp_path, at_commit):
+    """meta.json's command is the argv the caller gives; a resume on a clean tree at the same commit drops the list
+    of uncommitted changes an earlier, dirty part of the run left in meta.json."""
+    from harness.store.results import META_FILE
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+    at_commit("a" * 40, dirty=True)
+    suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok, ok") + "  seq_len: [1, 2]\n"))[0]
+    cells = expand(suite)
+    with pytest.raises(RunInterrupted) as info:
+        run_suite(suite.doc.data, cells, out_root=tmp_path / "results", executor=_RecordingExecutor(stop_after=1),
+                  argv=["ssmbench", "run", "mine.yaml"])
+    run_dir = Path(info.value.run_dir)
+    meta = load_meta(run_dir)
+    assert meta["command"] == "ssmbench run mine.yaml" and meta["dirty"] is True
+    (run_dir / META_FILE).write_text(json.dumps({**meta, "changes": "M models/s6.py"}))
+    at_commit("a" * 40, dirty=False)
+    run_suite(suite.doc.data, cells, resume_dir=run_dir, executor=_RecordingExecutor(), argv=["again"])
+    meta = load_meta(run_dir)
+    assert meta["dirty"] is False and "changes" not in meta and meta["command"] == "again"
+
+
+def test_meta_json_is_written_before_the_first_cell_runs(write_suite, tmp_path):
+    """A run killed in its first cell still says what it was: meta.json holds the run's identity before any cell."""
+    from harness.store.results import META_FILE
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+
+    seen = []
+
+    class Peek(_RecordingExecutor):
+        def run(self, cells, make_context, on_done, skip_reason):
+            seen.append(json.loads((Path(make_context(cells[0]).run_dir) / META_FILE).read_text()))
+            super().run(cells, make_context, on_done, skip_reason)
+
+    suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok")))[0]
+    result = run_suite(suite.doc.data, expand(suite), out_root=tmp_path / "results", executor=Peek())
+    assert seen[0]["run_id"] == result.run_id and seen[0]["n_cells"] == 1 and "end_time" not in seen[0]
+
+
+def test_rows_carry_the_kinds_defaults_the_suite_left_out(write_suite, tmp_path):
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+    suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok")))[0]
+    result = run_suite(suite.doc.data, expand(suite), out_root=tmp_path / "results", executor=_RecordingExecutor())
+    row = read_rows(Path(result.run_dir) / "rows.jsonl")[0]
+    assert row["repeats"] == 1 and row["sleep_s"] == 0.0 and row["batch"] == 2 and row["seq_len"] == 8

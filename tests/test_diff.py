@@ -634,3 +634,47 @@ def test_the_bootstrap_of_zero_medians_is_quiet():
 def test_a_ratio_exactly_at_the_threshold_is_unchanged(new, direction, verdict):
     from harness.analysis.diff import compare_ratio
     assert compare_ratio([4.0], new, threshold=0.25, direction=direction)["verdict"] == verdict
+
+
+def test_the_bootstrap_interval_cuts_half_of_the_excluded_mass_from_each_tail():
+    """Medians of three draws from [1, 2, 3]: 1 and 3 each with probability 7/27 (0.26), 2 otherwise.  A 40%
+    interval cuts 30% from each tail, which lands inside the block of 2s at both ends: exactly (2, 2).  Cutting a
+    third instead of a half from a tail (20%) would land in the block of 1s or 3s."""
+    from harness.analysis.diff import bootstrap_ratio_ci
+    seed = np.random.SeedSequence().entropy
+    lo, hi = bootstrap_ratio_ci(np.ones(3), np.array([1.0, 2.0, 3.0]), 0.4, 4000, np.random.default_rng(seed))
+    assert (lo, hi) == (2.0, 2.0), seed
+
+
+def test_timing_result_has_the_same_keys_on_every_path_and_failure_rows_count_as_missing():
+    cases = [([1.0], [5.0]), ([1.0], [1.01]), ([0.0] * 6, [1.0] * 6), ([1.0] * 6, [1.0] * 6),
+             ([None, 1.0, 1.1, 0.9, 1.05, 0.95, 1.02], [2.0, 2.1, 1.9, 2.05, None, 1.95, 2.02])]
+    for base, new in cases:
+        res = compare_timing(base, new, n_boot=50)
+        assert set(res) == {"verdict", "ratio", "ci_low", "ci_high", "p_value", "note"}, (base, new)
+    res = compare_timing(*cases[-1], n_boot=50)
+    assert res["verdict"] == "regression" and res["ratio"] == pytest.approx(2.0, rel=0.03)
+    untestable = compare_timing([1.0], [5.0])
+    assert untestable["verdict"] == "inconclusive" and untestable["note"].startswith("ratio 5.000 outside ±5%, untestable")
+
+
+@pytest.mark.parametrize("n_base, n_new", [(2, 40), (40, 2)])
+def test_two_samples_on_one_side_are_tested_when_the_other_side_makes_p_small_enough(n_base, n_new):
+    """What decides is the smallest reachable p (2 vs 40 samples: 2/861 < 0.01), not a minimum per side."""
+    rng = np.random.default_rng(np.random.SeedSequence().entropy)
+    base, new = 1.0 + 0.01 * rng.random(n_base), 2.0 + 0.01 * rng.random(n_new)
+    res = compare_timing(base, new, n_boot=200)
+    assert res["p_value"] is not None and res["p_value"] < 0.01 and res["verdict"] == "regression"
+
+
+def test_one_sample_on_a_side_is_never_tested_however_many_the_other_has():
+    res = compare_timing([1.0], 2.0 + np.arange(300) * 1e-3)
+    assert res["p_value"] is None and res["verdict"] == "inconclusive"
+
+
+def test_a_floor_exactly_at_alpha_is_untestable_and_a_ratio_exactly_at_the_threshold_is_not_inconclusive():
+    """3 vs 3 samples reach p = 2/20 = 0.1 at best: at alpha 0.1 that cannot be below alpha, so no test is run; and
+    an untestable ratio exactly at the threshold (1.25 at 25%) is not called outside it."""
+    res = compare_timing([1.0, 1.1, 1.2], [2.0, 2.1, 2.2], alpha=0.1)
+    assert res["p_value"] is None and res["note"].endswith("add repeats")
+    assert compare_timing([4.0], [5.0], threshold=0.25)["verdict"] == "not enough data"

@@ -678,3 +678,18 @@ def test_a_floor_exactly_at_alpha_is_untestable_and_a_ratio_exactly_at_the_thres
     res = compare_timing([1.0, 1.1, 1.2], [2.0, 2.1, 2.2], alpha=0.1)
     assert res["p_value"] is None and res["note"].endswith("add repeats")
     assert compare_timing([4.0], [5.0], threshold=0.25)["verdict"] == "not enough data"
+
+
+def test_min_two_sided_p_with_one_sample_on_a_side():
+    assert min_two_sided_p(1, 9) == pytest.approx(0.2) and min_two_sided_p(9, 1) == pytest.approx(0.2)
+    assert min_two_sided_p(1, 199) == pytest.approx(0.01)
+
+
+def test_timing_uses_the_generator_it_is_given_and_a_fixed_one_otherwise():
+    """Two diffs of the same samples agree (the default generator is seeded), and a caller's generator is used."""
+    rng = np.random.default_rng(np.random.SeedSequence().entropy)
+    base, new = 1.0 + 0.1 * rng.random(12), 1.3 + 0.1 * rng.random(12)
+    first, again = compare_timing(base, new), compare_timing(base, new)
+    assert (first["ci_low"], first["ci_high"]) == (again["ci_low"], again["ci_high"])
+    other = [compare_timing(base, new, rng=np.random.default_rng(s)) for s in (11, 12)]
+    assert (other[0]["ci_low"], other[0]["ci_high"]) != (other[1]["ci_low"], other[1]["ci_high"])

@@ -778,6 +778,7 @@ class _ClusterStandIn(_RecordingExecutor):
         return True
 
     def call_on_worker(self, fn, on_worker, device):
+        self.measured = getattr(self, "measured", []) + [device]
         return {**fn(on_worker), "measured_on": f"worker for {device}"}
 
 
@@ -797,6 +798,7 @@ def test_run_meta_is_measured_per_device_where_the_cells_run(tmp_path, monkeypat
     cluster = _ClusterStandIn()
     meta = load_meta(run_suite(data, cells, out_root=tmp_path / "b", executor=cluster).run_dir)
     assert meta["fake_meta"] == "meta" and meta["measured_on"] == "worker for meta"
+    assert cluster.measured == ["cuda", "meta"]          # the cluster has GPUs, though this box has none
 
 
 def test_run_suite_records_the_command_and_drops_changes_left_by_a_dirty_part(write_suite, tmp_path, at_commit):
@@ -846,3 +848,21 @@ def test_rows_carry_the_kinds_defaults_the_suite_left_out(write_suite, tmp_path)
     result = run_suite(suite.doc.data, expand(suite), out_root=tmp_path / "results", executor=_RecordingExecutor())
     row = read_rows(Path(result.run_dir) / "rows.jsonl")[0]
     assert row["repeats"] == 1 and row["sleep_s"] == 0.0 and row["batch"] == 2 and row["seq_len"] == 8
+
+
+def test_a_dirty_run_keeps_the_list_of_its_changes(write_suite, tmp_path, monkeypatch):
+    """meta.json's ``changes`` (which files differ from the commit) stays when the tree is dirty; only a clean resume
+    drops the list an earlier part left."""
+    from harness.store import meta as run_meta_module
+    from harness.suite.expand import expand
+    from harness.suite.schema import load_suites
+
+    def dirty_tree():
+        return {"commit": "a" * 40, "short": "aaaaaaa", "dirty": True, "changes": "M models/s6.py"}
+
+    dirty_tree.cache_clear = lambda: None
+    monkeypatch.setattr(run_meta_module, "git_state", dirty_tree)
+    suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok")))[0]
+    result = run_suite(suite.doc.data, expand(suite), out_root=tmp_path / "results", executor=_RecordingExecutor())
+    meta = load_meta(result.run_dir)
+    assert meta["dirty"] is True and meta["changes"] == "M models/s6.py"

@@ -66,8 +66,10 @@ class Target:
         return [f"{self.dotted}.x_{fn}__mutmut_*" for fn in self.functions]
 
 
-#: the scan's CPU tests without the Triton ones (a subprocess each) and the L=4097 cases (seconds each)
-_SCAN_TESTS = ("tests/test_selective_scan.py", "-k", "not triton and not interpreter and not bench_backward and not L4097")
+#: the scan's CPU tests (with the constant-B/C ones) without the Triton ones (a subprocess each) and the L=4097
+#: cases (seconds each)
+_SCAN_TESTS = ("tests/test_selective_scan.py", "tests/test_selective_scan_constant_bc.py",
+               "-k", "not triton and not interpreter and not bench_backward and not L4097")
 #: tests that start ``python -m harness`` in a subprocess: mutmut's trampolines fail outside its own process
 _NO_SUBPROCESS = ("-k", "not sigkill and not sigint")
 #: the SSD's CPU tests (the Triton interpreter's run is a subprocess per mutant: left to CI)

@@ -369,11 +369,11 @@ def test_sigint_mid_run_exits_130_with_tables_written(write_suite, tmp_path):
     assert load_meta(run_dir)["interrupted"] is True
 
 
-def test_run_output_inside_the_checkout_does_not_make_it_dirty(monkeypatch, tmp_path):
-    """Rows a run writes into a folder git does not ignore are not code: a second run or a --resume into that
-    folder must not find the checkout 'dirty' (and refuse), while any other untracked file still counts."""
-    import subprocess
 
+@pytest.fixture
+def checkout(monkeypatch, tmp_path):
+    """A one-commit git checkout in tmp_path that harness.store.meta takes for the project (no output folders
+    excluded yet, no SSMBENCH_GIT_COMMIT), clean at the start."""
     from harness.store import meta
 
     repo = tmp_path / "checkout"
@@ -385,6 +385,14 @@ def test_run_output_inside_the_checkout_does_not_make_it_dirty(monkeypatch, tmp_
     monkeypatch.setattr(meta, "PROJECT_ROOT", repo)
     monkeypatch.setattr(meta, "_OUTPUT_DIRS", [])
     meta.git_state.cache_clear()
+    return repo
+
+def test_run_output_inside_the_checkout_does_not_make_it_dirty(checkout, monkeypatch, tmp_path):
+    """Rows a run writes into a folder git does not ignore are not code: a second run or a --resume into that
+    folder must not find the checkout 'dirty' (and refuse), while any other untracked file still counts."""
+    from harness.store import meta
+
+    repo = checkout
     try:
         out = repo / "my-results" / "suite" / "20261205T000000-abc"
         out.mkdir(parents=True)
@@ -735,24 +743,14 @@ def test_a_resume_counts_every_earlier_cell_and_the_plan_keeps_overrides_and_fil
     assert result.counts == {"ok": 3}
 
 
-def test_a_resumed_run_inside_the_checkout_does_not_make_it_dirty(write_suite, monkeypatch, tmp_path):
+def test_a_resumed_run_inside_the_checkout_does_not_make_it_dirty(write_suite, checkout, monkeypatch, tmp_path):
     """A fresh process resuming a run whose folder is inside the checkout excludes that folder (the run directory's
     grandparent, the --out of the first run), not the default --out, and not the checkout itself."""
-    import subprocess as sp
-
     from harness.store import meta
     from harness.suite.expand import expand
     from harness.suite.schema import load_suites
 
-    repo = tmp_path / "checkout"
-    (repo / "pkg").mkdir(parents=True)
-    (repo / "pkg" / "code.py").write_text("x = 1\n")
-    for args in (["init", "-q"], ["add", "."], ["-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "a"]):
-        sp.run(["git", *args], cwd=repo, check=True, capture_output=True)
-    monkeypatch.delenv("SSMBENCH_GIT_COMMIT", raising=False)
-    monkeypatch.setattr(meta, "PROJECT_ROOT", repo)
-    monkeypatch.setattr(meta, "_OUTPUT_DIRS", [])
-    meta.git_state.cache_clear()
+    repo = checkout
     try:
         suite = load_suites(write_suite(SUITE.replace("{behaviors}", "ok, ok") + "  seq_len: [1, 2]\n"))[0]
         cells = expand(suite)

@@ -87,6 +87,19 @@ def test_chunk_size_does_not_change_the_result():
         torch.testing.assert_close(y, ys[0], rtol=1e-5, atol=1e-5, msg=f"seed={seed}")
 
 
+@pytest.mark.parametrize("L,chunk", [(64, None), (48, 16), (47, 16), (49, 16), (5, 1)],
+                         ids=["L64-default8", "L48-T16", "L47-T16", "L49-T16", "L5-T1"])
+def test_last_state_whatever_the_padding_of_the_last_chunk(L, chunk):
+    """The last state is read at the last step of the last chunk, which is h_{L-1} only because padded steps
+    keep the state; with no padding (L a multiple of the chunk) that step is the last real one. The
+    CASES above all pad, so this holds the last state and its gradients to float64 at pad 0, 1 and T-1."""
+    seed = fresh_seed()
+    ins = random_inputs(2, 3, L, 8, z=True, D=True, bias=True, softplus=True, seed=seed)
+    errs = compare(lambda *a, **k: kernels.selective_scan_chunked(*a, **k, chunk=chunk), ins, seed=seed)
+    bad = {k: v for k, v in errs.items() if v > (1e-5 if k in ("y", "last_state") else 1e-4)}
+    assert not bad, f"seed={seed} L={L} chunk={chunk}: errors over tolerance {bad} (all: {errs})"
+
+
 def test_long_decay_is_numerically_safe():
     """Huge dt*A sums (state forgotten within a chunk) must not overflow in the chunked scan."""
     ins = random_inputs(1, 2, 256, 4, seed=fresh_seed())

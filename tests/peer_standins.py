@@ -193,7 +193,9 @@ def _modules(package: str, broken: str | None) -> Dict[str, types.ModuleType]:
     if package == "flash_attn":
         return {"flash_attn": mod("flash_attn", flash_attn_func=flash_attn_func)}
     if package == "fla":
+        # fla.utils: the flags of fla's toolchain guards, here as on a non-Hopper GPU with Triton 3.6
         return {"fla": mod("fla"), "fla.ops": mod("fla.ops"), "fla.ops.gla": mod("fla.ops.gla", chunk_gla=chunk_gla),
+                "fla.utils": mod("fla.utils", IS_NVIDIA_HOPPER=False, TRITON_ABOVE_3_4_0=True, TRITON_ABOVE_3_7_1=False),
                 "fla.ops.gated_delta_rule": mod("fla.ops.gated_delta_rule",
                                                 chunk_gated_delta_rule=chunk_gated_delta_rule)}
     raise KeyError(package)

@@ -37,6 +37,9 @@ class Impl:
     ``requires``: (import name, how to get it) of the packages a peer target needs: a missing one skips the
     cell with that hint; nothing is imported before the cell runs.
     ``dtypes``: the cell dtypes the target supports (others are skipped), None for all.
+    ``declines(cfg, device) -> reason | None``: a peer's own refusal to run this cell here (its guard against a
+    known bug of the toolchain under it), asked at the cell's start, after the package check: the reason skips the
+    cell, where the peer's error would have made it an ``error`` row though nothing of ssmbench's is wrong.
     """
 
     name: str
@@ -49,9 +52,11 @@ class Impl:
     reference_name: str = ""
     requires: Tuple[Tuple[str, str], ...] = ()
     dtypes: Optional[Sequence[str]] = None
+    declines: Optional[Callable[[Any, str], Optional[str]]] = None
 
     def check_runnable(self, cfg: Any, device: str) -> None:
-        """Raise CellSkipped, saying why, when this cell cannot run here (device, pass, dtype, package)."""
+        """Raise CellSkipped, saying why, when this cell cannot run here (package, device, pass, dtype, or the
+        peer declines)."""
         for package, how in self.requires:
             if not package_installed(package):
                 raise CellSkipped(f"impl {self.name!r} needs the package {package!r}, which is not installed here: "
@@ -64,6 +69,9 @@ class Impl:
         if self.dtypes is not None and getattr(cfg, "dtype", None) not in self.dtypes:
             raise CellSkipped(f"impl {self.name!r} does not support dtype {cfg.dtype!r} "
                               f"(supports: {', '.join(self.dtypes)})")
+        reason = self.declines(cfg, device) if self.declines is not None else None
+        if reason:
+            raise CellSkipped(f"impl {self.name!r}: {reason}")
 
     def workload(self, cfg: Any, device: str) -> Workload:
         self.check_runnable(cfg, device)

@@ -22,7 +22,9 @@ Each is an :class:`~harness.kinds.bench.op.Op` (inputs, the peer's call, a plain
 ``kind: speed`` and measured by ``kind: memory`` like a built-in target, and gated first (gate.py).  Nothing
 here imports a peer package at start-up: a cell checks that the package is installed (``Impl.requires``) and
 is ``skipped`` with the package name and how to get it when it is not (:data:`HOW`); an installed package
-that fails to import is an ``error`` row with the import error.  Peers need CUDA (``needs_cuda``).
+that fails to import is an ``error`` row with the import error; a peer whose own guard refuses the toolchain under it
+(fla's gated backward on Hopper with Triton >= 3.4, < 3.7.1) is ``skipped`` with that reason (``Impl.declines``).
+Peers need CUDA (``needs_cuda``).
 
 Getting the packages onto a machine without network: ``python -m harness.kinds.bench.peers build`` (build.py).
 """

@@ -3,7 +3,8 @@ gated linear attention (``chunk_gla``) and the gated delta rule (``chunk_gated_d
 on (batch, L, heads, head_dim) inputs; the references are their recurrences (references.py)."""
 from __future__ import annotations
 
-from typing import Dict
+from importlib import import_module
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from harness.kinds.bench.op import Op, op_impl
 from harness.kinds.bench.ops import _generator, _randn
 from harness.kinds.bench.peers import peer_attr, requires
 from harness.kinds.bench.references import gated_delta_rule_recurrence, gla_recurrence
+from harness.kinds.bench.workload import package_installed
 
 
 def _leaf(t: torch.Tensor, requires_grad: bool) -> torch.Tensor:
@@ -51,6 +53,23 @@ def _official_gla():
     return lambda x: _first(chunk_gla(q=x["q"], k=x["k"], v=x["v"], g=x["g"]))
 
 
+def fla_gated_backward_declined(cfg, device: str) -> Optional[str]:
+    """fla's own guard: with Triton >= 3.4.0 and < 3.7.1 on Hopper its gated ``chunk_bwd_dqkwg`` gives wrong
+    gradients (fla-org/flash-linear-attention#640), so fla raises in the backward unless TileLang serves that
+    kernel.  Read from fla's flags (``fla.utils``), so the cell is skipped with the reason, not an ``error``;
+    a fla without these flags has no such guard."""
+    if cfg.pass_ == "fwd" or package_installed("tilelang"):
+        return None
+    utils = import_module("fla.utils")
+    if not (getattr(utils, "IS_NVIDIA_HOPPER", False) and getattr(utils, "TRITON_ABOVE_3_4_0", False)
+            and not getattr(utils, "TRITON_ABOVE_3_7_1", True)):
+        return None
+    import triton
+    return (f"fla refuses the backward of its gated kernels with Triton {triton.__version__} on Hopper GPUs "
+            "(wrong gradients in chunk_bwd_dqkwg, fla-org/flash-linear-attention#640): install Triton >= 3.7.1 or "
+            "`pip install tilelang`, or time pass fwd")
+
+
 def _official_gdn():
     chunk_gated_delta_rule = peer_attr("fla", "fla.ops.gated_delta_rule", "chunk_gated_delta_rule")
     return lambda x: _first(chunk_gated_delta_rule(q=x["q"], k=x["k"], v=x["v"], g=x["g"], beta=x["beta"]))
@@ -63,4 +82,4 @@ GATED_DELTA_RULE = op_impl(
     Op(gdn_inputs, _official_gdn,
        lambda x: gated_delta_rule_recurrence(x["q"], x["k"], x["v"], x["g"], x["beta"])),
     "the gated delta rule recurrence in float64", needs_cuda=True, uses_heads=True, dtypes=("fp16", "bf16"),
-    requires=requires("fla"))
+    requires=requires("fla"), declines=fla_gated_backward_declined)

@@ -627,6 +627,21 @@ def test_the_bootstrap_of_zero_medians_is_quiet():
     assert (lo, hi) == (0.0, 1.0)
 
 
+def test_an_interval_end_among_infinite_ratios_is_inf_without_warnings():
+    """base [0, 0, 1, 1, 1] has median 1, but 32% of its resamples (3 or more zeros of 5 draws) have median 0: the
+    upper 5% of the ratios are all inf, so the interval's upper end is inf; interpolating between two infs gave nan
+    and a numpy warning (which the CLI would print)."""
+    import warnings
+
+    from harness.analysis.diff import bootstrap_ratio_ci
+    seed = np.random.SeedSequence().entropy
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lo, hi = bootstrap_ratio_ci(np.array([0.0, 0.0, 1.0, 1.0, 1.0]), np.array([1.0, 1.0, 1.1, 0.9, 1.0]), 0.9,
+                                    4000, np.random.default_rng(seed))
+    assert hi == math.inf and 0.9 <= lo <= 1.0, (seed, lo, hi)
+
+
 @pytest.mark.parametrize("new, direction, verdict", [
     ([5.0], -1, "unchanged"), ([3.0], -1, "unchanged"),       # exactly at the threshold (1.25, 0.75): not beyond
     ([5.5], -1, "regression"), ([5.5], +1, "improvement"), ([2.5], +1, "regression"),

@@ -263,12 +263,17 @@ def min_two_sided_p(n1: int, n2: int) -> float:
 
 def bootstrap_ratio_ci(base: np.ndarray, new: np.ndarray, level: float, n_boot: int,
                        rng: np.random.Generator) -> Tuple[float, float]:
-    """Percentile bootstrap interval of median(new) / median(base)."""
+    """Percentile bootstrap interval of median(new) / median(base).
+
+    Each end is the resampled ratio at or outside its cut (no interpolation between neighbours): resamples whose
+    base median is 0 give inf (or nan, left out), and an end among them is inf, where interpolating would give
+    inf - inf = nan and a numpy warning."""
     bi = rng.integers(0, len(base), size=(n_boot, len(base)))
     ni = rng.integers(0, len(new), size=(n_boot, len(new)))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.median(new[ni], axis=1) / np.median(base[bi], axis=1)
-    lo, hi = np.nanquantile(ratios, [(1 - level) / 2, 1 - (1 - level) / 2])
+    lo = np.nanquantile(ratios, (1 - level) / 2, method="lower")
+    hi = np.nanquantile(ratios, 1 - (1 - level) / 2, method="higher")
     return float(lo), float(hi)
 
 
